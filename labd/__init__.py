@@ -1,0 +1,30 @@
+"""ipclab's daemon, and the public contract for mechanism plugins.
+
+Plugin authors import ``Mechanism``, ``Param``, ``CounterContext``, ``PrinterContext``
+and ``SetupEnv`` from here. They are loaded on first use so that ``labctl``, which
+imports :mod:`labd.protocol`, does not pay for the daemon's machinery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Mechanism": "labd.mechanisms.base",
+    "SetupEnv": "labd.mechanisms.base",
+    "Param": "labd.params",
+    "CounterContext": "labd.contexts",
+    "PrinterContext": "labd.contexts",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'labd' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,228 @@
+"""What a mechanism's counter and printer loops get: pacing, tallies, printing, stop.
+
+These objects live in the worker processes. A counter loop is written as::
+
+    for n in ctx.batches():        # ends when the set stops
+        for _ in range(n):
+            value.value += 1
+
+and a message printer as ``msg = q.get(); ctx.received(sent_ns)``. The context does the
+accounting (each process writes only its own board slots), the pacing on absolute ticks,
+the lesson's ``Time: N`` lines (at most 10 a second) and the stop protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from labd import board, pacing
+
+_MIN_BATCH_S = 0.002
+_MAX_BATCH_S = 0.02
+_MAX_BATCH = 1 << 20
+_PRECISE_S = 0.003
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Who a worker is, sent to it at start (picklable)."""
+
+    set_id: int
+    role: str  # "counter" or "printer"
+    index: int
+    counters: int
+    printers: int
+    values: dict[str, Any] = field(default_factory=dict)
+    daemon_pid: int = 0
+
+    @property
+    def interval(self) -> float:
+        return float(self.values.get("interval", 1.0))
+
+
+class _Context:
+    def __init__(self, spec: WorkerSpec, slots: memoryview, wake: Connection) -> None:
+        self.spec = spec
+        self.index = spec.index
+        self.counters = spec.counters
+        self.printers = spec.printers
+        self.values = spec.values
+        self.interval = spec.interval
+        self._v = slots
+        self._wake = wake
+
+    @property
+    def wake(self) -> Connection:
+        """Readable once this role is asked to stop (add it to a ``wait()`` list)."""
+        return self._wake
+
+    def stopping(self) -> bool:
+        """True once the daemon asked this role to stop (or is gone)."""
+        return self._wake.poll()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True if asked to stop meanwhile."""
+        return self._wake.poll(max(0.0, timeout))
+
+    def sleep_until(self, due: float) -> bool:
+        """Sleep until the monotonic instant ``due``; True if asked to stop meanwhile.
+
+        The stop pipe is watched until just before ``due``, then a precise sleep
+        (``clock_nanosleep``) lands every process of the set on the same instant, with no
+        system call between waking and working: this is what makes the lesson's race
+        visible at a slow tick.
+        """
+        coarse = due - time.monotonic() - _PRECISE_S
+        if coarse > 0 and self._wake.poll(coarse):
+            return True
+        rest = due - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+        return False  # a stop asked in the last instant is seen at the next tick
+
+    def ticks(self, phase: float = 0.0) -> Iterator[float]:
+        """Yield at each absolute tick (each 0.1 s when flat out) until asked to stop."""
+        period = self.interval if self.interval > 0 else pacing.FLAT_OUT_DISPLAY
+        while True:
+            due = pacing.next_tick(period, phase=phase)
+            if self.sleep_until(due):
+                return
+            yield due
+
+
+class CounterContext(_Context):
+    """A counter's view: ``batches()`` paces it and tallies every increment."""
+
+    def __init__(self, spec: WorkerSpec, slots: memoryview, wake: Connection) -> None:
+        super().__init__(spec, slots, wake)
+        self._reserved = board.counter_slot(spec.index)
+        self._done = self._reserved + 1
+
+    def batches(self) -> Iterator[int]:
+        """How many increments to do now; ends when the set stops.
+
+        Paced: one at each tick boundary, the same instant for every counter of the set.
+        Flat out: batches sized to last a few milliseconds, so the tally and the stop
+        check cost nothing measurable.
+        """
+        if self.interval > 0:
+            yield from self._paced()
+        else:
+            yield from self._flat_out()
+
+    def _paced(self) -> Iterator[int]:
+        v, r, d = self._v, self._reserved, self._done
+        for _ in self.ticks():
+            v[r] += 1
+            yield 1
+            v[d] += 1
+
+    def _flat_out(self) -> Iterator[int]:
+        v, r, d = self._v, self._reserved, self._done
+        n = 1
+        clock = time.perf_counter
+        while not self._wake.poll():
+            v[r] += n
+            t0 = clock()
+            yield n
+            v[d] += n
+            dt = clock() - t0
+            if dt < _MIN_BATCH_S and n < _MAX_BATCH:
+                n *= 2
+            elif dt > _MAX_BATCH_S and n > 1:
+                n //= 2
+
+
+class PrinterContext(_Context):
+    """A printer's view: record what arrived, show the lesson's ``Time: N`` lines.
+
+    Polling printers (shared memory, Manager) call :meth:`show` from a :meth:`ticks`
+    loop. Message printers call :meth:`received` per message; a display thread then
+    prints the set's total received at each tick, at most 10 lines a second.
+    """
+
+    def __init__(
+        self, spec: WorkerSpec, slots: memoryview, wake: Connection, *, messages: bool
+    ) -> None:
+        super().__init__(spec, slots, wake)
+        base = board.printer_slot(spec.counters, spec.index)
+        self._received_slot = base
+        self._corrupt_slot = base + 1
+        self._shown_slot = base + 2
+        self._hist = base + 4
+        self._count = 0
+        self._last_line = 0.0
+        self._shown: int | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._display: threading.Thread | None = None
+        if messages:
+            self._display = threading.Thread(target=self._display_loop, daemon=True)
+            self._display.start()
+
+    @property
+    def count(self) -> int:
+        """Valid messages this printer received."""
+        return self._count
+
+    def received(self, sent_ns: int | None = None) -> None:
+        """Record one valid message; ``sent_ns`` (``time.monotonic_ns()`` at send) gives latency."""
+        self._count += 1
+        v = self._v
+        v[self._received_slot] = self._count
+        if sent_ns is not None:
+            v[self._hist + board.bucket(time.monotonic_ns() - sent_ns)] += 1
+
+    def corrupt(self, n: int = 1) -> None:
+        """Record ``n`` messages that arrived garbled."""
+        self._v[self._corrupt_slot] += n
+
+    def show(self, value: int) -> None:
+        """Print ``Time: value`` now, unless a line went out less than 0.1 s ago."""
+        now = time.monotonic()
+        if now - self._last_line < pacing.FLAT_OUT_DISPLAY * 0.9:
+            return
+        self._last_line = now
+        self._print(value)
+
+    def _print(self, value: int) -> None:
+        with self._lock:
+            self._shown = value
+            self._v[self._shown_slot] = value
+            try:
+                os.write(1, f"Time: {value}\n".encode())
+            except OSError:
+                pass  # the daemon stopped reading; the tally still counts
+
+    def _set_total(self) -> int:
+        return sum(
+            self._v[board.printer_slot(self.counters, j)] for j in range(self.printers)
+        )
+
+    def _display_loop(self) -> None:
+        period = pacing.display_period(self.interval)
+        phase = 0.5 if self.interval > 0 else 0.0
+        while True:
+            due = pacing.next_tick(period, phase=phase)
+            if self._done.wait(max(0.0, due - time.monotonic())):
+                return
+            total = self._set_total()
+            if total != self._shown:
+                self._print(total)
+
+    def finish(self) -> None:
+        """Called by the framework when the printer loop returns: the last line."""
+        if self._display is None:
+            return
+        self._done.set()
+        self._display.join()
+        if self.index == 0:
+            total = self._set_total()
+            if total != self._shown:
+                self._print(total)

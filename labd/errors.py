@@ -1,0 +1,88 @@
+"""The one exception tree of ipclab, shared by labd and labctl (stdlib only).
+
+::
+
+    LabError                    a request failed; exit code 1 unless said otherwise
+    ├── UsageError              bad arguments to a command or an API call
+    │   ├── MechanismError      unknown mechanism, or one that failed to load
+    │   └── ParamError          unknown parameter key, wrong type, out of range
+    ├── LimitError              a per-set or global process limit would be exceeded
+    ├── SetError                about one set
+    │   ├── NoSuchSet           no set with that id, live or in the history
+    │   └── SetBusy             a conflicting operation is already under way
+    ├── ConfigError             the daemon cannot start as configured (bad socket, TLS ...)
+    └── ConnectError            labctl cannot reach labd (exit code 3)
+
+Every exception keeps its data in ``args`` (the first item is the one-line,
+user-facing message), because rpyc rebuilds exceptions on the client without
+calling ``__init__``.  The message names the object and says what to do.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class LabError(Exception):
+    """Base of every error ipclab reports to a user."""
+
+    exit_code = EXIT_FAILED
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else type(self).__name__
+
+
+class UsageError(LabError):
+    """Arguments that can never succeed: fix the command."""
+
+
+class MechanismError(UsageError):
+    """Unknown mechanism, or a mechanism plugin that failed to load."""
+
+
+class ParamError(UsageError):
+    """Unknown parameter key, a value of the wrong type, or one out of range."""
+
+
+class LimitError(LabError):
+    """A per-set or global limit on processes would be exceeded."""
+
+
+class SetError(LabError):
+    """An operation on one process set failed."""
+
+
+class NoSuchSet(SetError):
+    """No set with that id, neither live nor in the history."""
+
+
+class SetBusy(SetError):
+    """Another operation on the same set is under way."""
+
+
+class ConfigError(LabError):
+    """labd cannot start as configured."""
+
+
+class ConnectError(LabError):
+    """labctl cannot reach labd."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+def message_of(exc: BaseException) -> str:
+    """The one-line user message of any exception, never a traceback.
+
+    rpyc appends the remote traceback to ``str()`` of a remote exception; the first
+    line of the first argument is what the daemon meant to say.
+    """
+    if exc.args and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    else:
+        text = str(exc) or type(exc).__name__
+    first = text.strip().splitlines()
+    return first[0] if first else type(exc).__name__

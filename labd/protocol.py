@@ -1,0 +1,123 @@
+"""What labd and labctl agree on: addresses, default paths, JSON keys (stdlib only).
+
+labctl imports this module and :mod:`labd.errors`, nothing else of the daemon, so that a
+one-shot command starts fast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from labd.errors import UsageError
+
+DEFAULT_PORT = 18861
+PROTOCOL_VERSION = 1
+SOCKET_NAME = "labd.sock"
+
+# JSON keys of one set, as in `labctl status --json` and the rpyc `status()` (contract).
+SET_KEYS = (
+    "id",
+    "name",
+    "mechanism",
+    "state",
+    "counters",
+    "printers",
+    "params",
+    "value",
+    "attempted",
+    "lost",
+    "in_flight",
+    "corrupt",
+    "rate",
+    "latency_p50_us",
+    "latency_p99_us",
+    "started_at",
+    "stopped_at",
+    "processes",
+)
+PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss")
+STATES = ("starting", "running", "degraded", "stopping", "stopped", "failed", "interrupted")
+LIVE_STATES = ("starting", "running", "degraded", "stopping")
+
+
+def runtime_dir() -> Path:
+    """Where the local socket lives: systemd's RuntimeDirectory, XDG, else /tmp."""
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "ipclab"
+    return Path(f"/tmp/ipclab-{os.getuid()}")
+
+
+def default_socket() -> Path:
+    return runtime_dir() / SOCKET_NAME
+
+
+def default_state_dir() -> Path:
+    """Where the history store and printer logs live."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "ipclab"
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where labd listens: a unix socket path, or a TCP host and port."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int = DEFAULT_PORT
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.is_unix:
+            return True
+        assert self.host is not None
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``unix:PATH``, an absolute ``PATH``, ``HOST:PORT`` or ``[V6]:PORT``."""
+    raw = text.strip()
+    if not raw:
+        raise UsageError("empty address (use unix:PATH, /abs/path or HOST:PORT)")
+    if raw.startswith("unix:"):
+        path = raw[5:]
+        if not path.startswith("/"):
+            raise UsageError(f"malformed address {text!r}: unix: takes an absolute path")
+        return Address(path=path)
+    if raw.startswith("/"):
+        return Address(path=raw)
+    if raw.startswith("["):
+        host, sep, port = raw[1:].partition("]:")
+        if not sep:
+            raise UsageError(f"malformed address {text!r}: use [IPV6]:PORT")
+    else:
+        host, sep, port = raw.rpartition(":")
+        if not sep:
+            raise UsageError(f"malformed address {text!r}: use unix:PATH, /abs/path or HOST:PORT")
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise UsageError(f"malformed address {text!r}: missing or invalid host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"malformed address {text!r}: port must be 1-65535")
+    return Address(host=host, port=int(port))
