@@ -1,0 +1,334 @@
+"""The history store: every set labd ever ran, its state changes and its time series.
+
+One SQLite file, ``STATE_DIR/history.sqlite3``, in WAL mode with ``synchronous=NORMAL``
+(a power loss may drop the last commits, never corrupt the file). One connection guarded
+by one lock serves every thread of the daemon. Tables::
+
+    sets     one row per set; AUTOINCREMENT, so an id is never reused, not after a
+             delete and not across restarts
+    events   (set_id, at, state, detail): every state the set entered
+    samples  (set_id, at, value, attempted, lost, in_flight, corrupt, rate,
+             latency_p50_us, latency_p99_us): the once-a-second time series
+
+Retention bounds the samples table: each set keeps its newest ``keep_per_set`` samples
+(86400, a day at one a second; trimmed by :meth:`Store.add_samples` once a set has
+outgrown it by an eighth), and only the newest ``keep_sets`` sets keep samples at all
+(trimmed by :meth:`Store.new_set`). Sets and events stay, so a set's final status is
+always there to inspect. :meth:`Store.prune` applies both limits to every set at once.
+
+Timestamps are unix time floats, given by the caller or taken from ``time.time()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from labd.errors import ConfigError, NoSuchSet
+from labd.protocol import LIVE_STATES, STATES
+
+SCHEMA_VERSION = 1
+FILENAME = "history.sqlite3"
+FINISHED_STATES = ("stopped", "failed", "interrupted")
+INTERRUPTED_DETAIL = "labd stopped while it ran"
+SAMPLE_KEYS = (
+    "at",
+    "value",
+    "attempted",
+    "lost",
+    "in_flight",
+    "corrupt",
+    "rate",
+    "latency_p50_us",
+    "latency_p99_us",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    mechanism TEXT NOT NULL,
+    counters INTEGER NOT NULL,
+    printers INTEGER NOT NULL,
+    params_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    stopped_at REAL,
+    final_json TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS sets_by_state ON sets(state);
+CREATE TABLE IF NOT EXISTS events (
+    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_set ON events(set_id, at);
+CREATE TABLE IF NOT EXISTS samples (
+    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    at REAL NOT NULL,
+    value INTEGER,
+    attempted INTEGER,
+    lost INTEGER,
+    in_flight INTEGER,
+    corrupt INTEGER,
+    rate REAL,
+    latency_p50_us REAL,
+    latency_p99_us REAL
+);
+CREATE INDEX IF NOT EXISTS samples_by_set ON samples(set_id, at);
+"""
+
+_SET_COLUMNS = (
+    "id, name, mechanism, counters, printers, params_json, state, "
+    "created_at, started_at, stopped_at, final_json, error"
+)
+
+
+class Store:
+    """The SQLite history of process sets; safe to call from any thread."""
+
+    def __init__(self, path: Path, *, keep_per_set: int = 86400, keep_sets: int = 500) -> None:
+        if keep_per_set < 1 or keep_sets < 1:
+            raise ValueError("keep_per_set and keep_sets must be at least 1")
+        self.path = path
+        self.keep_per_set = keep_per_set
+        self.keep_sets = keep_sets
+        self._lock = threading.Lock()
+        self._unpruned: dict[int, int] = {}
+        self._conn = _open(path)
+
+    # -- sets and their states ------------------------------------------------------
+
+    def new_set(
+        self,
+        mechanism: str,
+        name: str,
+        counters: int,
+        printers: int,
+        params: dict[str, Any],
+        *,
+        at: float | None = None,
+    ) -> int:
+        """Record a new set in state ``starting`` and return its id (never reused)."""
+        now = time.time() if at is None else at
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO sets (name, mechanism, counters, printers, params_json, state,"
+                " created_at) VALUES (?, ?, ?, ?, ?, 'starting', ?)",
+                (name, mechanism, counters, printers, json.dumps(params), now),
+            )
+            set_id = cur.lastrowid
+            assert set_id is not None
+            self._conn.execute(
+                "INSERT INTO events (set_id, at, state, detail) VALUES (?, ?, 'starting', '')",
+                (set_id, now),
+            )
+            self._drop_old_samples(self.keep_sets)
+        return set_id
+
+    def set_state(self, set_id: int, state: str, detail: str = "", at: float | None = None) -> None:
+        """Move a set to ``state`` and append an event.
+
+        Entering ``running`` the first time sets ``started_at``; entering a finished state
+        (stopped, failed, interrupted) sets ``stopped_at``; ``failed`` keeps ``detail`` as
+        the set's error text.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown set state {state!r} (one of {', '.join(STATES)})")
+        now = time.time() if at is None else at
+        started = now if state == "running" else None
+        stopped = now if state in FINISHED_STATES else None
+        error = detail if state == "failed" else None
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "UPDATE sets SET state = ?, started_at = COALESCE(started_at, ?),"
+                " stopped_at = COALESCE(stopped_at, ?), error = COALESCE(?, error)"
+                " WHERE id = ?",
+                (state, started, stopped, error, set_id),
+            )
+            if cur.rowcount == 0:
+                raise NoSuchSet(f"no set {set_id} in the history store")
+            self._conn.execute(
+                "INSERT INTO events (set_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                (set_id, now, state, detail),
+            )
+
+    def finish(self, set_id: int, final: dict[str, Any]) -> None:
+        """Keep the set's final status object (as shown by ``inspect``)."""
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "UPDATE sets SET final_json = ? WHERE id = ?", (json.dumps(final), set_id)
+            )
+            if cur.rowcount == 0:
+                raise NoSuchSet(f"no set {set_id} in the history store")
+
+    def mark_interrupted(self, at: float | None = None) -> list[int]:
+        """Mark every set still recorded as live ``interrupted``; return their ids.
+
+        labd calls this at start-up: such sets ran when the previous daemon died.
+        """
+        now = time.time() if at is None else at
+        marks = ", ".join("?" for _ in LIVE_STATES)
+        with self._lock, self._conn:
+            rows = self._conn.execute(
+                f"SELECT id FROM sets WHERE state IN ({marks}) ORDER BY id", LIVE_STATES
+            ).fetchall()
+            ids = [int(row[0]) for row in rows]
+            self._conn.executemany(
+                "UPDATE sets SET state = 'interrupted', stopped_at = COALESCE(stopped_at, ?)"
+                " WHERE id = ?",
+                [(now, set_id) for set_id in ids],
+            )
+            self._conn.executemany(
+                "INSERT INTO events (set_id, at, state, detail) VALUES (?, ?, 'interrupted', ?)",
+                [(set_id, now, INTERRUPTED_DETAIL) for set_id in ids],
+            )
+        return ids
+
+    # -- reading --------------------------------------------------------------------
+
+    def get(self, set_id: int) -> dict[str, Any] | None:
+        """The set's row (``params`` and ``final`` decoded) with its ``events``, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_SET_COLUMNS} FROM sets WHERE id = ?", (set_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            events = self._conn.execute(
+                "SELECT state, at, detail FROM events WHERE set_id = ? ORDER BY at, rowid",
+                (set_id,),
+            ).fetchall()
+        record = _set_record(row)
+        record["events"] = [{"state": s, "at": a, "detail": d} for s, a, d in events]
+        return record
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Finished sets (stopped, failed, interrupted), newest first, without events."""
+        marks = ", ".join("?" for _ in FINISHED_STATES)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_SET_COLUMNS} FROM sets WHERE state IN ({marks})"
+                " ORDER BY id DESC LIMIT ?",
+                (*FINISHED_STATES, limit),
+            ).fetchall()
+        return [_set_record(row) for row in rows]
+
+    def samples(self, set_id: int, limit: int | None = None) -> list[dict[str, Any]]:
+        """A set's samples, oldest first; with ``limit``, only the newest ``limit``."""
+        query = f"SELECT {', '.join(SAMPLE_KEYS)} FROM samples WHERE set_id = ?"
+        with self._lock:
+            if limit is None:
+                rows = self._conn.execute(f"{query} ORDER BY at, rowid", (set_id,)).fetchall()
+            else:
+                rows = self._conn.execute(
+                    f"{query} ORDER BY at DESC, rowid DESC LIMIT ?", (set_id, limit)
+                ).fetchall()
+                rows.reverse()
+        return [dict(zip(SAMPLE_KEYS, row, strict=True)) for row in rows]
+
+    # -- time series and retention --------------------------------------------------
+
+    def add_samples(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert samples: (set_id, at, value, attempted, lost, in_flight, corrupt, rate,
+        p50, p99) each; a set that outgrew its retention by an eighth is trimmed."""
+        if not rows:
+            return
+        slack = max(1, self.keep_per_set // 8)
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT INTO samples (set_id, at, value, attempted, lost, in_flight, corrupt,"
+                " rate, latency_p50_us, latency_p99_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            for row in rows:
+                self._unpruned[row[0]] = self._unpruned.get(row[0], 0) + 1
+            due = [sid for sid, n in self._unpruned.items() if n >= slack]
+            self._trim(due, self.keep_per_set)
+
+    def prune(self, keep_per_set: int | None = None, keep_sets: int | None = None) -> int:
+        """Apply retention to every set now; return how many samples were deleted."""
+        per_set = self.keep_per_set if keep_per_set is None else keep_per_set
+        sets = self.keep_sets if keep_sets is None else keep_sets
+        with self._lock, self._conn:
+            before = self._conn.total_changes
+            self._drop_old_samples(sets)
+            ids = self._conn.execute("SELECT DISTINCT set_id FROM samples").fetchall()
+            self._trim([int(row[0]) for row in ids], per_set)
+            return self._conn.total_changes - before
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _trim(self, set_ids: Iterable[int], keep: int) -> None:
+        """Delete all but the newest ``keep`` samples of each set (lock held)."""
+        for set_id in list(set_ids):
+            self._conn.execute(
+                "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE set_id = ?"
+                " ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                (set_id, keep),
+            )
+            self._unpruned.pop(set_id, None)
+
+    def _drop_old_samples(self, keep_sets: int) -> None:
+        """Delete the samples of all but the newest ``keep_sets`` sets (lock held)."""
+        row = self._conn.execute(
+            "SELECT id FROM sets ORDER BY id DESC LIMIT 1 OFFSET ?", (keep_sets,)
+        ).fetchone()
+        if row is not None:
+            self._conn.execute("DELETE FROM samples WHERE set_id <= ?", (row[0],))
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (creating with mode 0600, in a 0700 directory) and migrate the store."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"history store {path} has schema {version}, newer than this labd's "
+                f"{SCHEMA_VERSION}: upgrade ipclab or use another --state-dir"
+            )
+        if version < SCHEMA_VERSION:
+            conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ConfigError(f"cannot open history store {path}: {exc} (move it aside)") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _set_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    (set_id, name, mechanism, counters, printers, params_json, state) = row[:7]
+    (created_at, started_at, stopped_at, final_json, error) = row[7:]
+    return {
+        "id": set_id,
+        "name": name,
+        "mechanism": mechanism,
+        "counters": counters,
+        "printers": printers,
+        "params": json.loads(params_json),
+        "state": state,
+        "created_at": created_at,
+        "started_at": started_at,
+        "stopped_at": stopped_at,
+        "final": None if final_json is None else json.loads(final_json),
+        "error": error,
+    }
