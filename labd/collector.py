@@ -1,0 +1,70 @@
+"""One thread that reads every set's printer output into its :class:`PrintLog`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import threading
+from multiprocessing.connection import Connection
+
+from labd.printlog import PrintLog
+
+log = logging.getLogger("labd.collector")
+CHUNK = 1 << 16
+
+
+class Collector:
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._closing = False
+        self._done: dict[int, threading.Event] = {}
+        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, source: Connection, sink: PrintLog) -> threading.Event:
+        """Read ``source`` into ``sink`` until EOF; the event is set once it is drained."""
+        done = threading.Event()
+        with self._lock:
+            self._done[source.fileno()] = done
+            self._sel.register(source.fileno(), selectors.EVENT_READ, (source, sink))
+        os.write(self._wake_w, b"w")
+        return done
+
+    def _run(self) -> None:
+        while not self._closing:
+            for key, _ in self._sel.select():
+                if key.data is None:
+                    os.read(self._wake_r, 4096)
+                    continue
+                source, sink = key.data
+                try:
+                    chunk = os.read(key.fd, CHUNK)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    sink.append(chunk.decode("utf-8", "replace"))
+                else:
+                    self._finish(key.fd, source, sink)
+
+    def _finish(self, fd: int, source: Connection, sink: PrintLog) -> None:
+        with self._lock:
+            self._sel.unregister(fd)
+            done = self._done.pop(fd)
+        sink.flush()
+        source.close()
+        done.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self._closing = True
+        os.write(self._wake_w, b"q")
+        self._thread.join(timeout=2)

@@ -1,0 +1,337 @@
+"""The core: every behaviour of labd is a method of :class:`Lab`.
+
+The rpyc service, signals and (later) anything else are thin adapters over it. Lab
+guards its table of sets with one lock it owns; a stop holds a set's own ``busy`` lock,
+so a second conflicting operation fails fast instead of queueing. No method holds the
+Lab lock while waiting for processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labd import __version__
+from labd.collector import Collector
+from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.manager_host import ManagerHost
+from labd.params import COMMON_PARAMS, MAX_PER_SET, resolve
+from labd.printlog import PrintLog, read_log_tail
+from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
+from labd.protocol import PROTOCOL_VERSION
+from labd.reaper import Reaper
+from labd.registry import Registry
+from labd.sampler import Sampler
+from labd.store import Store
+
+log = logging.getLogger("labd.lab")
+OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
+PRELOAD = ["labd.workers", "labd.contexts", "labd.board", "labd.pacing"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_set: int = MAX_PER_SET
+    total: int = 2048
+    stop: StopTimes = StopTimes()
+
+
+class Lab:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        registry: Registry | None = None,
+        store: Store | None = None,
+        limits: Limits = Limits(),
+        runtime_dir: Path | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
+        self.registry = registry if registry is not None else Registry()
+        self.store = store if store is not None else Store(state_dir / "history.sqlite3")
+        self.limits = limits
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._sets: dict[int, ProcessSet] = {}
+        self._closing = False
+        self.started_at = time.time()
+        self.address = ""
+        self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
+        private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
+        self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
+        self._reaper = Reaper(self._worker_exited)
+        self._collector = Collector()
+        self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+
+    # --- life ----------------------------------------------------------------------
+    def start(self) -> None:
+        interrupted = self.store.mark_interrupted()
+        if interrupted:
+            log.warning("sets %s were running when labd last stopped: marked interrupted",
+                        ", ".join(map(str, interrupted)))
+        self._reaper.start()
+        self._collector.start()
+        self._sampler.start()
+        self.manager.get()
+
+    def close(self) -> None:
+        """Stop every set (counters first, then printers), then release everything."""
+        with self._lock:
+            self._closing = True
+        self.stop("all")
+        self._sampler.close()
+        self._reaper.close()
+        self._collector.close()
+        self.manager.shutdown()
+        self.store.close()
+
+    def _context(self, method: str) -> multiprocessing.context.BaseContext:
+        ctx = self._contexts.get(method)
+        if ctx is None:
+            ctx = multiprocessing.get_context(method)
+            if method == "forkserver":
+                ctx.set_forkserver_preload(PRELOAD + self.registry.modules())  # type: ignore[attr-defined]
+            self._contexts[method] = ctx
+        return ctx
+
+    # --- queries ---------------------------------------------------------------------
+    def version(self) -> dict[str, Any]:
+        return {"version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
+                "started_at": self.started_at, "address": self.address}
+
+    def mechanisms(self) -> list[dict[str, Any]]:
+        return self.registry.describe()
+
+    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+        if not ids:
+            with self._lock:
+                sets = sorted(self._sets.values(), key=lambda s: s.spec.id)
+            return [self._status(s) for s in sets]
+        return [self._status_of(i) for i in ids]
+
+    def inspect(self, set_id: int) -> dict[str, Any]:
+        out = self._status_of(set_id)
+        row = self.store.get(set_id)
+        out["events"] = row["events"] if row else []
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is not None and pset.metrics is not None:
+            out["per_counter"] = pset.metrics.per_counter()
+        return out
+
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is not None:
+            lines, last = pset.output.lines(after, limit)
+            return {"id": set_id, "lines": [list(x) for x in lines], "last": last,
+                    "state": pset.state}
+        row = self.store.get(set_id)
+        if row is None:
+            raise NoSuchSet(f"no set {set_id} (see: labctl status)")
+        lines = read_log_tail(self._log_path(set_id), limit) if after == 0 else []
+        last = lines[-1][0] if lines else after
+        return {"id": set_id, "lines": [list(x) for x in lines], "last": last,
+                "state": row["state"]}
+
+    # --- spawn -----------------------------------------------------------------------
+    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
+        cls = self.registry.get(mechanism)
+        if type(counters) is not int or counters < 1:
+            raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
+        if counters > self.limits.per_set:
+            raise LimitError(f"{counters} counters is above the limit of {self.limits.per_set} "
+                             "per set")
+        values = resolve(cls.params + COMMON_PARAMS, params, f"mechanism {mechanism!r}")
+        if values["printers"] > self.limits.per_set:
+            raise LimitError(f"{values['printers']} printers is above the limit of "
+                             f"{self.limits.per_set} per set")
+        if values["start_method"] == "fork":
+            log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
+        pset = self._reserve(mechanism, counters, values, cls)
+        try:
+            pset.start(self._collector.add)
+        except Exception as exc:
+            log.exception("set %d failed to start", pset.spec.id)
+            pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
+            raise SetError(f"set {pset.spec.id} failed to start: {exc}") from None
+        log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
+        return self._status(pset)
+
+    def _reserve(self, mechanism: str, counters: int, values: dict[str, Any],
+                 cls: Any) -> ProcessSet:
+        need = counters + int(values["printers"])
+        with self._lock:
+            if self._closing:
+                raise LabError("labd is shutting down")
+            running = sum(len(s.workers) or s.spec.counters + s.spec.printers
+                          for s in self._sets.values() if s.live)
+            if running + need > self.limits.total:
+                raise LimitError(f"this set would bring labd to {running + need} processes, "
+                                 f"above the limit of {self.limits.total} (stop some: labctl stop)")
+            set_id = self.store.new_set(mechanism, str(values["name"]), counters,
+                                        int(values["printers"]), values)
+            spec = SetSpec(set_id, mechanism, counters, values)
+            env = SetEnv(set_id, counters, spec.printers,
+                         self._context(str(values["start_method"])), self.manager.get)
+            output = PrintLog(self._log_path(set_id))
+            pset = ProcessSet(spec, cls(values), env, output, self._state_changed,
+                              self._reaper.watch)
+            self._sets[set_id] = pset
+        return pset
+
+    def _log_path(self, set_id: int) -> Path:
+        return self.state_dir / "logs" / f"set-{set_id}.log"
+
+    # --- stop ------------------------------------------------------------------------
+    def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
+        """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
+        targets, mine = self._claim(ids)
+        try:
+            for s in mine:
+                s.ask_counters()
+            threads = [threading.Thread(target=self._finish, args=(s,)) for s in mine[1:]]
+            for t in threads:
+                t.start()
+            if mine:
+                self._finish(mine[0])
+            for t in threads:
+                t.join()
+        finally:
+            for s in mine:
+                s.busy.release()
+        return [self._status_of(i) for i in targets]
+
+    def _claim(self, ids: Sequence[int] | str) -> tuple[list[int], list[ProcessSet]]:
+        mine: list[ProcessSet] = []
+        with self._lock:
+            if ids == "all":
+                targets = sorted(i for i, s in self._sets.items() if s.live)
+            else:
+                targets = list(ids)
+                for i in targets:
+                    if i not in self._sets and self.store.get(i) is None:
+                        raise NoSuchSet(f"no set {i} (see: labctl status)")
+            for i in targets:
+                s = self._sets.get(i)
+                if s is None or not s.live:
+                    continue
+                if s.busy.acquire(blocking=False):
+                    mine.append(s)
+                elif ids != "all":
+                    for m in mine:
+                        m.busy.release()
+                    raise SetBusy(f"set {i} is already stopping (see: labctl status {i})")
+        return targets, mine
+
+    def _finish(self, s: ProcessSet) -> None:
+        try:
+            s.finish_stop(self.limits.stop)
+        except Exception:
+            log.exception("set %d: stopping", s.spec.id)
+        if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
+            log.warning("set %d: printer output still open after the stop", s.spec.id)
+        self.store.finish(s.spec.id, self._status(s))
+        log.info("set %d: %s", s.spec.id, s.state)
+
+    def _stop_in_background(self, s: ProcessSet) -> None:
+        def run() -> None:
+            try:
+                self.stop([s.spec.id])
+            except SetBusy:
+                pass
+            except Exception:
+                log.exception("set %d: background stop", s.spec.id)
+
+        threading.Thread(target=run, name=f"stop-{s.spec.id}", daemon=True).start()
+
+    # --- events ----------------------------------------------------------------------
+    def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
+        self.store.set_state(s.spec.id, state, detail)
+        if state == "failed" and s.workers and not s.busy.locked():
+            self._stop_in_background(s)  # reap what is left, release resources
+        if self._on_change is not None:
+            self._on_change(self.summary())
+
+    def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
+        s.worker_exited(w)
+
+    def _deadline(self, s: ProcessSet) -> None:
+        log.info("set %d: duration reached", s.spec.id)
+        self._stop_in_background(s)
+
+    def _manager_died(self, generation: int) -> None:
+        with self._lock:
+            victims = [s for s in self._sets.values()
+                       if s.live and s.env.manager_generation == generation]
+        for s in victims:
+            s.fail("the Manager server died")
+
+    def _live_sets(self) -> list[ProcessSet]:
+        with self._lock:
+            return [s for s in self._sets.values() if s.live]
+
+    def healthy(self) -> bool:
+        """For the watchdog: the background threads live and the lock is not stuck."""
+        if not self._lock.acquire(timeout=5):
+            return False
+        self._lock.release()
+        return self._reaper.alive and self._sampler.alive and self._collector.alive
+
+    def summary(self) -> str:
+        live = self._live_sets()
+        procs = sum(sum(1 for w in s.workers if w.alive) for s in live)
+        return f"{len(live)} set(s) running, {procs} process(es)"
+
+    # --- rendering -------------------------------------------------------------------
+    def _status_of(self, set_id: int) -> dict[str, Any]:
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is not None:
+            return self._status(pset)
+        row = self.store.get(set_id)
+        if row is None:
+            raise NoSuchSet(f"no set {set_id} (see: labctl status)")
+        return stored_status(row)
+
+    def _status(self, s: ProcessSet) -> dict[str, Any]:
+        from labd.metrics import Figures
+
+        figures = s.metrics.figures if s.metrics is not None else Figures()
+        stats = self._sampler.stats.cache
+        procs = []
+        for w in s.workers:
+            cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
+            procs.append({"role": w.role, "index": w.index, "pid": w.pid, "alive": w.alive,
+                          "exitcode": w.exitcode, "cpu_percent": cpu, "rss": rss})
+        return {"id": s.spec.id, "name": s.spec.name, "mechanism": s.spec.mechanism,
+                "state": s.state, "counters": s.spec.counters, "printers": s.spec.printers,
+                "params": dict(s.spec.values), **figures.as_dict(),
+                "started_at": s.started_at, "stopped_at": s.stopped_at,
+                "processes": procs, "error": s.error}
+
+
+def stored_status(row: dict[str, Any]) -> dict[str, Any]:
+    """A set of an earlier daemon run, from the history store."""
+    final = row.get("final")
+    if isinstance(final, dict):
+        out = dict(final)
+        out["state"] = row["state"]
+        return out
+    keys = ("value", "attempted", "lost", "in_flight", "corrupt")
+    return {"id": row["id"], "name": row["name"], "mechanism": row["mechanism"],
+            "state": row["state"], "counters": row["counters"], "printers": row["printers"],
+            "params": row["params"], **dict.fromkeys(keys, 0), "rate": 0.0,
+            "latency_p50_us": None, "latency_p99_us": None, "started_at": row["started_at"],
+            "stopped_at": row["stopped_at"], "processes": [], "error": row.get("error")}

@@ -1,0 +1,155 @@
+"""A set's figures, sampled from its board without stopping its processes.
+
+Reading order brackets the truth: ``done`` (increments finished), then the mechanism's
+value, then ``reserved`` (increments started, reported as ``attempted``). So live:
+
+* shared value mechanisms: ``lost = max(0, done - value)`` is a lower bound of the
+  updates lost so far (0 for a correct set), and the increments still under way
+  (``attempted - value - lost``) are reported as ``in_flight``;
+* message mechanisms: messages sent and not yet received are ``in_flight``; only those
+  that arrived garbled (``corrupt``) count as lost while the set runs.
+
+After a stop nothing is under way: ``in_flight == 0`` and ``lost == attempted - value``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from labd import board
+
+RATE_WINDOW_MIN = 1.0
+RATE_WINDOW_MAX = 10.0
+
+
+@dataclass
+class Figures:
+    value: int = 0
+    attempted: int = 0
+    lost: int = 0
+    in_flight: int = 0
+    corrupt: int = 0
+    rate: float = 0.0
+    latency_p50_us: float | None = None
+    latency_p99_us: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def row(self, set_id: int, at: float) -> tuple[object, ...]:
+        return (set_id, at, self.value, self.attempted, self.lost, self.in_flight,
+                self.corrupt, self.rate, self.latency_p50_us, self.latency_p99_us)
+
+
+class SetMetrics:
+    """Turns board reads into :class:`Figures`; the sampler calls it, the API reads it."""
+
+    def __init__(
+        self,
+        reader: board.BoardReader,
+        observe: Callable[[], int | None],
+        *,
+        messages: bool,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._observe = observe
+        self._messages = messages
+        self._clock = clock
+        self._window = min(RATE_WINDOW_MAX, max(RATE_WINDOW_MIN, 2.0 * interval))
+        self._lat_window = min(RATE_WINDOW_MAX, max(RATE_WINDOW_MIN, 5.0 * interval))
+        self._points: deque[tuple[float, int]] = deque()
+        self._hists: deque[tuple[float, list[int]]] = deque()
+        self._last_value = 0
+        self._lock = threading.Lock()
+        self._final = False
+        self.figures = Figures()
+
+    def _value(self) -> int:
+        if self._messages:
+            return self._reader.received()
+        value = self._observe()
+        if value is None:
+            return self._last_value
+        self._last_value = int(value)
+        return self._last_value
+
+    def sample(self) -> Figures:
+        """A live sample (cheap: board reads and one observation)."""
+        with self._lock:
+            if self._final:
+                return self.figures
+            return self._sample()
+
+    def _sample(self) -> Figures:
+        r = self._reader
+        done = r.done()
+        value = self._value()
+        attempted = r.reserved()
+        corrupt = r.corrupt()
+        if self._messages:
+            lost = min(max(0, attempted - value), corrupt)
+        else:
+            lost = max(0, done - value)
+        in_flight = max(0, attempted - value - lost)
+        f = Figures(value, attempted, lost, in_flight, corrupt)
+        f.rate = self._rate(attempted)
+        f.latency_p50_us = self.figures.latency_p50_us
+        f.latency_p99_us = self.figures.latency_p99_us
+        self.figures = f
+        return f
+
+    def _rate(self, attempted: int) -> float:
+        now = self._clock()
+        pts = self._points
+        pts.append((now, attempted))
+        while len(pts) > 2 and now - pts[1][0] >= self._window:
+            pts.popleft()
+        t0, a0 = pts[0]
+        return round((attempted - a0) / (now - t0), 1) if now > t0 else 0.0
+
+    def sample_latency(self) -> None:
+        """Once a second: latency percentiles over the recent window (message mechanisms)."""
+        if not self._messages or self._final:
+            return
+        now = self._clock()
+        hist = self._reader.histogram()
+        self._hists.append((now, hist))
+        while len(self._hists) > 2 and now - self._hists[1][0] >= self._lat_window:
+            self._hists.popleft()
+        old = self._hists[0][1]
+        recent = [a - b for a, b in zip(hist, old, strict=True)]
+        if not any(recent):
+            recent = hist
+        self.figures.latency_p50_us = board.percentile_us(recent, 0.50)
+        self.figures.latency_p99_us = board.percentile_us(recent, 0.99)
+
+    def final(self) -> Figures:
+        """Figures once every process has exited: exact accounting."""
+        with self._lock:
+            self._final = True
+            return self._take_final()
+
+    def _take_final(self) -> Figures:
+        r = self._reader
+        value = self._value()
+        attempted = r.reserved()
+        f = Figures(value, attempted, attempted - value, 0, r.corrupt())
+        f.rate = self.figures.rate
+        if self._messages:
+            hist = r.histogram()
+            f.latency_p50_us = board.percentile_us(hist, 0.50)
+            f.latency_p99_us = board.percentile_us(hist, 0.99)
+        self.figures = f
+        return f
+
+    def release(self) -> None:
+        self._reader.release()
+
+    def per_counter(self) -> list[int]:
+        return self._reader.per_counter()

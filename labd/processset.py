@@ -1,0 +1,261 @@
+"""One process set: a mechanism's resources, its counters and printers, their states.
+
+Start order: printers, then counters (nothing is sent before someone listens). Stop
+order: counters are asked to stop and exit, the mechanism releases the printers, the
+printers drain and exit, the final figures are taken, resources are released. Every
+wait is bounded: asked, then SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.context
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.managers import SyncManager
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from labd import board, workers
+from labd.contexts import WorkerSpec
+from labd.mechanisms.base import Mechanism
+from labd.metrics import Figures, SetMetrics
+from labd.printlog import PrintLog
+
+log = logging.getLogger("labd.set")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """What to run: checked values, the mechanism's and the common ones."""
+
+    id: int
+    mechanism: str
+    counters: int
+    values: dict[str, Any]
+
+    @property
+    def printers(self) -> int:
+        return int(self.values["printers"])
+
+    @property
+    def name(self) -> str:
+        return str(self.values.get("name") or "")
+
+
+@dataclass(frozen=True)
+class StopTimes:
+    """Bounds of an orderly stop, in seconds."""
+
+    counters: float = 3.0
+    printers: float = 5.0
+    terminate: float = 1.0
+
+
+@dataclass
+class Worker:
+    """One child. Only the reaper joins it; everyone else waits on ``ended``."""
+
+    role: str
+    index: int
+    process: BaseProcess
+    pid: int
+    exitcode: int | None = None
+    expected: bool = False  # the set asked it to end
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended.is_set()
+
+
+@dataclass
+class SetEnv:
+    """The :class:`labd.mechanisms.base.SetupEnv` labd hands a mechanism."""
+
+    set_id: int
+    counters: int
+    printers: int
+    context: multiprocessing.context.BaseContext
+    manager_source: Callable[[], tuple[SyncManager, int]]
+    manager_generation: int | None = field(default=None)
+
+    def manager(self) -> SyncManager:
+        manager, self.manager_generation = self.manager_source()
+        return manager
+
+
+class ProcessSet:
+    """A running experiment. The :class:`~labd.lab.Lab` drives it under its lock."""
+
+    def __init__(self, spec: SetSpec, mechanism: Mechanism, env: SetEnv, output: PrintLog,
+                 on_state: Callable[[ProcessSet, str, str], None],
+                 watch: Callable[[ProcessSet, Worker], None]) -> None:
+        self.spec = spec
+        self.mechanism = mechanism
+        self.env = env
+        self.output = output
+        self._on_state = on_state
+        self._watch = watch
+        self._final_state = "stopped"
+        self.state = "starting"
+        self.error: str | None = None
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+        self.workers: list[Worker] = []
+        self.metrics: SetMetrics | None = None
+        self.busy = threading.Lock()  # held by a stop in progress
+        self.deadline: float | None = None
+        self._slots: Any = None
+        self._wake: dict[str, Connection] = {}
+        self.output_done: threading.Event | None = None
+
+    # --- start ---------------------------------------------------------------------
+    def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
+        """Create resources and start printers, then counters; ``collect`` reads output."""
+        spec, ctx = self.spec, self.env.context
+        self.mechanism.setup(self.env)
+        self._slots = ctx.RawArray("q", board.size(spec.counters, spec.printers))
+        reader = board.BoardReader(self._slots, spec.counters, spec.printers)
+        self.metrics = SetMetrics(reader, self.mechanism.observe,
+                                  messages=type(self.mechanism).messages,
+                                  interval=float(spec.values["interval"]))
+        counter_wake, self._wake["counter"] = ctx.Pipe(duplex=False)
+        printer_wake, self._wake["printer"] = ctx.Pipe(duplex=False)
+        out_reader, out_writer = ctx.Pipe(duplex=False)
+        self.output_done = collect(out_reader, self.output)
+        try:
+            for j in range(spec.printers):
+                self._spawn("printer", j, printer_wake, out_writer, self.mechanism.printer_args(j))
+            for i in range(spec.counters):
+                self._spawn("counter", i, counter_wake, out_writer, self.mechanism.counter_args(i))
+        finally:
+            for end in (counter_wake, printer_wake, out_writer):
+                end.close()
+        self.mechanism.started()
+        self.started_at = time.time()
+        duration = spec.values.get("duration")
+        if duration:
+            self.deadline = time.monotonic() + float(duration)
+        self.set_state("running")
+
+    def _spawn(self, role: str, index: int, wake: Connection, out: Connection,
+               args: tuple[Any, ...]) -> None:
+        spec = self.spec
+        wspec = WorkerSpec(spec.id, role, index, spec.counters, spec.printers,
+                           dict(spec.values), daemon_pid=os.getpid())
+        process = self.env.context.Process(  # type: ignore[attr-defined]
+            target=workers.run,
+            args=(wspec, type(self.mechanism), self._slots, wake, out, args),
+            name=f"ipclab-{spec.id}-{role}-{index}",
+            daemon=True,
+        )
+        process.start()
+        assert process.pid is not None
+        worker = Worker(role, index, process, process.pid)
+        self.workers.append(worker)
+        self._watch(self, worker)
+
+    # --- states ----------------------------------------------------------------------
+    def set_state(self, state: str, detail: str = "") -> None:
+        self.state = state
+        if state in ("degraded", "failed") and detail:
+            self.error = detail
+        self._on_state(self, state, detail)
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("starting", "running", "degraded", "stopping")
+
+    def worker_exited(self, worker: Worker) -> None:
+        """The reaper saw a worker end. Unexpected while running: the set degrades."""
+        if worker.expected or self.state not in ("running", "degraded"):
+            return
+        what = f"{worker.role} {worker.index} (pid {worker.pid}) exited with code {worker.exitcode}"
+        log.warning("set %d: %s", self.spec.id, what)
+        if all(not w.alive for w in self.workers):
+            self.set_state("failed", what)
+        else:
+            self.set_state("degraded", what)
+
+    def fail(self, reason: str) -> None:
+        """Something the set depends on is gone (e.g. the Manager server)."""
+        if self.live and self.state != "stopping":
+            self.set_state("failed", reason)
+
+    # --- stop ------------------------------------------------------------------------
+    def ask_counters(self) -> None:
+        """First phase of a stop; cheap, so many sets can be asked at once."""
+        if self.state in ("running", "degraded", "failed", "starting"):
+            if self.state == "failed":
+                self._final_state = "failed"
+            self.set_state("stopping")
+        for w in self.workers:
+            if w.role == "counter":
+                w.expected = True
+        self._send_wake("counter")
+
+    def finish_stop(self, times: StopTimes) -> Figures | None:
+        """Wait for counters, release and wait for printers, take the final figures."""
+        self._end_role("counter", times.counters, times.terminate)
+        try:
+            self.mechanism.release_printers()
+        except Exception as exc:
+            log.warning("set %d: release_printers: %s", self.spec.id, exc)
+        for w in self.workers:
+            w.expected = True
+        self._send_wake("printer")
+        self._end_role("printer", times.printers, times.terminate)
+        figures = self.metrics.final() if self.metrics else None
+        self.release()
+        self.stopped_at = time.time()
+        self.set_state(self._final_state)
+        return figures
+
+    def _send_wake(self, role: str) -> None:
+        end = self._wake.get(role)
+        if end is not None and not end.closed:
+            try:
+                end.send_bytes(b"x")
+            except OSError:
+                pass
+
+    def _end_role(self, role: str, grace: float, terminate: float) -> None:
+        """Wait for a role's workers: asked (grace), then SIGTERM, then SIGKILL."""
+        procs = [w for w in self.workers if w.role == role]
+        for step, bound in (("ask", grace), ("terminate", terminate), ("kill", terminate)):
+            left = [w for w in procs if w.alive]
+            if not left:
+                return
+            if step != "ask":
+                log.warning("set %d: %d %s(s) still running: %s", self.spec.id, len(left),
+                            role, "SIGTERM" if step == "terminate" else "SIGKILL")
+                for w in left:
+                    _signal(w.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
+            deadline = time.monotonic() + bound
+            for w in left:
+                w.ended.wait(max(0.0, deadline - time.monotonic()))
+
+    def release(self) -> None:
+        """Close pipes and let the mechanism release its resources (idempotent)."""
+        for end in self._wake.values():
+            end.close()
+        self._wake.clear()
+        try:
+            self.mechanism.teardown()
+        except Exception as exc:
+            log.warning("set %d: teardown: %s", self.spec.id, exc)
+        if self.metrics is not None:
+            self.metrics.release()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,112 @@
+"""The background thread that samples every live set: figures 10 times a second,
+latency, CPU and memory once a second (into the history store). Requests are served
+from what it cached, never computed per request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+
+from labd.processset import ProcessSet
+
+log = logging.getLogger("labd.sampler")
+FAST = 0.1
+SLOW = 1.0
+
+
+class ProcessStats:
+    """CPU % and RSS of workers, by pid (psutil needs a kept object per process)."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, psutil.Process] = {}
+        self.cache: dict[int, tuple[float, int]] = {}
+
+    def update(self, pids: set[int]) -> None:
+        for pid in list(self._procs):
+            if pid not in pids:
+                del self._procs[pid]
+                self.cache.pop(pid, None)
+        for pid in pids:
+            try:
+                proc = self._procs.get(pid)
+                if proc is None:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                with proc.oneshot():
+                    self.cache[pid] = (proc.cpu_percent(None), proc.memory_info().rss)
+            except psutil.Error:
+                self._procs.pop(pid, None)
+
+
+class Sampler:
+    def __init__(
+        self,
+        live_sets: Callable[[], list[ProcessSet]],
+        store_rows: Callable[[list[tuple[object, ...]]], None],
+        on_deadline: Callable[[ProcessSet], None],
+    ) -> None:
+        self._live_sets = live_sets
+        self._store_rows = store_rows
+        self._on_deadline = on_deadline
+        self.stats = ProcessStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_slow = time.monotonic()
+        while not self._stop.wait(FAST):
+            sets = self._live_sets()
+            for s in sets:
+                self._sample(s)
+            now = time.monotonic()
+            if now >= next_slow:
+                next_slow = now + SLOW
+                self._slow(sets)
+
+    def _sample(self, s: ProcessSet) -> None:
+        if s.metrics is None or s.state == "starting":
+            return
+        try:
+            s.metrics.sample()
+        except Exception as exc:  # e.g. the Manager server died under an observation
+            log.debug("set %d: sample: %s", s.spec.id, exc)
+        if s.deadline is not None and time.monotonic() >= s.deadline and s.state in (
+            "running",
+            "degraded",
+        ):
+            s.deadline = None
+            self._on_deadline(s)
+
+    def _slow(self, sets: list[ProcessSet]) -> None:
+        rows = []
+        pids = set()
+        at = time.time()
+        for s in sets:
+            if s.metrics is None or s.state == "starting":
+                continue
+            try:
+                s.metrics.sample_latency()
+            except Exception as exc:
+                log.debug("set %d: latency: %s", s.spec.id, exc)
+            rows.append(s.metrics.figures.row(s.spec.id, at))
+            pids.update(w.pid for w in s.workers if w.alive)
+        self.stats.update(pids)
+        if rows:
+            try:
+                self._store_rows(rows)
+            except Exception:
+                log.exception("storing samples")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
