@@ -45,29 +45,63 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="unix socket to listen on [default: $XDG_RUNTIME_DIR/ipclab/"
-              "labd.sock, /run/ipclab/labd.sock under systemd]")
-@click.option("--listen", multiple=True, callback=_address, metavar="HOST:PORT",
-              help="also listen on TCP (loopback only, unless TLS is configured)")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="history store and printer logs [default: $XDG_STATE_HOME/ipclab]")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="unix socket to listen on [default: $XDG_RUNTIME_DIR/ipclab/"
+    "labd.sock, /run/ipclab/labd.sock under systemd]",
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    callback=_address,
+    metavar="HOST:PORT",
+    help="also listen on TCP (loopback only, unless TLS is configured)",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="history store and printer logs [default: $XDG_STATE_HOME/ipclab]",
+)
 @click.option("--allow-uid", type=int, multiple=True, help="also admit this local uid")
 @click.option("--allow-group", type=int, multiple=True, help="also admit this local gid")
-@click.option("--max-per-set", type=click.IntRange(1, 4096), default=256, show_default=True,
-              help="counters (and printers) per set")
-@click.option("--max-processes", type=click.IntRange(1, 65536), default=2048, show_default=True,
-              help="processes in all sets together")
+@click.option(
+    "--max-per-set",
+    type=click.IntRange(1, 4096),
+    default=256,
+    show_default=True,
+    help="counters (and printers) per set",
+)
+@click.option(
+    "--max-processes",
+    type=click.IntRange(1, 65536),
+    default=2048,
+    show_default=True,
+    help="processes in all sets together",
+)
 @click.option("--tls-cert", default=None, help="server certificate (remote control)")
 @click.option("--tls-key", default=None, help="server key")
 @click.option("--tls-ca", default=None, help="CA that signs client certificates")
 @click.option("-v", "--verbose", count=True, help="more log detail (-vv for debug)")
 @click.version_option(__version__, prog_name="labd")
 @click.pass_context
-def cli(ctx: click.Context, socket_path: Path | None, listen: tuple[Address, ...],
-        state_dir: Path | None, allow_uid: tuple[int, ...], allow_group: tuple[int, ...],
-        max_per_set: int, max_processes: int, tls_cert: str | None, tls_key: str | None,
-        tls_ca: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context,
+    socket_path: Path | None,
+    listen: tuple[Address, ...],
+    state_dir: Path | None,
+    allow_uid: tuple[int, ...],
+    allow_group: tuple[int, ...],
+    max_per_set: int,
+    max_processes: int,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    verbose: int,
+) -> None:
     """labd: the ipclab daemon. Runs process sets and measures them.
 
     It runs in the foreground and logs to stderr; `labctl` talks to it. Stop it with
@@ -78,10 +112,15 @@ def cli(ctx: click.Context, socket_path: Path | None, listen: tuple[Address, ...
     level = logging.WARNING - 10 * min(verbose + 1, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="labd: %(levelname)s: %(message)s")
     config = DaemonConfig(
-        socket=socket_path or default_socket(), listen=listen,
-        state_dir=state_dir or default_state_dir(), allow_uids=allow_uid,
-        allow_gids=allow_group, per_set=max_per_set, total=max_processes,
-        tls=(tls_cert, tls_key, tls_ca))
+        socket=socket_path or default_socket(),
+        listen=listen,
+        state_dir=state_dir or default_state_dir(),
+        allow_uids=allow_uid,
+        allow_gids=allow_group,
+        per_set=max_per_set,
+        total=max_processes,
+        tls=(tls_cert, tls_key, tls_ca),
+    )
     try:
         code = serve(config)
     except LabError as exc:
@@ -103,16 +142,24 @@ def serve(config: DaemonConfig) -> int:
     from labd.server import listen
 
     if any(config.tls):
-        raise ConfigError("TLS remote control is not available in this version; "
-                          "use the unix socket or a loopback --listen")
+        raise ConfigError(
+            "TLS remote control is not available in this version; "
+            "use the unix socket or a loopback --listen"
+        )
     _raise_fd_limit()
     notifier = Notifier()
     stop = threading.Event()
-    lab = Lab(config.state_dir, limits=Limits(config.per_set, config.total),
-              runtime_dir=config.socket.parent,
-              on_change=lambda summary: notifier.send(f"STATUS={summary}"))
-    listeners = [listen(Address(path=str(config.socket)), lab, stop.set,
-                        config.allow_uids, config.allow_gids)]
+    lab = Lab(
+        config.state_dir,
+        limits=Limits(config.per_set, config.total),
+        runtime_dir=config.socket.parent,
+        on_change=lambda summary: notifier.status(summary),
+    )
+    listeners = [
+        listen(
+            Address(path=str(config.socket)), lab, stop.set, config.allow_uids, config.allow_gids
+        )
+    ]
     try:
         listeners += [listen(a, lab, stop.set) for a in config.listen]
     except ConfigError:

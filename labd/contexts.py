@@ -13,6 +13,7 @@ the lesson's ``Time: N`` lines (at most 10 a second) and the stop protocol.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -195,15 +196,11 @@ class PrinterContext(_Context):
         with self._lock:
             self._shown = value
             self._v[self._shown_slot] = value
-            try:
+            with contextlib.suppress(OSError):  # labd stopped reading; the tally still counts
                 os.write(1, f"Time: {value}\n".encode())
-            except OSError:
-                pass  # the daemon stopped reading; the tally still counts
 
     def _set_total(self) -> int:
-        return sum(
-            self._v[board.printer_slot(self.counters, j)] for j in range(self.printers)
-        )
+        return sum(self._v[board.printer_slot(self.counters, j)] for j in range(self.printers))
 
     def _display_loop(self) -> None:
         period = pacing.display_period(self.interval)

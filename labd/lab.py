@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ PRELOAD = ["labd.workers", "labd.contexts", "labd.board", "labd.pacing"]
 class Limits:
     per_set: int = MAX_PER_SET
     total: int = 2048
-    stop: StopTimes = StopTimes()
+    stop: StopTimes = field(default_factory=StopTimes)
 
 
 class Lab:
@@ -78,8 +78,10 @@ class Lab:
     def start(self) -> None:
         interrupted = self.store.mark_interrupted()
         if interrupted:
-            log.warning("sets %s were running when labd last stopped: marked interrupted",
-                        ", ".join(map(str, interrupted)))
+            log.warning(
+                "sets %s were running when labd last stopped: marked interrupted",
+                ", ".join(map(str, interrupted)),
+            )
         self._reaper.start()
         self._collector.start()
         self._sampler.start()
@@ -101,14 +103,19 @@ class Lab:
         if ctx is None:
             ctx = multiprocessing.get_context(method)
             if method == "forkserver":
-                ctx.set_forkserver_preload(PRELOAD + self.registry.modules())  # type: ignore[attr-defined]
+                ctx.set_forkserver_preload(PRELOAD + self.registry.modules())
             self._contexts[method] = ctx
         return ctx
 
     # --- queries ---------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
-        return {"version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
-                "started_at": self.started_at, "address": self.address}
+        return {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "address": self.address,
+        }
 
     def mechanisms(self) -> list[dict[str, Any]]:
         return self.registry.describe()
@@ -135,15 +142,23 @@ class Lab:
             pset = self._sets.get(set_id)
         if pset is not None:
             lines, last = pset.output.lines(after, limit)
-            return {"id": set_id, "lines": [list(x) for x in lines], "last": last,
-                    "state": pset.state}
+            return {
+                "id": set_id,
+                "lines": [list(x) for x in lines],
+                "last": last,
+                "state": pset.state,
+            }
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
         lines = read_log_tail(self._log_path(set_id), limit) if after == 0 else []
         last = lines[-1][0] if lines else after
-        return {"id": set_id, "lines": [list(x) for x in lines], "last": last,
-                "state": row["state"]}
+        return {
+            "id": set_id,
+            "lines": [list(x) for x in lines],
+            "last": last,
+            "state": row["state"],
+        }
 
     # --- spawn -----------------------------------------------------------------------
     def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
@@ -151,12 +166,14 @@ class Lab:
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
         if counters > self.limits.per_set:
-            raise LimitError(f"{counters} counters is above the limit of {self.limits.per_set} "
-                             "per set")
+            raise LimitError(
+                f"{counters} counters is above the limit of {self.limits.per_set} per set"
+            )
         values = resolve(cls.params + COMMON_PARAMS, params, f"mechanism {mechanism!r}")
         if values["printers"] > self.limits.per_set:
-            raise LimitError(f"{values['printers']} printers is above the limit of "
-                             f"{self.limits.per_set} per set")
+            raise LimitError(
+                f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
+            )
         if values["start_method"] == "fork":
             log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
         pset = self._reserve(mechanism, counters, values, cls)
@@ -169,25 +186,38 @@ class Lab:
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
 
-    def _reserve(self, mechanism: str, counters: int, values: dict[str, Any],
-                 cls: Any) -> ProcessSet:
+    def _reserve(
+        self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
+    ) -> ProcessSet:
         need = counters + int(values["printers"])
         with self._lock:
             if self._closing:
                 raise LabError("labd is shutting down")
-            running = sum(len(s.workers) or s.spec.counters + s.spec.printers
-                          for s in self._sets.values() if s.live)
+            running = sum(
+                len(s.workers) or s.spec.counters + s.spec.printers
+                for s in self._sets.values()
+                if s.live
+            )
             if running + need > self.limits.total:
-                raise LimitError(f"this set would bring labd to {running + need} processes, "
-                                 f"above the limit of {self.limits.total} (stop some: labctl stop)")
-            set_id = self.store.new_set(mechanism, str(values["name"]), counters,
-                                        int(values["printers"]), values)
+                raise LimitError(
+                    f"this set would bring labd to {running + need} processes, "
+                    f"above the limit of {self.limits.total} (stop some: labctl stop)"
+                )
+            set_id = self.store.new_set(
+                mechanism, str(values["name"]), counters, int(values["printers"]), values
+            )
             spec = SetSpec(set_id, mechanism, counters, values)
-            env = SetEnv(set_id, counters, spec.printers,
-                         self._context(str(values["start_method"])), self.manager.get)
+            env = SetEnv(
+                set_id,
+                counters,
+                spec.printers,
+                self._context(str(values["start_method"])),
+                self.manager.get,
+            )
             output = PrintLog(self._log_path(set_id))
-            pset = ProcessSet(spec, cls(values), env, output, self._state_changed,
-                              self._reaper.watch)
+            pset = ProcessSet(
+                spec, cls(values), env, output, self._state_changed, self._reaper.watch
+            )
             self._sets[set_id] = pset
         return pset
 
@@ -219,6 +249,7 @@ class Lab:
             if ids == "all":
                 targets = sorted(i for i, s in self._sets.items() if s.live)
             else:
+                assert not isinstance(ids, str), "only 'all' is a word here"
                 targets = list(ids)
                 for i in targets:
                     if i not in self._sets and self.store.get(i) is None:
@@ -273,8 +304,9 @@ class Lab:
 
     def _manager_died(self, generation: int) -> None:
         with self._lock:
-            victims = [s for s in self._sets.values()
-                       if s.live and s.env.manager_generation == generation]
+            victims = [
+                s for s in self._sets.values() if s.live and s.env.manager_generation == generation
+            ]
         for s in victims:
             s.fail("the Manager server died")
 
@@ -313,13 +345,31 @@ class Lab:
         procs = []
         for w in s.workers:
             cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
-            procs.append({"role": w.role, "index": w.index, "pid": w.pid, "alive": w.alive,
-                          "exitcode": w.exitcode, "cpu_percent": cpu, "rss": rss})
-        return {"id": s.spec.id, "name": s.spec.name, "mechanism": s.spec.mechanism,
-                "state": s.state, "counters": s.spec.counters, "printers": s.spec.printers,
-                "params": dict(s.spec.values), **figures.as_dict(),
-                "started_at": s.started_at, "stopped_at": s.stopped_at,
-                "processes": procs, "error": s.error}
+            procs.append(
+                {
+                    "role": w.role,
+                    "index": w.index,
+                    "pid": w.pid,
+                    "alive": w.alive,
+                    "exitcode": w.exitcode,
+                    "cpu_percent": cpu,
+                    "rss": rss,
+                }
+            )
+        return {
+            "id": s.spec.id,
+            "name": s.spec.name,
+            "mechanism": s.spec.mechanism,
+            "state": s.state,
+            "counters": s.spec.counters,
+            "printers": s.spec.printers,
+            "params": dict(s.spec.values),
+            **figures.as_dict(),
+            "started_at": s.started_at,
+            "stopped_at": s.stopped_at,
+            "processes": procs,
+            "error": s.error,
+        }
 
 
 def stored_status(row: dict[str, Any]) -> dict[str, Any]:
@@ -330,8 +380,20 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         out["state"] = row["state"]
         return out
     keys = ("value", "attempted", "lost", "in_flight", "corrupt")
-    return {"id": row["id"], "name": row["name"], "mechanism": row["mechanism"],
-            "state": row["state"], "counters": row["counters"], "printers": row["printers"],
-            "params": row["params"], **dict.fromkeys(keys, 0), "rate": 0.0,
-            "latency_p50_us": None, "latency_p99_us": None, "started_at": row["started_at"],
-            "stopped_at": row["stopped_at"], "processes": [], "error": row.get("error")}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "mechanism": row["mechanism"],
+        "state": row["state"],
+        "counters": row["counters"],
+        "printers": row["printers"],
+        "params": row["params"],
+        **dict.fromkeys(keys, 0),
+        "rate": 0.0,
+        "latency_p50_us": None,
+        "latency_p99_us": None,
+        "started_at": row["started_at"],
+        "stopped_at": row["stopped_at"],
+        "processes": [],
+        "error": row.get("error"),
+    }

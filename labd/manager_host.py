@@ -86,7 +86,7 @@ class ManagerHost:
         with self._lock:
             if self._manager is None:
                 return None
-            return self._manager._process.pid  # type: ignore[attr-defined,no-any-return]
+            return self._manager._process.pid  # type: ignore[attr-defined]
 
     def shutdown(self) -> None:
         with self._lock:

@@ -41,8 +41,18 @@ class Figures:
         return asdict(self)
 
     def row(self, set_id: int, at: float) -> tuple[object, ...]:
-        return (set_id, at, self.value, self.attempted, self.lost, self.in_flight,
-                self.corrupt, self.rate, self.latency_p50_us, self.latency_p99_us)
+        return (
+            set_id,
+            at,
+            self.value,
+            self.attempted,
+            self.lost,
+            self.in_flight,
+            self.corrupt,
+            self.rate,
+            self.latency_p50_us,
+            self.latency_p99_us,
+        )
 
 
 class SetMetrics:
@@ -92,10 +102,7 @@ class SetMetrics:
         value = self._value()
         attempted = r.reserved()
         corrupt = r.corrupt()
-        if self._messages:
-            lost = min(max(0, attempted - value), corrupt)
-        else:
-            lost = max(0, done - value)
+        lost = min(max(0, attempted - value), corrupt) if self._messages else max(0, done - value)
         in_flight = max(0, attempted - value - lost)
         f = Figures(value, attempted, lost, in_flight, corrupt)
         f.rate = self._rate(attempted)

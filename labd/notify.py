@@ -20,6 +20,9 @@ class Notifier:
             for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(key, None)
 
+    def status(self, summary: str) -> None:
+        self.send(f"STATUS={summary}")
+
     def send(self, message: str) -> bool:
         if not self.address:
             return False

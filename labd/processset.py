@@ -8,6 +8,7 @@ wait is bounded: asked, then SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing.context
 import os
@@ -93,9 +94,15 @@ class SetEnv:
 class ProcessSet:
     """A running experiment. The :class:`~labd.lab.Lab` drives it under its lock."""
 
-    def __init__(self, spec: SetSpec, mechanism: Mechanism, env: SetEnv, output: PrintLog,
-                 on_state: Callable[[ProcessSet, str, str], None],
-                 watch: Callable[[ProcessSet, Worker], None]) -> None:
+    def __init__(
+        self,
+        spec: SetSpec,
+        mechanism: Mechanism,
+        env: SetEnv,
+        output: PrintLog,
+        on_state: Callable[[ProcessSet, str, str], None],
+        watch: Callable[[ProcessSet, Worker], None],
+    ) -> None:
         self.spec = spec
         self.mechanism = mechanism
         self.env = env
@@ -122,9 +129,12 @@ class ProcessSet:
         self.mechanism.setup(self.env)
         self._slots = ctx.RawArray("q", board.size(spec.counters, spec.printers))
         reader = board.BoardReader(self._slots, spec.counters, spec.printers)
-        self.metrics = SetMetrics(reader, self.mechanism.observe,
-                                  messages=type(self.mechanism).messages,
-                                  interval=float(spec.values["interval"]))
+        self.metrics = SetMetrics(
+            reader,
+            self.mechanism.observe,
+            messages=type(self.mechanism).messages,
+            interval=float(spec.values["interval"]),
+        )
         counter_wake, self._wake["counter"] = ctx.Pipe(duplex=False)
         printer_wake, self._wake["printer"] = ctx.Pipe(duplex=False)
         out_reader, out_writer = ctx.Pipe(duplex=False)
@@ -144,11 +154,19 @@ class ProcessSet:
             self.deadline = time.monotonic() + float(duration)
         self.set_state("running")
 
-    def _spawn(self, role: str, index: int, wake: Connection, out: Connection,
-               args: tuple[Any, ...]) -> None:
+    def _spawn(
+        self, role: str, index: int, wake: Connection, out: Connection, args: tuple[Any, ...]
+    ) -> None:
         spec = self.spec
-        wspec = WorkerSpec(spec.id, role, index, spec.counters, spec.printers,
-                           dict(spec.values), daemon_pid=os.getpid())
+        wspec = WorkerSpec(
+            spec.id,
+            role,
+            index,
+            spec.counters,
+            spec.printers,
+            dict(spec.values),
+            daemon_pid=os.getpid(),
+        )
         process = self.env.context.Process(  # type: ignore[attr-defined]
             target=workers.run,
             args=(wspec, type(self.mechanism), self._slots, wake, out, args),
@@ -220,10 +238,8 @@ class ProcessSet:
     def _send_wake(self, role: str) -> None:
         end = self._wake.get(role)
         if end is not None and not end.closed:
-            try:
+            with contextlib.suppress(OSError):
                 end.send_bytes(b"x")
-            except OSError:
-                pass
 
     def _end_role(self, role: str, grace: float, terminate: float) -> None:
         """Wait for a role's workers: asked (grace), then SIGTERM, then SIGKILL."""
@@ -233,8 +249,13 @@ class ProcessSet:
             if not left:
                 return
             if step != "ask":
-                log.warning("set %d: %d %s(s) still running: %s", self.spec.id, len(left),
-                            role, "SIGTERM" if step == "terminate" else "SIGKILL")
+                log.warning(
+                    "set %d: %d %s(s) still running: %s",
+                    self.spec.id,
+                    len(left),
+                    role,
+                    "SIGTERM" if step == "terminate" else "SIGKILL",
+                )
                 for w in left:
                     _signal(w.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
             deadline = time.monotonic() + bound
@@ -255,7 +276,5 @@ class ProcessSet:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

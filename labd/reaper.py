@@ -43,7 +43,7 @@ class Reaper:
                     os.read(self._wake_r, 4096)
                     continue
                 with self._lock:
-                    pset, worker = self._watched.pop(fd)
+                    pset, worker = self._watched.pop(int(fd))  # type: ignore[arg-type]
                 self._reap(pset, worker)
 
     def _reap(self, pset: ProcessSet, worker: Worker) -> None:

@@ -82,8 +82,12 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         for entry in entries:
             if entry.name in self._entries:
-                log.warning("mechanism %r from %s shadows the one from %s", entry.name,
-                            entry.source, self._entries[entry.name].source)
+                log.warning(
+                    "mechanism %r from %s shadows the one from %s",
+                    entry.name,
+                    entry.source,
+                    self._entries[entry.name].source,
+                )
             self._entries[entry.name] = entry
 
     @classmethod
@@ -117,8 +121,13 @@ class Registry:
         except Exception as exc:  # a broken plugin must not take the daemon down
             entry.error = f"{type(exc).__name__}: {exc}"
         if entry.error:
-            log.error("mechanism %r (%s from %s) failed to load: %s", entry.name,
-                      entry.target, entry.source, entry.error)
+            log.error(
+                "mechanism %r (%s from %s) failed to load: %s",
+                entry.name,
+                entry.target,
+                entry.source,
+                entry.error,
+            )
 
     def describe(self) -> list[dict[str, Any]]:
         """Every installed mechanism with its parameters (contract of `mechanisms`)."""
@@ -129,8 +138,13 @@ class Registry:
                 info = self.get(name).describe()
                 info["params"] = info["params"] + [p.describe() for p in COMMON_PARAMS]
             except MechanismError as exc:
-                info = {"name": name, "summary": "", "messages": False, "params": [],
-                        "error": exc.args[0]}
+                info = {
+                    "name": name,
+                    "summary": "",
+                    "messages": False,
+                    "params": [],
+                    "error": exc.args[0],
+                }
             info["source"] = entry.source
             out.append(info)
         return out

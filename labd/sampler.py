@@ -76,16 +76,21 @@ class Sampler:
             s.metrics.sample()
         except Exception as exc:  # e.g. the Manager server died under an observation
             log.debug("set %d: sample: %s", s.spec.id, exc)
-        if s.deadline is not None and time.monotonic() >= s.deadline and s.state in (
-            "running",
-            "degraded",
+        if (
+            s.deadline is not None
+            and time.monotonic() >= s.deadline
+            and s.state
+            in (
+                "running",
+                "degraded",
+            )
         ):
             s.deadline = None
             self._on_deadline(s)
 
     def _slow(self, sets: list[ProcessSet]) -> None:
         rows = []
-        pids = set()
+        pids: set[int] = set()
         at = time.time()
         for s in sets:
             if s.metrics is None or s.state == "starting":

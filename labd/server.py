@@ -84,8 +84,7 @@ class Listener:
         self._inode: int | None = None
         if address.path:
             self._inode = os.stat(address.path).st_ino
-        self._thread = threading.Thread(target=server.start, name=f"listen {address}",
-                                         daemon=True)
+        self._thread = threading.Thread(target=server.start, name=f"listen {address}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -113,8 +112,13 @@ class Listener:
                     os.unlink(path)
 
 
-def listen(address: Address, lab: Lab, on_shutdown: Callable[[], None],
-           uids: Iterable[int] = (), gids: Iterable[int] = ()) -> Listener:
+def listen(
+    address: Address,
+    lab: Lab,
+    on_shutdown: Callable[[], None],
+    uids: Iterable[int] = (),
+    gids: Iterable[int] = (),
+) -> Listener:
     service = classpartial(LabService, lab, on_shutdown)
     quiet = logging.getLogger("labd.rpyc")
     quiet.setLevel(logging.WARNING)
@@ -123,20 +127,33 @@ def listen(address: Address, lab: Lab, on_shutdown: Callable[[], None],
         claim_socket_path(path)
         old = os.umask(0o177)
         try:
-            server = ThreadedServer(service, socket_path=str(path), protocol_config=PROTOCOL_CONFIG,
-                                    authenticator=PeerCredAuthenticator(uids, gids), logger=quiet)
+            server = ThreadedServer(
+                service,
+                socket_path=str(path),
+                protocol_config=PROTOCOL_CONFIG,
+                authenticator=PeerCredAuthenticator(uids, gids),
+                logger=quiet,
+            )
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
         return Listener(server, address)
     if not address.is_loopback:
-        raise ConfigError(f"refusing to listen on {address} without TLS: give --tls-cert, "
-                          "--tls-key and --tls-ca, or listen on 127.0.0.1")
+        raise ConfigError(
+            f"refusing to listen on {address} without TLS: give --tls-cert, "
+            "--tls-key and --tls-ca, or listen on 127.0.0.1"
+        )
     log.warning("listening on %s without TLS: any local user can connect", address)
     try:
-        server = ThreadedServer(service, hostname=address.host, port=address.port,
-                                ipv6=":" in (address.host or ""), protocol_config=PROTOCOL_CONFIG,
-                                authenticator=LoopbackAuthenticator(), logger=quiet)
+        server = ThreadedServer(
+            service,
+            hostname=address.host,
+            port=address.port,
+            ipv6=":" in (address.host or ""),
+            protocol_config=PROTOCOL_CONFIG,
+            authenticator=LoopbackAuthenticator(),
+            logger=quiet,
+        )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     return Listener(server, address)

@@ -106,7 +106,9 @@ class LabService(rpyc.Service):
             raise
         except Exception as exc:  # a bug must not leak a traceback or kill the connection
             log.exception("internal error")
-            raise LabError(f"internal error in labd: {type(exc).__name__} (see labd's log)")
+            raise LabError(
+                f"internal error in labd: {type(exc).__name__} (see labd's log)"
+            ) from None
 
     def exposed_version(self) -> str:
         return self._guard(self._lab.version)
@@ -117,8 +119,9 @@ class LabService(rpyc.Service):
     def exposed_spawn(self, mechanism: object, counters: object, params_json: object = "{}") -> str:
         name = _str(mechanism, "mechanism", 100)
         if type(counters) is not int:
-            raise UsageError(f"the number of counters must be an integer, got "
-                             f"{type(counters).__name__}")
+            raise UsageError(
+                f"the number of counters must be an integer, got {type(counters).__name__}"
+            )
         params = _params(params_json)
         return self._guard(lambda: self._lab.spawn(name, counters, params))
 

@@ -1,0 +1,27 @@
+# `make test` is the README's second set-up command and what .ci/run calls: it installs
+# every test dependency (Python packages, the example plugin, Debian tools the tests
+# drive) and runs the whole suite.
+PY ?= python3
+DEBIAN_TOOLS := tmux
+
+.PHONY: test deps debian-tools lint run
+test: deps
+	$(PY) -m pytest
+
+deps: debian-tools
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e examples/ipclab-shm
+
+debian-tools:
+	@missing=""; for t in $(DEBIAN_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "install the Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+run:
+	$(PY) -m pip install --quiet . && labctl

@@ -1,0 +1,89 @@
+"""``manager``: the lesson's server process, a Value held by labd's Manager.
+
+Counters hold proxies (they pickle with the Manager's address and authkey and connect
+again in the child). ``v.value += 1`` on a proxy is two round trips, a get and a set,
+so concurrent counters overwrite each other's increments. With ``lock=yes`` each
+increment runs under a Manager lock: exact, and four round trips.
+
+The Manager is labd's, shared by every set that uses it: teardown only drops this set's
+proxies and never shuts it down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labd.contexts import CounterContext, PrinterContext
+from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.params import Param
+
+
+class ManagerValue(Mechanism):
+    """A Value in labd's Manager server, read and written through proxies."""
+
+    name = "manager"
+    summary = "a Value in a Manager server process; each access is a round trip"
+    params = (
+        Param(
+            "lock",
+            bool,
+            False,
+            "increment under a Manager lock (no: the read and the write are separate "
+            "round trips, so concurrent increments are lost)",
+        ),
+    )
+    messages = False
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._value: Any = None
+        self._lock: Any = None
+
+    def setup(self, env: SetupEnv) -> None:
+        mgr = env.manager()
+        self._value = mgr.Value("q", 0)
+        if self.values.get("lock", False):
+            self._lock = mgr.Lock()
+
+    def counter_args(self, index: int) -> tuple[Any, ...]:
+        return (self._value, self._lock)
+
+    def printer_args(self, index: int) -> tuple[Any, ...]:
+        return (self._value,)
+
+    def observe(self) -> int | None:
+        """The value now: one round trip on the calling thread's own connection.
+
+        Raises (EOFError, OSError ...) if the Manager died: the set cannot go on.
+        """
+        value = self._value
+        if value is None:
+            return None
+        return int(value.value)
+
+    def teardown(self) -> None:
+        # Dropping a proxy sends a decref; if the Manager is gone, multiprocessing logs
+        # and swallows that failure, so this never raises.
+        self._value = None
+        self._lock = None
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        v, lock = args
+        if lock is not None:
+            for n in ctx.batches():
+                for _ in range(n):
+                    with lock:
+                        v.value += 1
+        else:
+            for n in ctx.batches():
+                for _ in range(n):
+                    v.value += 1
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        (v,) = args
+        show = ctx.show
+        for _ in ctx.ticks(phase=0.5):
+            show(v.value)

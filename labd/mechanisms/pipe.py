@@ -1,0 +1,229 @@
+"""``pipe``: each increment is a framed message on a ``multiprocessing.Pipe``.
+
+By default every counter has a pipe of its own and printer ``j`` reads the ends
+``j, j+M, ...``: one writer per pipe, so nothing is ever garbled. With ``shared_end=yes``
+all counters write one end, the unsafe case the lesson warns of: a write longer than
+``PIPE_BUF`` (4096 bytes on Linux) is not atomic, so large messages of different
+counters interleave. Several printers on the one shared read end also split each
+other's messages (hence one printer by default).
+
+A message is multiprocessing's framing (``!i`` length, or ``-1`` then a ``!Q`` length)
+around our frame::
+
+    magic 4s | seq Q | sent_ns Q | payload length I | crc32 I | payload
+
+where the crc32 covers the payload followed by seq, sent_ns and length (so a counter
+computes the payload's part once). Printers never call ``recv_bytes`` (a garbled length
+would block forever or allocate gigabytes): they read the raw fd, parse both framings
+themselves, count each inconsistent frame as ``corrupt`` and resynchronise on the next
+magic. They stop at EOF: once the counters have exited and labd closed its copies of the
+ends (:meth:`PipeMessages.started`), nothing holds a write end any more.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from labd.contexts import CounterContext, PrinterContext
+from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.params import Param
+
+MAGIC = b"\xa5LBF"  # read as a length it is negative: never plausible
+_HEAD = struct.Struct("!4sQQII")  # magic, seq, sent_ns, payload length, crc32
+_FIELDS = struct.Struct("!QQI")  # the part of the header the crc covers
+_CRC = struct.Struct("!I")
+_LEN = struct.Struct("!i")  # multiprocessing's length prefix ...
+_LEN64 = struct.Struct("!Q")  # ... and its long form after a -1
+_PREFIX_MAX = _LEN.size + _LEN64.size  # the long form: -1, then the length
+_KEEP = _PREFIX_MAX + len(MAGIC) - 1  # kept at the end: a length and a partial magic
+_CHUNK = 1 << 16
+_DRAIN_S = 0.5  # asked to stop: give up on ends still open (yet silent) after this
+
+
+class PipeMessages(Mechanism):
+    """One ``multiprocessing.Pipe`` per counter (or one shared by all: unsafe)."""
+
+    name = "pipe"
+    summary = "multiprocessing.Pipe per counter; shared_end=yes shows interleaved messages"
+    params = (
+        Param("payload", int, 16, "bytes of payload in each message", min=0, max=1048576),
+        Param(
+            "shared_end",
+            bool,
+            False,
+            "all counters write one end: the unsafe case, large messages interleave and "
+            "are counted as corrupt (so do several printers on its one read end)",
+        ),
+    )
+    messages = True
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._pipes: list[tuple[Connection, Connection]] = []
+        self._printers = 1
+
+    def setup(self, env: SetupEnv) -> None:
+        self._printers = env.printers
+        count = 1 if self.values.get("shared_end", False) else env.counters
+        for _ in range(count):
+            self._pipes.append(env.context.Pipe(duplex=False))
+
+    def counter_args(self, index: int) -> tuple[Any, ...]:
+        return (self._pipes[index % len(self._pipes)][1],)
+
+    def printer_args(self, index: int) -> tuple[Any, ...]:
+        if len(self._pipes) == 1:
+            return ((self._pipes[0][0],),)
+        return (tuple(r for r, _ in self._pipes[index :: self._printers]),)
+
+    def started(self) -> None:
+        """Close the daemon's copies: the printers then see EOF once the counters exit."""
+        self._close_all()
+
+    def teardown(self) -> None:
+        self._close_all()
+        self._pipes = []
+
+    def _close_all(self) -> None:
+        for r, w in self._pipes:
+            r.close()
+            w.close()
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        (conn,) = args
+        data = b"x" * int(ctx.values.get("payload", 16))
+        size = len(data)
+        data_crc = zlib.crc32(data)
+        frame = bytearray(MAGIC + bytes(_HEAD.size - len(MAGIC)) + data)
+        crc_at = len(MAGIC) + _FIELDS.size
+        fields = memoryview(frame)[len(MAGIC) : crc_at]  # what the crc covers, with data_crc
+        pack_fields, pack_crc, crc32 = _FIELDS.pack_into, _CRC.pack_into, zlib.crc32
+        send, now = conn.send_bytes, time.monotonic_ns
+        seq = 0
+        for n in ctx.batches():
+            for _ in range(n):
+                seq += 1
+                pack_fields(frame, len(MAGIC), seq, now(), size)
+                pack_crc(frame, crc_at, crc32(fields, data_crc))
+                send(frame)
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        (ends,) = args
+        size = _HEAD.size + int(ctx.values.get("payload", 16))
+        streams = {end.fileno(): _Stream(end.fileno(), size, ctx) for end in ends}
+        wake = ctx.wake.fileno()
+        if not streams:
+            wait([wake])  # more printers than pipes: nothing to read until the stop
+            return
+        for fd in streams:
+            os.set_blocking(fd, False)  # a shared read end: another printer may drain it
+        stopping = False
+        while streams:
+            if stopping:
+                ready = wait(list(streams), timeout=_DRAIN_S)
+                if not ready:
+                    break  # a write end is still open somewhere, but nothing comes
+            else:
+                ready = wait([*streams, wake])
+            for fd in ready:
+                if fd == wake:
+                    stopping = True
+                elif not streams[fd].read():
+                    del streams[fd]
+        for stream in streams.values():
+            stream.eof()
+
+
+class _Stream:
+    """The bytes read from one end, not yet parsed.
+
+    Every message carries the magic once, so the parser goes from magic to magic: a
+    magic that does not start an intact frame behind a valid length is one corrupt
+    message, and bytes without a magic (the rest of torn messages) are dropped.
+    """
+
+    def __init__(self, fd: int, size: int, ctx: PrinterContext) -> None:
+        self.fd = fd
+        self.size = size  # multiprocessing's length of every valid frame
+        self.buf = bytearray()
+        self.scan = 0  # where to look for the next magic in buf
+        self.received: Callable[[int], None] = ctx.received
+        self.corrupt: Callable[[], None] = ctx.corrupt
+
+    def read(self) -> bool:
+        """Read what is there and parse it; False at EOF."""
+        try:
+            data = os.read(self.fd, _CHUNK)
+        except BlockingIOError:
+            return True  # another printer on the same end took it
+        if not data:
+            self.eof()
+            return False
+        self.buf += data
+        done = self.parse()
+        if done:
+            del self.buf[:done]
+            self.scan -= done
+        return True
+
+    def eof(self) -> None:
+        """Each magic left in a partial frame at the end is one corrupt message."""
+        for _ in range(self.buf.count(MAGIC, self.scan)):
+            self.corrupt()
+        self.buf.clear()
+        self.scan = 0
+
+    def parse(self) -> int:
+        """Consume the complete frames in the buffer; return how many bytes are done with."""
+        buf, size = self.buf, self.size
+        end = len(buf)
+        done, scan = 0, self.scan
+        with memoryview(buf) as view:
+            while True:
+                i = buf.find(MAGIC, scan)
+                if i < 0:  # keep what may be a length and the start of a magic
+                    done, scan = max(done, end - _KEEP), max(scan, end - len(MAGIC) + 1)
+                    break
+                if end - i < size:  # wait for the rest, keeping its length
+                    done, scan = max(done, i - _PREFIX_MAX), i
+                    break
+                sent_ns = _check(view, i, size) if _prefixed(buf, i, size, done) else None
+                if sent_ns is None:
+                    self.corrupt()
+                    scan = i + 1
+                else:
+                    self.received(sent_ns)
+                    done = scan = i + size
+        self.scan = scan
+        return done
+
+
+def _prefixed(buf: bytearray, at: int, size: int, start: int) -> bool:
+    """Whether multiprocessing's length right before ``at`` (not before ``start``) is size."""
+    if at - _LEN.size >= start and _LEN.unpack_from(buf, at - _LEN.size)[0] == size:
+        return True
+    return (
+        at - _PREFIX_MAX >= start
+        and _LEN.unpack_from(buf, at - _PREFIX_MAX)[0] == -1
+        and _LEN64.unpack_from(buf, at - _LEN64.size)[0] == size
+    )
+
+
+def _check(view: memoryview, at: int, size: int) -> int | None:
+    """The send time of the frame whose magic is at ``at`` if it is intact, else None."""
+    _magic, _seq, sent_ns, length, crc = _HEAD.unpack_from(view, at)
+    if length != size - _HEAD.size:
+        return None
+    start = at + len(MAGIC)
+    data_crc = zlib.crc32(view[at + _HEAD.size : at + size])
+    if zlib.crc32(view[start : start + _FIELDS.size], data_crc) != crc:
+        return None
+    return int(sent_ns)

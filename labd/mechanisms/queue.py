@@ -1,0 +1,106 @@
+"""``queue``: each increment is a message on a bounded ``multiprocessing.Queue``.
+
+Counters put ``(sent_ns, payload)`` tuples; printers block on ``get()`` and count what
+arrives, so the value is the total received and nothing is lost to a race. The queue is
+bounded (``maxsize``): an unbounded one under flat-out counters buffers in the counters'
+feeder threads instead of delivering (see PITFALLS).
+
+A counter that returns flushes its feeder thread as it exits (multiprocessing joins the
+feeder at process exit), so every message it put reaches the pipe. labd stops the
+counters first; :meth:`QueueMessages.release_printers` then puts one ``None`` per printer
+behind every message, and each printer returns at its ``None``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from queue import Full
+from typing import Any
+
+from labd.contexts import CounterContext, PrinterContext
+from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.params import Param
+
+_RELEASE_TIMEOUT_S = 5.0  # printers still running drain 1000 messages in far less
+_FEEDER_JOIN_S = 2.0
+
+
+class QueueMessages(Mechanism):
+    """A bounded ``multiprocessing.Queue``: one message per increment."""
+
+    name = "queue"
+    summary = "multiprocessing.Queue, bounded: one message per increment, printers block on get"
+    params = (
+        Param("payload", int, 16, "bytes of payload in each message", min=0, max=1048576),
+        Param(
+            "maxsize",
+            int,
+            1000,
+            "messages the queue holds before put() blocks",
+            min=1,
+            max=1000000,
+        ),
+    )
+    messages = True
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._queue: Any = None
+        self._printers = 0
+
+    def setup(self, env: SetupEnv) -> None:
+        self._printers = env.printers
+        self._queue = env.context.Queue(int(self.values.get("maxsize", 1000)))
+
+    def counter_args(self, index: int) -> tuple[Any, ...]:
+        return (self._queue,)
+
+    def printer_args(self, index: int) -> tuple[Any, ...]:
+        return (self._queue,)
+
+    def release_printers(self) -> None:
+        """One ``None`` per printer, behind every message (the counters have exited)."""
+        q = self._queue
+        if q is None:
+            return
+        for _ in range(self._printers):
+            try:
+                q.put(None, timeout=_RELEASE_TIMEOUT_S)
+            except (Full, ValueError, OSError):
+                return  # printers stuck or gone: labd ends them
+
+    def teardown(self) -> None:
+        q, self._queue = self._queue, None
+        if q is None:
+            return
+        q.cancel_join_thread()  # never let the daemon's own exit wait on this queue
+        q.close()  # the feeder flushes what the daemon put (the sentinels), then ends
+        feeder = getattr(q, "_thread", None)
+        if feeder is not None:
+            feeder.join(_FEEDER_JOIN_S)
+            if feeder.is_alive():
+                # The printers died with the pipe full: the feeder is blocked writing.
+                # Closing the last read end makes that write fail, and the feeder ends.
+                q._reader.close()
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        (q,) = args
+        data = b"x" * int(ctx.values.get("payload", 16))
+        put = q.put
+        now = time.monotonic_ns
+        for n in ctx.batches():
+            for _ in range(n):
+                put((now(), data))
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        (q,) = args
+        get = q.get
+        received = ctx.received
+        while True:
+            msg = get()
+            if msg is None:
+                return
+            received(msg[0])

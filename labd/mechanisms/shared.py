@@ -1,0 +1,80 @@
+"""``shared``: the lesson's ``multiprocessing.Value`` in shared memory.
+
+The Value is created with ``lock=True``, as in the lesson, and the counters still race:
+``v.value += 1`` takes the Value's lock once to read and once more to write, so two
+counters can read the same number and one increment is lost. With ``lock=yes`` each
+increment runs under ``v.get_lock()``, which makes it exact.
+
+Readers (the printers and the daemon's sampler) load the raw 8-byte value without the
+lock: an aligned load is atomic, and a reader must never block on a lock that a killed
+counter left held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labd.contexts import CounterContext, PrinterContext
+from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.params import Param
+
+
+class SharedValue(Mechanism):
+    """A ``multiprocessing.Value('q')`` every counter increments in place."""
+
+    name = "shared"
+    summary = "multiprocessing.Value in shared memory; value += 1 races unless lock=yes"
+    params = (
+        Param(
+            "lock",
+            bool,
+            False,
+            "increment under the Value's lock (no: the read and the write each take it "
+            "separately, so concurrent increments are lost)",
+        ),
+    )
+    messages = False
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._value: Any = None
+
+    def setup(self, env: SetupEnv) -> None:
+        self._value = env.context.Value("q", 0)  # lock=True, as in the lesson
+
+    def counter_args(self, index: int) -> tuple[Any, ...]:
+        return (self._value,)
+
+    def printer_args(self, index: int) -> tuple[Any, ...]:
+        return (self._value,)
+
+    def observe(self) -> int | None:
+        if self._value is None:
+            return None
+        return int(self._value.get_obj().value)
+
+    def teardown(self) -> None:
+        self._value = None
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        (v,) = args
+        if ctx.values.get("lock", False):
+            lock = v.get_lock()
+            for n in ctx.batches():
+                for _ in range(n):
+                    with lock:
+                        v.value += 1
+        else:
+            for n in ctx.batches():
+                for _ in range(n):
+                    v.value += 1
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        (v,) = args
+        raw = v.get_obj()
+        show = ctx.show
+        for _ in ctx.ticks(phase=0.5):
+            show(raw.value)
