@@ -132,7 +132,45 @@ def cli(
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+
+
+@cli.command("install-unit")
+@click.option("--user", "user_unit", is_flag=True, help="a user service (systemctl --user)")
+@click.option("--print", "to_stdout", is_flag=True, help="print the unit instead of writing it")
+@click.option("--labd", "labd_path", default=None, help="labd to run [default: this one]")
+def install_unit(user_unit: bool, to_stdout: bool, labd_path: str | None) -> None:
+    """Write labd's systemd unit, with the absolute path of the installed labd."""
+    import shutil
+
+    from labd.unit import render
+
+    path = labd_path or shutil.which("labd") or str(Path(sys.argv[0]).resolve())
+    try:
+        text = render(str(Path(path).resolve()), user=user_unit)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if to_stdout:
+        click.echo(text, nl=False)
+        return
+    if user_unit:
+        target = Path.home() / ".config/systemd/user/labd.service"
+        then = "systemctl --user daemon-reload && systemctl --user enable --now labd"
+    else:
+        target = Path("/etc/systemd/system/labd.service")
+        then = (
+            "useradd --system --no-create-home ipclab; "
+            "systemctl daemon-reload && systemctl enable --now labd"
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {target}\nthen: {then}")
 
 
 def serve(config: DaemonConfig) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing.context
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import wait
@@ -96,3 +97,4 @@ class ManagerHost:
                 manager.shutdown()
             except Exception as exc:  # already gone
                 log.debug("manager shutdown: %s", exc)
+        shutil.rmtree(self._dir, ignore_errors=True)
