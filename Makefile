@@ -2,7 +2,8 @@
 # every test dependency (Python packages, the example plugin, Debian tools the tests
 # drive) and runs the whole suite.
 PY ?= python3
-DEBIAN_TOOLS := tmux
+# command:package pairs
+DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd
 
 .PHONY: test deps debian-tools lint run
 test: deps
@@ -12,7 +13,8 @@ deps: debian-tools
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e examples/ipclab-shm
 
 debian-tools:
-	@missing=""; for t in $(DEBIAN_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "install the Debian packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
