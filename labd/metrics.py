@@ -78,6 +78,7 @@ class SetMetrics:
         self._last_value = 0
         self._lock = threading.Lock()
         self._final = False
+        self._final_per_counter: list[int] = []
         self.figures = Figures()
 
     def _value(self) -> int:
@@ -147,6 +148,7 @@ class SetMetrics:
         value = self._value()
         attempted = r.reserved()
         f = Figures(value, attempted, attempted - value, 0, r.corrupt())
+        self._final_per_counter = r.per_counter()
         f.rate = self.figures.rate
         if self._messages:
             hist = r.histogram()
@@ -156,7 +158,16 @@ class SetMetrics:
         return f
 
     def release(self) -> None:
-        self._reader.release()
+        """Let go of the shared board; the figures stay readable."""
+        with self._lock:
+            if not self._final:
+                self._final_per_counter = self._reader.per_counter()
+                self._final = True
+            self._reader.release()
 
     def per_counter(self) -> list[int]:
-        return self._reader.per_counter()
+        """Each counter's increments; kept at :meth:`final`, as the board is released."""
+        with self._lock:
+            if self._final:
+                return list(self._final_per_counter)
+            return self._reader.per_counter()

@@ -1,0 +1,230 @@
+"""One rpyc connection to labd, with its JSON answers decoded and its errors made ours.
+
+The daemon's API (a contract, see docs/cli.md) takes and returns plain values; each
+method returns JSON text, which :class:`Client` decodes. A remote :mod:`labd.errors`
+exception arrives as an instance of the class imported here (rpyc builds it without
+``__init__``) and is raised again as a fresh instance of that class carrying only the
+one-line message, so no remote traceback ever reaches a user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import rpyc
+from rpyc.core.stream import SocketStream
+from rpyc.utils.factory import connect_stream
+
+import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
+from labctl.tls import TlsFiles, client_context
+from labd.errors import ConnectError, LabError, message_of
+from labd.protocol import Address
+
+Record = dict[str, Any]
+
+CALL_TIMEOUT = 30.0
+STOP_TIMEOUT = 120.0
+
+RPYC_CONFIG: dict[str, Any] = {
+    "allow_public_attrs": False,
+    "allow_all_attrs": False,
+    "allow_pickle": False,
+    "allow_setattr": False,
+    "allow_delattr": False,
+    "import_custom_exceptions": False,
+    "instantiate_custom_exceptions": True,
+    "sync_request_timeout": CALL_TIMEOUT,
+}
+
+
+def unreachable(address: Address, reason: str | None = None) -> ConnectError:
+    """The one-line error for a daemon that does not answer."""
+    if reason:
+        return ConnectError(f"cannot reach labd at {address}: {reason}")
+    return ConnectError(
+        f"cannot reach labd at {address}: is it running? "
+        "(start it with: labd, or systemctl status labd)"
+    )
+
+
+class Client:
+    """The daemon's API as Python calls; one connection, used by one thread."""
+
+    def __init__(self, conn: Any, address: Address, call_timeout: float = CALL_TIMEOUT) -> None:
+        self._conn = conn
+        self.address = address
+        self.call_timeout = call_timeout  # stop() waits up to STOP_TIMEOUT instead
+        self._methods: dict[str, Any] = {}
+        self._broken = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is gone: the caller should connect again."""
+        return self._broken or bool(self._conn.closed)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a broken stream may fail again
+            self._conn.close()
+
+    def version(self) -> Record:
+        return self._call("version")
+
+    def mechanisms(self) -> list[Record]:
+        return self._call("mechanisms")
+
+    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> Record:
+        return self._call("spawn", mechanism, counters, json.dumps(params))
+
+    def status(self, ids: Sequence[int] = ()) -> list[Record]:
+        return self._call("status", tuple(ids))
+
+    def inspect(self, set_id: int) -> Record:
+        return self._call("inspect", set_id)
+
+    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[Record]:
+        which = ids if ids == "all" else tuple(ids)
+        return self._call("stop", which, timeout=STOP_TIMEOUT)
+
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> Record:
+        return self._call("tail", set_id, after, limit)
+
+    def shutdown(self) -> Record:
+        return self._call("shutdown")
+
+    def _call(self, name: str, *args: object, timeout: float | None = None) -> Any:
+        timeout = timeout or self.call_timeout
+        try:
+            pending = self._method(name)(*args)
+            pending.set_expiry(timeout)
+            text = pending.value
+        except KeyboardInterrupt:
+            self._broken = True  # interrupted mid-message: the stream is out of step
+            raise
+        except Exception as exc:
+            error = self._translate(exc, f"{name}()", timeout)
+            if error is exc:
+                raise
+            raise error from exc
+        return decode(name, text)
+
+    def _translate(self, exc: Exception, call: str, timeout: float) -> Exception:
+        """Our error for what a call raised: the daemon's refusal, or a lost connection."""
+        if isinstance(exc, LabError):
+            return local_error(exc)
+        if hasattr(exc, "_remote_tb"):  # any other exception raised in labd
+            return LabError(f"labd failed: {type(exc).__name__}: {message_of(exc)}")
+        if isinstance(exc, TimeoutError):
+            self._broken = True  # a late answer would arrive out of turn
+            return unreachable(self.address, f"no answer to {call} within {timeout:g} s")
+        if isinstance(exc, EOFError | OSError):
+            self._broken = True
+            return unreachable(self.address, _lost(exc))
+        return exc
+
+    def _method(self, name: str) -> Any:
+        """The asynchronous proxy of a remote method, so each call can have its own expiry."""
+        method = self._methods.get(name)
+        if method is None:
+            method = self._methods[name] = rpyc.async_(getattr(self._conn.root, name))
+        return method
+
+
+def local_error(exc: LabError) -> LabError:
+    """The same error as a plain instance of our own class, with a one-line message."""
+    for cls in type(exc).__mro__:
+        if getattr(errors, cls.__name__, None) is cls:
+            return cls(message_of(exc), *exc.args[1:])
+    return LabError(message_of(exc))
+
+
+def decode(name: str, text: object) -> Any:
+    """The Python value of a JSON answer."""
+    if text is None:
+        return None
+    if type(text) is not str:
+        raise LabError(f"labd answered {name}() with {type(text).__name__}, not JSON text")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise LabError(f"labd answered {name}() with malformed JSON: {exc}") from None
+
+
+def open_socket(address: Address, tls: TlsFiles | None, timeout: float) -> socket.socket:
+    """A connected socket to the daemon: unix, TCP, or TCP wrapped in mutual TLS.
+
+    The seam for transports: everything past it speaks rpyc over a plain stream.
+    """
+    if address.path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address.path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    assert address.host is not None
+    context = client_context(tls) if tls is not None else None  # bad files: UsageError
+    sock = socket.create_connection((address.host, address.port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if context is not None:
+            return context.wrap_socket(sock, server_hostname=address.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0) -> Client:
+    """Connect to labd at ``address``; :class:`ConnectError` if nobody answers there.
+
+    The ``__cause__`` of that error is the OS error, so a caller can tell "nobody
+    listens" (``FileNotFoundError``, ``ConnectionRefusedError``) from the rest.
+    """
+    try:
+        sock = open_socket(address, tls, timeout)
+    except ssl.SSLCertVerificationError as exc:
+        detail = (exc.verify_message or "verification failed").rstrip(".")
+        hint = "labd tls init --host NAME" if "mismatch" in detail else "check --tls-ca"
+        raise unreachable(
+            address, f"labd's TLS certificate is not trusted: {detail} ({hint})"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise unreachable(address, f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise unreachable(address) from exc
+    except TimeoutError as exc:
+        raise unreachable(address, f"no answer within {timeout:g} s") from exc
+    except OSError as exc:
+        raise unreachable(address, (exc.strerror or str(exc)).lower()) from exc
+    try:
+        conn = connect_stream(SocketStream(sock), config=RPYC_CONFIG)
+    except (EOFError, OSError) as exc:
+        sock.close()
+        raise unreachable(address, f"the connection was lost ({message_of(exc)})") from exc
+    return Client(conn, address)
+
+
+def _lost(exc: BaseException) -> str:
+    """Why a connection broke; a TLS alert here is labd refusing our certificate."""
+    cause = exc.args[0] if isinstance(exc, EOFError) and exc.args else exc
+    if isinstance(cause, ssl.SSLError):
+        return (
+            f"labd ended the TLS session: {_ssl_reason(cause)} "
+            "(is --tls-cert signed by the CA labd trusts?)"
+        )
+    return f"the connection was lost ({message_of(exc)})"
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """``certificate verify failed``, not ``[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)``."""
+    if exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", message_of(exc))

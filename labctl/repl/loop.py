@@ -1,0 +1,96 @@
+"""The read-eval-print loop: prompt, run the line, go on, whatever happened.
+
+The session's :class:`~labctl.state.State` holds the main thread's connection; the
+poller holds its own. When the poller sees the daemon go, the state's client is closed
+too, so the next command connects afresh (and, for the default local socket, starts a
+labd if none answers, like a one-shot ``labctl``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from prompt_toolkit import PromptSession
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from labctl import cli as grammar
+from labctl.repl.cache import LiveCache
+from labctl.repl.dispatch import dispatch
+from labctl.repl.poller import Pace, Poller
+from labctl.repl.session import Terminal, build_session
+from labctl.state import State
+from labd.errors import LabError
+
+WELCOME = "labd {version} at {address}. help lists the commands; Tab completes; Ctrl-D leaves."
+DOWN = "labctl: the REPL is open and connects when labd answers (help and exit still work)"
+
+
+def run(state: State, *, terminal: Terminal | None = None, pace: Pace | None = None) -> int:
+    """Run the REPL until exit, quit or Ctrl-D; return the exit code (0).
+
+    ``terminal`` and ``pace`` are for tests. With no terminal given and stdin not a
+    terminal, lines are read from stdin without a prompt (``labctl < script``).
+    """
+    state.interactive = True
+    if terminal is None and not sys.stdin.isatty():
+        return plain(state)
+    cache = LiveCache()
+    poller = Poller(state.target, cache, pace=pace or Pace())
+    if not greet(state, cache):
+        poller.told_down()
+    session = build_session(grammar.cli, cache, str(state.target.address), terminal or Terminal())
+    poller.on_change = session.app.invalidate
+    poller.start()
+    try:
+        return loop(session, state, cache)
+    finally:
+        poller.stop()
+
+
+def greet(state: State, cache: LiveCache) -> bool:
+    """Connect now (so labd's autostart is reported before the first prompt) and say where."""
+    try:
+        info = state.client().version()
+    except LabError as exc:
+        click.echo(f"labctl: {exc.message}", err=True)
+        click.echo(DOWN, err=True)
+        return False
+    cache.update(connected=True)
+    click.echo(WELCOME.format(version=info.get("version", "?"), address=state.target.address))
+    return True
+
+
+def loop(session: PromptSession[str], state: State, cache: LiveCache) -> int:
+    """Prompt and dispatch until the user leaves; Ctrl-C only ever cancels."""
+    seen = cache.snapshot().losses
+    while True:
+        try:
+            with patch_stdout(raw=True):
+                line = session.prompt()
+            seen = forget_lost(state, cache, seen)
+            if dispatch(line, state) is None:
+                return 0
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            return 0
+
+
+def forget_lost(state: State, cache: LiveCache, seen: int) -> int:
+    """Close the state's client if the poller lost labd since ``seen``: it is dead too."""
+    losses = cache.snapshot().losses
+    if losses != seen:
+        state.close()
+    return losses
+
+
+def plain(state: State) -> int:
+    """Lines from a pipe or a file, each through the grammar; the last failure's code."""
+    code = 0
+    for line in sys.stdin:
+        result = dispatch(line.rstrip("\n"), state)
+        if result is None:
+            break
+        code = result or code
+    return code
