@@ -7,7 +7,12 @@ imports :mod:`labd.protocol`, does not pay for the daemon's machinery.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # plugin authors get the real types; at run time they load lazily
+    from labd.contexts import CounterContext, PrinterContext
+    from labd.mechanisms.base import Mechanism, SetupEnv
+    from labd.params import Param
 
 __version__ = "0.1.0"
 
@@ -18,7 +23,7 @@ _EXPORTS = {
     "CounterContext": "labd.contexts",
     "PrinterContext": "labd.contexts",
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["CounterContext", "Mechanism", "Param", "PrinterContext", "SetupEnv", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

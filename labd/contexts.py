@@ -163,7 +163,7 @@ class PrinterContext(_Context):
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._display: threading.Thread | None = None
-        if messages:
+        if messages and spec.index == 0:  # the set's total: one printer shows it
             self._display = threading.Thread(target=self._display_loop, daemon=True)
             self._display.start()
 

@@ -247,7 +247,7 @@ class Lab:
         mine: list[ProcessSet] = []
         with self._lock:
             if ids == "all":
-                targets = sorted(i for i, s in self._sets.items() if s.live)
+                targets = sorted(i for i, s in self._sets.items() if _needs_stop(s))
             else:
                 assert not isinstance(ids, str), "only 'all' is a word here"
                 targets = list(ids)
@@ -256,7 +256,7 @@ class Lab:
                         raise NoSuchSet(f"no set {i} (see: labctl status)")
             for i in targets:
                 s = self._sets.get(i)
-                if s is None or not s.live:
+                if s is None or not _needs_stop(s):
                     continue
                 if s.busy.acquire(blocking=False):
                     mine.append(s)
@@ -370,6 +370,11 @@ class Lab:
             "processes": procs,
             "error": s.error,
         }
+
+
+def _needs_stop(s: ProcessSet) -> bool:
+    """Live, or failed with processes and resources not wound up yet."""
+    return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
 
 
 def stored_status(row: dict[str, Any]) -> dict[str, Any]:

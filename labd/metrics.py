@@ -165,6 +165,13 @@ class SetMetrics:
                 self._final = True
             self._reader.release()
 
+    def progress(self) -> int:
+        """A number that grows while the set does anything (increments or receipts)."""
+        with self._lock:
+            if self._final:
+                return 0
+            return self._reader.done() + self._reader.received()
+
     def per_counter(self) -> list[int]:
         """Each counter's increments; kept at :meth:`final`, as the board is released."""
         with self._lock:

@@ -29,6 +29,7 @@ from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
 
 log = logging.getLogger("labd.set")
+MAX_DRAIN = 60.0  # seconds a stop waits for workers that are still making progress
 
 
 @dataclass(frozen=True)
@@ -258,9 +259,28 @@ class ProcessSet:
                 )
                 for w in left:
                     _signal(w.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
-            deadline = time.monotonic() + bound
-            for w in left:
+            if step == "ask":
+                self._wait_while_progressing(left, bound)
+            else:
+                deadline = time.monotonic() + bound
+                for w in left:
+                    w.ended.wait(max(0.0, deadline - time.monotonic()))
+
+    def _wait_while_progressing(self, workers: list[Worker], grace: float) -> None:
+        """Wait ``grace``; extend it (up to MAX_DRAIN) while messages still move, e.g.
+        counters flushing a large queue as they exit: they are draining, not stuck."""
+        give_up = time.monotonic() + MAX_DRAIN
+        mark = self.metrics.progress() if self.metrics else 0
+        while True:
+            deadline = min(time.monotonic() + grace, give_up)
+            for w in workers:
                 w.ended.wait(max(0.0, deadline - time.monotonic()))
+            if all(not w.alive for w in workers) or time.monotonic() >= give_up:
+                return
+            now = self.metrics.progress() if self.metrics else mark
+            if now == mark:
+                return
+            mark = now
 
     def release(self) -> None:
         """Close pipes and let the mechanism release its resources (idempotent)."""

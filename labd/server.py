@@ -87,6 +87,8 @@ class Listener:
         self._thread = threading.Thread(target=server.start, name=f"listen {address}", daemon=True)
 
     def start(self) -> None:
+        """Listen now (so READY=1 means connectable), then accept in a thread."""
+        self.server._listen()
         self._thread.start()
 
     def stop_accepting(self) -> None:

@@ -22,8 +22,8 @@ from labd.contexts import CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
 from labd.params import Param
 
-_RELEASE_TIMEOUT_S = 5.0  # printers still running drain 1000 messages in far less
-_FEEDER_JOIN_S = 2.0
+_STALL_S = 1.0  # a full queue whose printers took nothing for this long is abandoned
+_FEEDER_JOIN_S = 1.0  # a healthy feeder has long flushed the sentinels by teardown
 
 
 class QueueMessages(Mechanism):
@@ -60,15 +60,17 @@ class QueueMessages(Mechanism):
         return (self._queue,)
 
     def release_printers(self) -> None:
-        """One ``None`` per printer, behind every message (the counters have exited)."""
+        """One ``None`` per printer, behind every message (the counters have exited).
+
+        A full queue waits for the printers to drain it, as long as they make progress:
+        printers that are gone or stuck must not hold up the daemon (labd ends them).
+        """
         q = self._queue
         if q is None:
             return
         for _ in range(self._printers):
-            try:
-                q.put(None, timeout=_RELEASE_TIMEOUT_S)
-            except (Full, ValueError, OSError):
-                return  # printers stuck or gone: labd ends them
+            if not _put_while_draining(q, None):
+                return
 
     def teardown(self) -> None:
         q, self._queue = self._queue, None
@@ -80,8 +82,9 @@ class QueueMessages(Mechanism):
         if feeder is not None:
             feeder.join(_FEEDER_JOIN_S)
             if feeder.is_alive():
-                # The printers died with the pipe full: the feeder is blocked writing.
-                # Closing the last read end makes that write fail, and the feeder ends.
+                # Printers gone with the pipe full: closing the last read end fails the
+                # feeder's write and it ends. (One waiting for the write lock of a counter
+                # killed mid-send stays blocked: a daemon thread, nothing more.)
                 q._reader.close()
 
     @classmethod
@@ -104,3 +107,23 @@ class QueueMessages(Mechanism):
             if msg is None:
                 return
             received(msg[0])
+
+
+def _put_while_draining(q: Any, item: object) -> bool:
+    """Put ``item``, waiting while the queue is full but shrinking; False if it stalls."""
+    before = -1
+    while True:
+        try:
+            q.put(item, timeout=_STALL_S)
+            return True
+        except Full:
+            pass
+        except (ValueError, OSError):
+            return False  # closed
+        try:
+            now = q.qsize()
+        except NotImplementedError:  # no sem_getvalue (macOS): no way to see progress
+            return False
+        if 0 <= before <= now:
+            return False
+        before = now

@@ -50,9 +50,8 @@ class SharedValue(Mechanism):
         return (self._value,)
 
     def observe(self) -> int | None:
-        if self._value is None:
-            return None
-        return int(self._value.get_obj().value)
+        value = self._value  # one read: teardown may drop it meanwhile
+        return None if value is None else int(value.get_obj().value)
 
     def teardown(self) -> None:
         self._value = None
