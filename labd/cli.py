@@ -14,7 +14,14 @@ import click
 
 from labd import __version__
 from labd.errors import ConfigError, LabError, UsageError
-from labd.protocol import Address, default_socket, default_state_dir, parse_address
+from labd.protocol import (
+    DEFAULT_PORT,
+    Address,
+    default_socket,
+    default_state_dir,
+    parse_address,
+)
+from labd.tls import DEFAULT_DAYS
 
 log = logging.getLogger("labd")
 
@@ -82,9 +89,16 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     show_default=True,
     help="processes in all sets together",
 )
-@click.option("--tls-cert", default=None, help="server certificate (remote control)")
-@click.option("--tls-key", default=None, help="server key")
-@click.option("--tls-ca", default=None, help="CA that signs client certificates")
+@click.option(
+    "--tls-cert",
+    default=None,
+    metavar="FILE",
+    help="server certificate: --listen addresses then speak mutual TLS (see: labd tls init)",
+)
+@click.option("--tls-key", default=None, metavar="FILE", help="the server certificate's key")
+@click.option(
+    "--tls-ca", default=None, metavar="FILE", help="admit clients whose certificate this CA signed"
+)
 @click.option("-v", "--verbose", count=True, help="more log detail (-vv for debug)")
 @click.version_option(__version__, prog_name="labd")
 @click.pass_context
@@ -173,17 +187,86 @@ def install_unit(user_unit: bool, to_stdout: bool, labd_path: str | None) -> Non
     click.echo(f"wrote {target}\nthen: {then}")
 
 
+@cli.group("tls")
+def tls_group() -> None:
+    """Certificates for remote control over mutual TLS."""
+
+
+@tls_group.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    metavar="NAME",
+    help="a DNS name or IP address clients use to reach labd (repeat for more); "
+    "localhost, 127.0.0.1 and ::1 are always included",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 36500),
+    default=DEFAULT_DAYS,
+    show_default=True,
+    help="validity of the CA and both certificates",
+)
+@click.option("--force", is_flag=True, help="replace files that are already there")
+def tls_init(directory: Path, hosts: tuple[str, ...], days: int, force: bool) -> None:
+    """Write a private CA, labd's certificate and labctl's certificate into DIRECTORY.
+
+    \b
+    DIRECTORY (created mode 0700) gets:
+      ca.crt, ca.key          the CA; ca.key only signs, labd does not need it
+      server.crt, server.key  for labd, valid for every --host
+      client.crt, client.key  for labctl (copy them and ca.crt to the controlling host)
+    Keys are mode 0600. Existing files are kept unless --force.
+    """
+    import shlex
+
+    from labd import tls
+
+    try:
+        issued = tls.init(directory, hosts, days=days, force=force)
+    except UsageError as exc:
+        raise click.BadParameter(exc.args[0].removeprefix("--host "), param_hint="--host") from None
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    except OSError as exc:
+        where = exc.filename or directory
+        raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from None
+    d = issued.directory
+    first = issued.hosts[0]
+    everywhere = "[::]" if ":" in str(first) else "0.0.0.0"
+
+    def q(path: Path) -> str:
+        return shlex.quote(str(path))
+
+    names = ", ".join(str(h) for h in issued.hosts)
+    click.echo(f"wrote {', '.join(p.name for p in issued.files)} in {d}")
+    click.echo(f"labd's certificate is valid for {names} until {issued.not_after:%Y-%m-%d}")
+    click.echo("\non the lab host, run:")
+    click.echo(
+        f"  labd --listen {everywhere}:{DEFAULT_PORT} --tls-cert {q(d / tls.SERVER_CERT)} "
+        f"--tls-key {q(d / tls.SERVER_KEY)} --tls-ca {q(d / tls.CA_CERT)}"
+    )
+    click.echo(
+        f"\ncopy {tls.CLIENT_CERT}, {tls.CLIENT_KEY} and {tls.CA_CERT} "
+        "to the controlling host, then run:"
+    )
+    click.echo(
+        f"  labctl --connect {tls.url_host(first)}:{DEFAULT_PORT} --tls-cert {tls.CLIENT_CERT} "
+        f"--tls-key {tls.CLIENT_KEY} --tls-ca {tls.CA_CERT} status"
+    )
+    click.echo(f"\nkeep {d / 'ca.key'} private: it signs certificates, and labd does not need it.")
+
+
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
     from labd.lab import Lab, Limits
     from labd.notify import Notifier
-    from labd.server import listen
+    from labd.server import listen, load_tls
 
-    if any(config.tls):
-        raise ConfigError(
-            "TLS remote control is not available in this version; "
-            "use the unix socket or a loopback --listen"
-        )
+    tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
     _raise_fd_limit()
     notifier = Notifier()
     stop = threading.Event()
@@ -199,7 +282,7 @@ def serve(config: DaemonConfig) -> int:
         )
     ]
     try:
-        listeners += [listen(a, lab, stop.set) for a in config.listen]
+        listeners += [listen(a, lab, stop.set, tls=tls) for a in config.listen]
     except ConfigError:
         for item in listeners:
             item.close()

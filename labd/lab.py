@@ -82,6 +82,12 @@ class Lab:
                 "sets %s were running when labd last stopped: marked interrupted",
                 ", ".join(map(str, interrupted)),
             )
+        # Validate every plugin now, then let the forkserver (started by the Manager
+        # below) preload only those that loaded: children start warm, and a plugin
+        # that raises at import cannot take the forkserver down.
+        self.registry.load_all()
+        forkserver = self._context("forkserver")
+        forkserver.set_forkserver_preload(PRELOAD + self.registry.modules())
         self._reaper.start()
         self._collector.start()
         self._sampler.start()
@@ -102,8 +108,6 @@ class Lab:
         ctx = self._contexts.get(method)
         if ctx is None:
             ctx = multiprocessing.get_context(method)
-            if method == "forkserver":
-                ctx.set_forkserver_preload(PRELOAD + self.registry.modules())
             self._contexts[method] = ctx
         return ctx
 
@@ -151,7 +155,7 @@ class Lab:
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
-        lines = read_log_tail(self._log_path(set_id), limit) if after == 0 else []
+        lines = read_log_tail(self._log_path(set_id), limit, after)
         last = lines[-1][0] if lines else after
         return {
             "id": set_id,

@@ -84,7 +84,10 @@ class SetMetrics:
     def _value(self) -> int:
         if self._messages:
             return self._reader.received()
-        value = self._observe()
+        try:
+            value = self._observe()
+        except Exception:  # e.g. the Manager server died: the last value seen stands
+            value = None
         if value is None:
             return self._last_value
         self._last_value = int(value)

@@ -116,9 +116,10 @@ class PrintLog:
         self._size = 0
 
 
-def read_log_tail(path: Path, limit: int) -> list[tuple[int, str]]:
-    """The last ``limit`` lines of a set's log files (``.log.1`` then the current one),
-    numbered by their position in the two; for sets whose ring is gone."""
+def read_log_tail(path: Path, limit: int, after: int = 0) -> list[tuple[int, str]]:
+    """Lines of a set's log files (``.log.1`` then the current one), numbered by their
+    position in the two, for sets whose ring is gone: as :meth:`PrintLog.lines`, the
+    last ``limit`` lines, or with ``after`` the first ``limit`` lines numbered above it."""
     if limit <= 0:
         return []
     data = b""
@@ -130,6 +131,9 @@ def read_log_tail(path: Path, limit: int) -> list[tuple[int, str]]:
     if not data:
         return []
     body = data.removesuffix(b"\n")
+    if after > 0:
+        chosen = body.split(b"\n")[after : after + limit]
+        return [(after + 1 + i, t.decode("utf-8", "replace")) for i, t in enumerate(chosen)]
     total = body.count(b"\n") + 1
     texts = [t.decode("utf-8", "replace") for t in body.rsplit(b"\n", limit)[-limit:]]
     first = total - len(texts) + 1

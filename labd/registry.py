@@ -149,6 +149,13 @@ class Registry:
             out.append(info)
         return out
 
+    def load_all(self) -> None:
+        """Load and validate every mechanism now (failures are recorded, not raised)."""
+        for entry in self._entries.values():
+            if entry.loaded is None and entry.error is None:
+                self._load(entry)
+
     def modules(self) -> list[str]:
-        """Modules of the loadable mechanisms (for the forkserver's preload)."""
-        return [e.target.partition(":")[0] for e in self._entries.values() if e.error is None]
+        """Modules of the mechanisms that loaded (safe for the forkserver to preload:
+        it survives only ImportError, so a plugin that raises must never be preloaded)."""
+        return [e.target.partition(":")[0] for e in self._entries.values() if e.loaded]

@@ -1,16 +1,20 @@
-"""Listening: a unix socket (0600, in a private directory) and optional loopback TCP.
+"""Listening: a unix socket (0600, in a private directory) and optional TCP.
 
 Every connection is authenticated before rpyc reads a byte: on the unix socket by the
-peer's credentials (``SO_PEERCRED``), on TCP by the loopback rule (TLS comes with the
-remote-control work). Each connection is served by its own thread (``ThreadedServer``).
+peer's credentials (``SO_PEERCRED``); on TCP by mutual TLS when labd has TLS files
+(any address), else by the loopback rule (plain TCP only on a loopback address). Each
+connection is served by its own thread (``ThreadedServer``), so a client that connects
+and stalls holds only its own thread, and only for the handshake timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
+import ssl
 import stat
 import struct
 import threading
@@ -27,9 +31,30 @@ from labd.errors import ConfigError
 from labd.lab import Lab
 from labd.protocol import Address
 from labd.service import PROTOCOL_CONFIG, LabService
+from labd.tls import peer_subject
 
 log = logging.getLogger("labd.server")
 HANDSHAKE_TIMEOUT = 5.0
+
+
+class LabServer(ThreadedServer):
+    """rpyc's ThreadedServer, at ease with a client that leaves before it is served.
+
+    Between the authenticator and the service rpyc asks the socket for its peer's
+    address; if the client has reset the connection by then (one that completes a TLS
+    handshake and closes at once does), that fails with ENOTCONN and rpyc would log the
+    error with a traceback. Such a client has simply left.
+    """
+
+    GONE = frozenset({errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.EBADF})
+
+    def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
+        try:
+            super()._serve_client(sock, credentials)
+        except OSError as exc:
+            if exc.errno not in self.GONE:
+                raise
+            log.info("a client left before it was served (%s)", exc.strerror or exc)
 
 
 class PeerCredAuthenticator:
@@ -54,6 +79,119 @@ class LoopbackAuthenticator:
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, None
+
+
+class TlsAuthenticator:
+    """Mutual TLS: admit only clients whose certificate the context's CA signed.
+
+    The handshake runs here, with a timeout, before rpyc reads anything; a client with
+    no certificate, one from another CA, or one that never speaks is dropped with an
+    :class:`AuthenticationError` (rpyc then closes the socket) and a line in the log.
+
+    rpyc keeps the accepted socket in its client list and shuts it down when the server
+    closes; wrapping it would detach it, so the TLS layer wraps a duplicate descriptor
+    of the same connection and rpyc's shutdown still reaches it.
+    """
+
+    def __init__(self, context: ssl.SSLContext, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        self.context = context
+        self.timeout = timeout
+
+    def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
+        peer = _peer(sock)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw = sock.dup()
+        except OSError as exc:
+            raise AuthenticationError(f"{peer}: {exc}") from None
+        tls: ssl.SSLSocket | None = None
+        try:
+            raw.settimeout(self.timeout)
+            tls = self.context.wrap_socket(raw, server_side=True)  # handshakes now
+            tls.settimeout(None)
+            subject = peer_subject(tls.getpeercert())
+        except (OSError, ValueError) as exc:  # SSLError and TimeoutError are OSErrors
+            (tls or raw).close()  # wrap_socket takes raw over, and closes it if it fails
+            why = _handshake_failure(exc, self.timeout)
+            log.warning("refused TLS client %s: %s", peer, why)
+            raise AuthenticationError(f"{peer}: {why}") from None
+        log.info("TLS client %s: %s", peer, subject)
+        return tls, {"peer": peer, "subject": subject}
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+    except (OSError, ValueError):
+        return "(unknown peer)"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _handshake_failure(exc: BaseException, timeout: float) -> str:
+    """One line on why a TLS handshake failed, in the words of the log."""
+    if isinstance(exc, TimeoutError):
+        return f"no TLS handshake within {timeout:g} s"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate not accepted: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or exc.strerror or exc).lower().replace("_", " ")
+        hints = {
+            "peer did not return a certificate": "no client certificate",
+            "http request": "plain HTTP, not TLS",
+            "wrong version number": "not TLS",
+            "unexpected eof while reading": "closed during the handshake",
+        }
+        if reason in hints:
+            return hints[reason]
+        if "alert" in reason:  # the client's word: it did not accept labd's certificate
+            return f"the client ended the handshake ({reason}): does it trust labd's CA?"
+        return reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def plain_tcp_refused(address: Address) -> ConfigError:
+    """The one-line error for a non-loopback address without TLS files."""
+    return ConfigError(
+        f"refusing to listen on {address} without TLS: give --tls-cert, --tls-key and "
+        "--tls-ca (make them with: labd tls init DIR --host NAME), or listen on 127.0.0.1"
+    )
+
+
+def load_tls(
+    cert: str | None, key: str | None, ca: str | None, addresses: Iterable[Address]
+) -> ssl.SSLContext | None:
+    """labd's TLS context from its three options (None if none is given).
+
+    Checks before anything starts: the options all or none, TCP addresses without TLS
+    only on loopback, files readable, valid, matching, and the certificate not expired.
+    """
+    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
+    missing = [flag for flag, value in given.items() if not value]
+    tcp = [a for a in addresses if not a.is_unix]
+    if len(missing) == len(given):
+        for address in tcp:
+            if not address.is_loopback:
+                raise plain_tcp_refused(address)
+        return None
+    if missing:
+        raise ConfigError(
+            f"--tls-cert, --tls-key and --tls-ca go together: missing {', '.join(missing)}"
+        )
+    if not tcp:
+        raise ConfigError(
+            "--tls-cert, --tls-key and --tls-ca secure TCP: give --listen HOST:PORT too "
+            "(e.g. --listen 0.0.0.0:18861)"
+        )
+    assert cert and key and ca
+    from labd.tls import check_server_files, server_context
+
+    context = server_context(cert, key, ca)
+    log.info(
+        "TLS certificate %s; clients need one signed by %s", check_server_files(cert, key, ca), ca
+    )
+    return context
 
 
 def claim_socket_path(path: Path) -> None:
@@ -120,7 +258,9 @@ def listen(
     on_shutdown: Callable[[], None],
     uids: Iterable[int] = (),
     gids: Iterable[int] = (),
+    tls: ssl.SSLContext | None = None,
 ) -> Listener:
+    """A listener on ``address``; TCP is mutual TLS with ``tls``, else loopback only."""
     service = classpartial(LabService, lab, on_shutdown)
     quiet = logging.getLogger("labd.rpyc")
     quiet.setLevel(logging.WARNING)
@@ -129,7 +269,7 @@ def listen(
         claim_socket_path(path)
         old = os.umask(0o177)
         try:
-            server = ThreadedServer(
+            server = LabServer(
                 service,
                 socket_path=str(path),
                 protocol_config=PROTOCOL_CONFIG,
@@ -140,20 +280,22 @@ def listen(
             os.umask(old)
         os.chmod(path, 0o600)
         return Listener(server, address)
-    if not address.is_loopback:
-        raise ConfigError(
-            f"refusing to listen on {address} without TLS: give --tls-cert, "
-            "--tls-key and --tls-ca, or listen on 127.0.0.1"
-        )
-    log.warning("listening on %s without TLS: any local user can connect", address)
+    authenticator: TlsAuthenticator | LoopbackAuthenticator
+    if tls is not None:
+        authenticator = TlsAuthenticator(tls)
+    elif not address.is_loopback:
+        raise plain_tcp_refused(address)
+    else:
+        log.warning("listening on %s without TLS: any local user can connect", address)
+        authenticator = LoopbackAuthenticator()
     try:
-        server = ThreadedServer(
+        server = LabServer(
             service,
             hostname=address.host,
             port=address.port,
             ipv6=":" in (address.host or ""),
             protocol_config=PROTOCOL_CONFIG,
-            authenticator=LoopbackAuthenticator(),
+            authenticator=authenticator,
             logger=quiet,
         )
     except OSError as exc:

@@ -1,0 +1,152 @@
+"""Fake mechanisms for the tests, registered through the real registry.
+
+In-process: ``Registry.of(FakeCounter, ...)``. In a real labd: the environment variable
+``LABD_EXTRA_MECHANISMS`` (see :data:`EXTRA_MECHANISMS`) with this directory on
+``PYTHONPATH``. They implement the plugin contract of :mod:`labd.mechanisms.base`, except
+the deliberately broken ones, which prove that a bad plugin is reported by name.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from labd import CounterContext, Mechanism, Param, PrinterContext, SetupEnv
+
+
+class FakeCounter(Mechanism):
+    """A ``RawValue`` incremented under an explicit lock: exact, so ``lost == 0``."""
+
+    name = "fake"
+    summary = "a RawValue incremented under an explicit Lock (tests only)"
+    params = (
+        Param(
+            "slow_stop",
+            float,
+            0.0,
+            "seconds a counter lingers once asked to stop",
+            min=0.0,
+            max=10.0,
+        ),
+        Param("label", str, "", "free text, ignored"),
+        Param("level", int, 1, "an int in 1..5, ignored", min=1, max=5),
+    )
+    messages = False
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._value: Any = None
+        self._lock: Any = None
+
+    def setup(self, env: SetupEnv) -> None:
+        self._value = env.context.RawValue("q", 0)
+        self._lock = env.context.Lock()
+
+    def counter_args(self, index: int) -> tuple[Any, ...]:
+        return (self._value, self._lock)
+
+    def printer_args(self, index: int) -> tuple[Any, ...]:
+        return (self._value,)
+
+    def observe(self) -> int | None:
+        return None if self._value is None else int(self._value.value)
+
+    def teardown(self) -> None:
+        self._value = None
+        self._lock = None
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        value, lock = args
+        for n in ctx.batches():
+            for _ in range(n):
+                with lock:
+                    value.value += 1
+        linger = float(ctx.values.get("slow_stop", 0.0))
+        if linger:
+            time.sleep(linger)  # a counter slow to exit (what the fake simulates)
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        (value,) = args
+        for _ in ctx.ticks(phase=0.5):
+            ctx.show(value.value)
+
+
+CRASH_CODE = 3
+
+
+class CrashingCounter(FakeCounter):
+    """Counters exit with code 3 after ``crash_after`` increments (only counter
+    ``crash_index``, or every one with -1)."""
+
+    name = "crashing"
+    summary = "FakeCounter whose counters exit with code 3 (tests only)"
+    params = (
+        Param(
+            "crash_after",
+            int,
+            3,
+            "increments before the counter exits with code 3",
+            min=1,
+            max=1_000_000,
+        ),
+        Param("crash_index", int, -1, "which counter crashes (-1: every one)", min=-1, max=255),
+    )
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        value, lock = args
+        who = int(ctx.values.get("crash_index", -1))
+        left = int(ctx.values.get("crash_after", 3)) if who in (-1, ctx.index) else -1
+        for n in ctx.batches():
+            for _ in range(n):
+                with lock:
+                    value.value += 1
+                left -= 1
+                if left == 0:
+                    sys.exit(CRASH_CODE)
+
+
+class BrokenSetup(FakeCounter):
+    """``setup`` raises: the set must fail cleanly and the daemon go on."""
+
+    name = "broken_setup"
+    summary = "setup raises RuntimeError (tests only)"
+    params = ()
+    SETUP_ERROR = "setup exploded on purpose"
+
+    def setup(self, env: SetupEnv) -> None:
+        raise RuntimeError(self.SETUP_ERROR)
+
+
+class WrongName(FakeCounter):
+    """Violates the contract: registered as ``wrongname`` but declares another name."""
+
+    name = "not_its_entry_name"
+    summary = "declares a name other than its entry point's (tests only)"
+    params = ()
+
+
+class NotAMechanism:
+    """Violates the contract: not a Mechanism subclass at all."""
+
+    name = "notamech"
+
+
+#: name=module:Class entries for LABD_EXTRA_MECHANISMS (tests/ must be on PYTHONPATH)
+EXTRA_MECHANISMS = ",".join(
+    f"{name}=fakes:{cls}"
+    for name, cls in (
+        ("fake", "FakeCounter"),
+        ("crashing", "CrashingCounter"),
+        ("broken_setup", "BrokenSetup"),
+        ("wrongname", "WrongName"),
+        ("notamech", "NotAMechanism"),
+        ("missing", "NoSuchClass"),
+    )
+)
+GOOD = ("fake", "crashing", "broken_setup")
+BAD = ("wrongname", "notamech", "missing")
