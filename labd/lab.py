@@ -82,6 +82,7 @@ class Lab:
                 "sets %s were running when labd last stopped: marked interrupted",
                 ", ".join(map(str, interrupted)),
             )
+            end_leftovers(self.store, interrupted)
         # Validate every plugin now, then let the forkserver (started by the Manager
         # below) preload only those that loaded: children start warm, and a plugin
         # that raises at import cannot take the forkserver down.
@@ -187,8 +188,20 @@ class Lab:
             log.exception("set %d failed to start", pset.spec.id)
             pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
             raise SetError(f"set {pset.spec.id} failed to start: {exc}") from None
+        self._record_workers(pset)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
+
+    def _record_workers(self, pset: ProcessSet) -> None:
+        import psutil
+
+        rows = []
+        for w in pset.workers:
+            try:
+                rows.append((w.pid, psutil.Process(w.pid).create_time()))
+            except psutil.Error:
+                continue  # already gone: nothing to end later
+        self.store.add_workers(pset.spec.id, rows)
 
     def _reserve(
         self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
@@ -278,6 +291,7 @@ class Lab:
         if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
             log.warning("set %d: printer output still open after the stop", s.spec.id)
         self.store.finish(s.spec.id, self._status(s))
+        self.store.forget_workers(s.spec.id)
         log.info("set %d: %s", s.spec.id, s.state)
 
     def _stop_in_background(self, s: ProcessSet) -> None:
@@ -379,6 +393,27 @@ class Lab:
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
     return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
+
+
+def end_leftovers(store: Store, set_ids: list[int]) -> int:
+    """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
+    not notice). A pid counts only if its creation time matches: pids get reused."""
+    import psutil
+
+    ended = 0
+    for set_id, pid, created in store.workers(set_ids):
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) > 0.01:
+                continue
+            proc.kill()
+            ended += 1
+            log.warning("set %d: ended leftover process %d", set_id, pid)
+        except psutil.Error:
+            continue
+    for set_id in set_ids:
+        store.forget_workers(set_id)
+    return ended
 
 
 def stored_status(row: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,11 @@ CREATE TABLE IF NOT EXISTS samples (
     latency_p99_us REAL
 );
 CREATE INDEX IF NOT EXISTS samples_by_set ON samples(set_id, at);
+CREATE TABLE IF NOT EXISTS workers (
+    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    pid INTEGER NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 _SET_COLUMNS = (
@@ -235,6 +240,30 @@ class Store:
                 ).fetchall()
                 rows.reverse()
         return [dict(zip(SAMPLE_KEYS, row, strict=True)) for row in rows]
+
+    # -- processes, so a later daemon can end what a dead one left ----------------------
+
+    def add_workers(self, set_id: int, rows: Sequence[tuple[int, float]]) -> None:
+        """Record a set's worker processes: (pid, creation time) each."""
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT INTO workers (set_id, pid, created) VALUES (?, ?, ?)",
+                [(set_id, pid, created) for pid, created in rows],
+            )
+
+    def workers(self, set_ids: Sequence[int]) -> list[tuple[int, int, float]]:
+        """(set id, pid, creation time) of the recorded workers of these sets."""
+        marks = ", ".join("?" for _ in set_ids)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT set_id, pid, created FROM workers WHERE set_id IN ({marks})",
+                tuple(set_ids),
+            ).fetchall()
+        return [(int(a), int(b), float(c)) for a, b, c in rows]
+
+    def forget_workers(self, set_id: int) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("DELETE FROM workers WHERE set_id = ?", (set_id,))
 
     # -- time series and retention --------------------------------------------------
 

@@ -1,0 +1,84 @@
+"""No orphans, ever: whatever way labd ends, the processes of its sets end with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import psutil
+from helpers import alive, describe, wait_for
+
+
+def _spawn_mix(conn, sets: int = 3) -> list[dict]:
+    kinds = [
+        ("queue", 3, '{"interval": "0.05"}'),
+        ("shared", 4, '{"interval": "0"}'),
+        ("manager", 2, '{"interval": "0.05"}'),
+        ("pipe", 2, '{"interval": "0"}'),
+    ]
+    return [json.loads(conn.root.spawn(*kinds[i % len(kinds)])) for i in range(sets)]
+
+
+def _worker_pids(statuses: list[dict]) -> list[int]:
+    return [p["pid"] for s in statuses for p in s["processes"]]
+
+
+def test_sigkill_of_labd_ends_every_child(labd_factory) -> None:
+    d = labd_factory()
+    conn = d.connect()
+    statuses = _spawn_mix(conn, 4)
+    conn.close()
+    everything = d.descendants()  # workers, forkserver, Manager, resource tracker
+    assert len(everything) >= len(_worker_pids(statuses))
+    d.send(signal.SIGKILL)
+    d.wait()
+    wait_for(
+        lambda: not alive(everything),
+        5.0,
+        "every child of a SIGKILLed labd to end: " + describe(alive(everything)),
+    )
+
+
+def test_leftover_of_an_interrupted_set_is_ended_at_next_start(labd_factory) -> None:
+    first = labd_factory()
+    conn = first.connect()
+    status = json.loads(conn.root.spawn("queue", 2, '{"interval": "0.05"}'))
+    conn.close()
+    stuck = psutil.Process(status["processes"][-1]["pid"])
+    stuck.send_signal(signal.SIGSTOP)  # a hung worker: its daemon watch cannot run
+    try:
+        wait_for(lambda: stuck.status() == psutil.STATUS_STOPPED, 5.0, "the worker to stop")
+        first.send(signal.SIGKILL)
+        first.wait()
+        assert stuck.is_running(), "a stopped worker outlives its daemon"
+        second = labd_factory(state_dir=first.state_dir)
+        conn = second.connect()
+        found = json.loads(conn.root.status((status["id"],)))[0]
+        conn.close()
+        assert found["state"] == "interrupted"
+        wait_for(lambda: not stuck.is_running(), 5.0, "the leftover worker to be ended")
+        assert "ended leftover process" in second.log_text()
+    finally:
+        if stuck.is_running():
+            stuck.kill()
+
+
+def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None:
+    d = labd_factory()
+    conn = d.connect()
+    statuses = [json.loads(conn.root.spawn("shared", 19, '{"interval": "0.05"}')) for _ in range(5)]
+    conn.close()
+    pids = _worker_pids(statuses)
+    assert len(pids) == 100
+    everything = d.descendants()
+    shm_before = set(os.listdir("/dev/shm"))
+    assert d.stop(signal.SIGTERM) == 0
+    # The forkserver and resource tracker see labd's end on their pipe a moment later.
+    wait_for(
+        lambda: not alive(everything),
+        5.0,
+        "the children of labd to end: " + describe(alive(everything)),
+    )
+    assert set(os.listdir("/dev/shm")) <= shm_before
+    assert not os.path.exists(d.socket)
