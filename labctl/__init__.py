@@ -9,7 +9,8 @@ Modules, one concept each:
 - :mod:`labctl.client`: one rpyc connection to labd, results decoded from JSON;
 - :mod:`labctl.tls`: the client side of mutual TLS;
 - :mod:`labctl.autostart`: start labd in the background when nobody answers locally;
-- :mod:`labctl.follow`: the live views (``watch``, ``tail -f``);
+- :mod:`labctl.follow`: ``tail -f``;
+- :mod:`labctl.watch`: the live ``watch`` view (one-shot and REPL alike);
 - :mod:`labctl.render`, :mod:`labctl.table`, :mod:`labctl.humane`: results as text.
 - :mod:`labctl.repl`: the interactive REPL, imported only when no command is given.
 

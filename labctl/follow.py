@@ -1,6 +1,6 @@
-"""The live views: ``watch`` (the status table, redrawn) and ``tail -f`` (new lines).
+"""``tail -f``: the printers' new lines (the live table is :mod:`labctl.watch`).
 
-Both poll a small snapshot on the command's own connection, never a callback, and end
+It polls a small snapshot on the command's own connection, never a callback, and ends
 quietly on Ctrl-C, which in the REPL cancels the view and not the REPL. ``sleep`` and
 ``out`` are parameters so tests drive them without a terminal or a clock.
 """
@@ -8,7 +8,7 @@ quietly on Ctrl-C, which in the REPL cancels the view and not the REPL. ``sleep`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from labctl import render
@@ -25,37 +25,6 @@ TAIL_PAGE = 1000
 
 HOME, CLEAR_SCREEN, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
-
-
-def watch_frame(client: Client, ids: Sequence[int], interval: float) -> str:
-    """One picture: a header line and the status table."""
-    now = time.strftime("%H:%M:%S")
-    header = f"labd at {client.address}  {now}  every {interval:g} s, Ctrl-C to stop"
-    return header + "\n\n" + render.status_table(client.status(ids))
-
-
-def watch(
-    client: Client, ids: Sequence[int], *, out: Out, tty: bool, sleep: Sleep = time.sleep
-) -> None:
-    """Redraw the status table in place on a terminal (10 a second), else print one a second."""
-    interval = WATCH_TTY_INTERVAL if tty else WATCH_PLAIN_INTERVAL
-    if tty:
-        out(HIDE_CURSOR + CLEAR_SCREEN)
-    try:
-        while True:
-            due = time.monotonic() + interval
-            frame = watch_frame(client, ids, interval)
-            if tty:
-                lines = frame.split("\n")
-                out(HOME + "".join(line + CLEAR_LINE + "\n" for line in lines) + CLEAR_BELOW)
-            else:
-                out(frame + "\n\n")
-            sleep(max(0.0, due - time.monotonic()))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if tty:
-            out(SHOW_CURSOR)
 
 
 def tail(

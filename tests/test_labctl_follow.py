@@ -38,26 +38,6 @@ def interrupt_after(n: int) -> Any:
     return sleep
 
 
-def test_watch_prints_one_table_per_pass_when_not_a_tty() -> None:
-    out: list[str] = []
-    client = ScriptedClient()
-    follow.watch(client, (1,), out=out.append, tty=False, sleep=interrupt_after(2))  # type: ignore[arg-type]
-    assert client.calls == [("status", (1,)), ("status", (1,))]
-    assert len(out) == 2
-    assert all(frame.startswith("labd at unix:/fake/labd.sock") for frame in out)
-    assert "every 1 s" in out[0]
-    assert follow.HOME not in "".join(out)  # colour is left to click.echo to strip
-
-
-def test_watch_redraws_in_place_on_a_tty_and_restores_the_cursor() -> None:
-    out: list[str] = []
-    follow.watch(ScriptedClient(), (), out=out.append, tty=True, sleep=interrupt_after(3))  # type: ignore[arg-type]
-    assert out[0] == follow.HIDE_CURSOR + follow.CLEAR_SCREEN
-    assert all(frame.startswith(follow.HOME) for frame in out[1:-1])
-    assert "every 0.1 s" in out[1]
-    assert out[-1] == follow.SHOW_CURSOR
-
-
 def lines(*seqs: int) -> list[list[Any]]:
     return [[seq, f"Time: {seq}"] for seq in seqs]
 

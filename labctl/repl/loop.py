@@ -8,7 +8,12 @@ labd if none answers, like a one-shot ``labctl``).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import click
 from prompt_toolkit import PromptSession
@@ -69,12 +74,36 @@ def loop(session: PromptSession[str], state: State, cache: LiveCache) -> int:
             with patch_stdout(raw=True):
                 line = session.prompt()
             seen = forget_lost(state, cache, seen)
-            if dispatch(line, state) is None:
-                return 0
+            with tidy_interrupts():
+                if dispatch(line, state) is None:
+                    return 0
         except KeyboardInterrupt:
             continue
         except EOFError:
             return 0
+
+
+@contextmanager
+def tidy_interrupts() -> Iterator[None]:
+    """Erase the ``^C`` the terminal echoes when Ctrl-C stops a command (``tail -f``), so
+    that the next prompt starts at the left margin, not after it."""
+    if threading.current_thread() is not threading.main_thread() or not sys.stdout.isatty():
+        yield
+        return
+    interrupted = False
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            click.echo("\r\x1b[K", nl=False)
 
 
 def forget_lost(state: State, cache: LiveCache, seen: int) -> int:

@@ -1,0 +1,285 @@
+"""The REPL without a terminal: prompt_toolkit's pipe input and DummyOutput, a real labd.
+
+Each test types whole lines (``\\r`` is Enter) into the REPL's :func:`labctl.repl.run`
+and reads what the commands printed. The completer and the toolbar are tested directly
+on a filled cache; the poller and reconnection against real daemons.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Daemon, wait_for
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from labctl import repl
+from labctl.cli import cli
+from labctl.repl.cache import LiveCache, Snapshot
+from labctl.repl.completion import LabCompleter
+from labctl.repl.dispatch import MAX_LINE, dispatch
+from labctl.repl.loop import forget_lost
+from labctl.repl.poller import Pace, Poller
+from labctl.repl.session import Terminal
+from labctl.repl.toolbar import prompt_text, toolbar_text
+from labctl.state import State
+from labctl.target import Target
+from labd.protocol import Address
+
+FAST = Pace(interval=0.05, retry=0.05)
+
+
+@pytest.fixture
+def state(module_labd: Daemon) -> Iterator[State]:
+    """A REPL session's state, aimed at the module's labd (never autostarting one)."""
+    session = State(Target(Address(path=module_labd.socket)))
+    yield session
+    session.close()
+
+
+def run_lines(state: State, typed: str, history: Path) -> int:
+    """Type ``typed`` into a headless REPL and run it until it leaves."""
+    with create_pipe_input() as keys:
+        keys.send_text(typed)
+        return repl.run(state, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
+
+
+# --- the loop, against a real labd -----------------------------------------------------
+def test_spawn_then_status_run_through_the_same_grammar(
+    state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_lines(state, "spawn queue 2 interval=0.1\rstatus\rstop all\rexit\r", tmp_path / "h")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("labd 0.1.0 at unix:")  # connected before the first prompt
+    set_id = re.search(r"^(\d+)$", out, re.M)
+    assert set_id, out
+    assert re.search(rf"^\s*{set_id[1]}\s+-\s+queue\s+(starting|running)", out, re.M), out
+    assert f"set {set_id[1]} (queue) stopped" in out
+    history = (tmp_path / "h").read_text()
+    assert "+spawn queue 2 interval=0.1" in history and "+status" in history
+
+
+def test_help_and_help_command(
+    state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_lines(state, "help\rhelp spawn\rhelp exit\rquit\r", tmp_path / "h") == 0
+    out = capsys.readouterr().out
+    assert "Usage: labctl [OPTIONS] COMMAND" in out
+    assert "Commands:" in out and "spawn" in out and "Ctrl-D leaves" in out
+    assert "Usage: labctl spawn [OPTIONS] MECH N [KEY=VALUE]..." in out
+    assert "exit: leave the REPL" in out
+
+
+def test_errors_are_one_line_and_the_loop_goes_on(
+    state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = "spawn queue 2 " + "x=1 " * (MAX_LINE // 4)
+    typed = (
+        "spwan queue 2\r"  # a typo
+        "echo 'unbalanced\r"  # quotes
+        "stop\r"  # a missing argument
+        "inspect 424242\r"  # the daemon says no
+        f"{huge}\r"  # a paste gone wrong
+        "spaw\x03"  # Ctrl-C cancels the line being typed
+        "status --json\r"  # and the loop still runs commands
+        "\x04"  # Ctrl-D leaves
+    )
+    assert run_lines(state, typed, tmp_path / "h") == 0
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert errors == [
+        "labctl: no command 'spwan': did you mean spawn?",
+        "labctl: cannot parse the line: no closing quotation (check the quotes)",
+        "labctl: Missing argument 'ID... | all'. (see: labctl stop --help)",
+        "labctl: no set 424242 (see: labctl status)",
+        f"labctl: line too long ({len(huge)} characters, at most {MAX_LINE}): nothing run",
+    ]
+    assert captured.out.rstrip().endswith("]")  # status --json ran after all that
+
+
+def test_dispatch_returns_codes_and_none_to_leave(
+    state: State, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert dispatch("", state) == 0
+    assert dispatch("   # a comment", state) == 0
+    assert dispatch("mechanisms", state) == 0
+    assert dispatch("labctl status", state) == 0  # a pasted "labctl" is allowed
+    assert dispatch("frobnicate", state) == 2
+    assert dispatch("tail notanumber", state) == 2
+    assert dispatch("--connect unix:/x status", state) == 2  # fixed at start-up
+    assert dispatch("exit", state) is None
+    assert dispatch("quit", state) is None
+    err = capsys.readouterr().err
+    assert "labctl: no command 'frobnicate' (see: help)" in err
+    assert "apply when labctl starts" in err
+
+
+# --- completion, from a filled cache ---------------------------------------------------
+MECHANISMS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "shared",
+        "summary": "a multiprocessing.Value",
+        "params": [
+            {"name": "lock", "type": "bool", "default": False, "help": "under the lock"},
+            {"name": "interval", "type": "float", "default": 1.0, "help": "seconds"},
+            {
+                "name": "start_method",
+                "type": "str",
+                "default": "forkserver",
+                "help": "how",
+                "choices": ["forkserver", "spawn", "fork"],
+            },
+            {"name": "duration", "type": "float", "default": None, "nullable": True},
+        ],
+    },
+    {"name": "queue", "summary": "a Queue", "params": [{"name": "maxsize", "type": "int"}]},
+)
+SETS = (
+    {"id": 3, "mechanism": "queue", "state": "running"},
+    {"id": 4, "mechanism": "shared", "state": "stopped"},
+    {"id": 12, "mechanism": "shared", "state": "running"},
+)
+
+
+@pytest.fixture
+def completer() -> LabCompleter:
+    cache = LiveCache(Snapshot(connected=True, sets=SETS, mechanisms=MECHANISMS))
+    return LabCompleter(cli, cache)
+
+
+def complete(completer: LabCompleter, text: str) -> list[str]:
+    """What Tab would offer at the end of ``text``, applied to the line."""
+    event = CompleteEvent(completion_requested=True)
+    found = completer.get_completions(Document(text), event)
+    return [text[: len(text) + c.start_position] + c.text for c in found]
+
+
+def test_command_names_come_from_the_click_group(completer: LabCompleter) -> None:
+    names = complete(completer, "")
+    assert {"spawn", "status", "stop", "inspect", "tail", "watch", "help", "exit"} <= set(names)
+    assert complete(completer, "spa") == ["spawn"]
+    assert complete(completer, "st") == ["status", "stop"]
+    assert complete(completer, "help ins") == ["help inspect"]
+    assert complete(completer, "status --j") == ["status --json"]
+
+
+def test_mechanisms_then_their_parameters_then_their_values(completer: LabCompleter) -> None:
+    assert complete(completer, "spawn qu") == ["spawn queue"]
+    assert complete(completer, "spawn ") == ["spawn shared", "spawn queue"]
+    assert complete(completer, "spawn shared ") == []  # N: nothing to offer
+    assert complete(completer, "spawn shared 2 lo") == ["spawn shared 2 lock="]
+    keys = complete(completer, "spawn shared 2 lock=yes ")
+    assert "spawn shared 2 lock=yes interval=" in keys
+    assert not any(k.endswith("lock=") for k in keys)  # each key once
+    assert complete(completer, "spawn shared 2 lock=") == [
+        "spawn shared 2 lock=yes",
+        "spawn shared 2 lock=no",
+    ]
+    assert complete(completer, "spawn shared 2 start_method=f") == [
+        "spawn shared 2 start_method=forkserver",
+        "spawn shared 2 start_method=fork",
+    ]
+    assert complete(completer, "spawn shared 2 duration=") == ["spawn shared 2 duration=none"]
+    assert complete(completer, "spawn queue 2 ") == ["spawn queue 2 maxsize="]
+    assert complete(completer, "spawn nosuch 2 ") == []
+
+
+def test_set_ids_after_the_commands_that_take_them(completer: LabCompleter) -> None:
+    assert complete(completer, "stop ") == ["stop 3", "stop 12", "stop all"]  # live only
+    assert complete(completer, "stop 3 ") == ["stop 3 12"]
+    assert complete(completer, "stop 1") == ["stop 12"]
+    assert complete(completer, "inspect ") == ["inspect 3", "inspect 4", "inspect 12"]
+    assert complete(completer, "inspect 4 ") == []  # one id only
+    assert complete(completer, "tail 1") == ["tail 12"]
+    assert complete(completer, "watch 3 ") == ["watch 3 4", "watch 3 12"]
+    assert complete(completer, "tail 3 -") == [
+        "tail 3 -n",
+        "tail 3 --lines",
+        "tail 3 -f",
+        "tail 3 --follow",
+        "tail 3 --help",
+    ]
+
+
+# --- toolbar and prompt ----------------------------------------------------------------
+def text_of(fragments: Any) -> str:
+    return "".join(text for _style, text, *_ in fragments)
+
+
+def test_toolbar_shows_live_sets_and_the_connection() -> None:
+    live = Snapshot(
+        connected=True,
+        sets=({"id": 3, "mechanism": "queue", "state": "running", "value": 120, "lost": 0,
+               "rate": 19.9}, {"id": 4, "mechanism": "shared", "state": "stopped"}),
+        updated=100.0,
+    )  # fmt: skip
+    assert text_of(toolbar_text(live, "unix:/s", now=100.5)) == " #3 queue 120 lost 0 19.9/s "
+    assert "stale 9s" in text_of(toolbar_text(live, "unix:/s", now=109.0))
+    down = Snapshot(connected=False, problem="cannot reach labd at unix:/s")
+    assert "DISCONNECTED from unix:/s" in text_of(toolbar_text(down, "unix:/s", now=0))
+    idle = Snapshot(connected=True)
+    assert "no running sets" in text_of(toolbar_text(idle, "unix:/s", now=0))
+    assert text_of(prompt_text(live, "unix:/run/labd.sock")) == "lab@unix:/run/labd.sock> "
+
+
+# --- the poller and reconnection, against real daemons ---------------------------------
+def test_poller_fills_the_cache_on_its_own_connection(module_labd: Daemon) -> None:
+    cache = LiveCache()
+    woken: list[int] = []
+    poller = Poller(Target(Address(path=module_labd.socket)), cache, pace=FAST)
+    poller.on_change = lambda: woken.append(1)
+    poller.start()
+    try:
+        wait_for(lambda: cache.snapshot().updated, 10, "a first status()")
+        snap = cache.snapshot()
+        assert snap.connected
+        assert {"shared", "manager", "queue", "pipe"} <= {m["name"] for m in snap.mechanisms}
+        assert woken
+    finally:
+        poller.stop()
+
+
+def test_labd_going_away_is_said_once_and_the_repl_reconnects(
+    labd_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first: Daemon = labd_factory()
+    target = Target(Address(path=first.socket))
+    state, cache = State(target), LiveCache(Snapshot(connected=True))
+    said: list[str] = []
+    poller = Poller(target, cache, pace=FAST, say=said.append)
+    poller.start()
+    try:
+        assert dispatch("status", state) == 0  # the state's own connection
+        assert first.stop() == 0
+        wait_for(lambda: not cache.snapshot().connected, 10, "the poller to notice")
+        assert dispatch("help", state) == 0  # help still works
+        assert dispatch("status", State(target)) == 3  # one line: cannot reach labd
+        labd_factory(root=first.root)  # labd is back, at the same socket
+        wait_for(lambda: cache.snapshot().connected, 10, "the poller to reconnect")
+        assert state.connected  # the old connection looks fine, but its daemon is gone
+        assert forget_lost(state, cache, seen=0) == 1  # what the loop does before each line
+        assert not state.connected
+        assert dispatch("status", state) == 0  # a new connection, no "connection lost"
+    finally:
+        poller.stop()
+        state.close()
+    assert said == [
+        f"labctl: lost labd at unix:{first.socket}; reconnecting when it is back "
+        "(help and exit still work)",
+        f"labctl: connected to labd at unix:{first.socket}",
+    ]
+    assert "cannot reach labd" in capsys.readouterr().err
+
+
+def test_the_one_shot_path_does_not_import_prompt_toolkit() -> None:
+    code = "import sys, labctl.cli; sys.exit('prompt_toolkit' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

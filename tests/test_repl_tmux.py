@@ -1,0 +1,240 @@
+"""The REPL end to end in a real terminal: ``labctl`` in a tmux pane, driven by keys.
+
+Each test has its own tmux server (``tmux -L <unique name>``), killed at teardown, and its
+own XDG directories, so no history or daemon of the user's is touched. Every wait polls
+``capture-pane`` with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import Daemon, labctl_command, wait_for
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+WAIT = 15.0
+
+
+class Tmux:
+    """One private tmux server; each ``open`` runs a command in a new 120x40 pane."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.name = f"ipclab-{uuid.uuid4().hex[:12]}"
+        self.env = env
+        self.started = False
+
+    def tmux(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.name, *args],
+            env=self.env, capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    def open(self, command: list[str]) -> Pane:
+        """A new pane running ``command`` under ``sh``, which prints its exit status when
+        it ends (tmux itself sometimes misses the exit of a pane's process under load).
+
+        The shell traps SIGINT (Ctrl-C reaches the whole foreground group), else it would
+        leave when the command ends; a trapped signal is default again in the command.
+        """
+        script = 'trap : INT; "$@"; echo "[exited with $?]"; exec sleep 600'
+        argv = ("sh", "-c", script, "sh", *command)
+        show = ("-P", "-F", "#{pane_id}")
+        if self.started:
+            target = self.tmux("new-window", *show, "-t", "t", *argv)
+        else:
+            self.started = True
+            target = self.tmux(
+                "new-session", "-d", "-x", "120", "-y", "40", "-s", "t", *show, *argv
+            )
+        return Pane(self, target.strip())
+
+    def kill(self) -> None:
+        subprocess.run(
+            ["tmux", "-L", self.name, "kill-server"], env=self.env, capture_output=True, timeout=10
+        )
+
+
+class Pane:
+    def __init__(self, tmux: Tmux, target: str) -> None:
+        self.tmux = tmux
+        self.target = target
+
+    def keys(self, *keys: str) -> None:
+        self.tmux.tmux("send-keys", "-t", self.target, *keys)
+
+    def type(self, text: str) -> None:
+        self.tmux.tmux("send-keys", "-t", self.target, "-l", text)
+
+    def screen(self) -> str:
+        return self.tmux.tmux("capture-pane", "-p", "-t", self.target)
+
+    def lines(self) -> list[str]:
+        return [line for line in self.screen().splitlines() if line.strip()]
+
+    def wait_for(self, pattern: str, what: str | None = None) -> re.Match[str]:
+        found: re.Match[str] | None = None
+
+        def seen() -> bool:
+            nonlocal found
+            found = re.search(pattern, self.screen(), re.M)
+            return found is not None
+
+        try:
+            wait_for(seen, WAIT, what or repr(pattern), every=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- screen ---\n{self.screen()}") from None
+        assert found is not None
+        return found
+
+    def prompt_last(self) -> bool:
+        """Whether the last non-blank line is an empty prompt."""
+        lines = self.lines()
+        return bool(lines) and re.fullmatch(r"lab@\S+>", lines[-1].strip()) is not None
+
+    def exit_status(self) -> int:
+        """Wait for the command to end; its exit status."""
+        return int(self.wait_for(r"^\[exited with (\d+)\]$", "labctl to exit")[1])
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABCTL_", "TMUX"))}
+    env.update(
+        TERM="xterm-256color",
+        TMUX_TMPDIR=str(tmp),  # the server's socket goes with the test's files
+        XDG_STATE_HOME=str(tmp / "state"),
+        XDG_RUNTIME_DIR=str(tmp / "run"),
+    )
+    (tmp / "run").mkdir(mode=0o700)
+    return env
+
+
+@pytest.fixture
+def tmux_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return base_env(tmp_path_factory.mktemp("tx", numbered=True))
+
+
+@pytest.fixture
+def tmux(tmux_env: dict[str, str]) -> Iterator[Tmux]:
+    server = Tmux(tmux_env)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_repl_in_a_terminal(labd_daemon: Daemon, tmux: Tmux) -> None:
+    tmux.env.update(PROMPT_TOOLKIT_NO_CPR="1", LABCTL_CONNECT=f"unix:{labd_daemon.socket}")
+    pane = tmux.open(labctl_command())
+    pane.wait_for(rf"^lab@unix:{re.escape(labd_daemon.socket)}>", "the first prompt")
+
+    pane.type("spa")  # the history is empty: no suggestion shows after the cursor
+    pane.keys("Tab")
+    pane.wait_for(r"> spawn$", "spa completed to spawn")
+    pane.type(" qu")
+    pane.keys("Tab")
+    pane.wait_for(r"> spawn queue$", "qu completed to queue")
+    pane.type(" 3 interval=0.1")
+    pane.keys("Enter")
+    set_id = pane.wait_for(r"> spawn queue 3 interval=0\.1\n(\d+)\n", "the new set's id")[1]
+    pane.type("status")
+    pane.keys("Enter")
+    pane.wait_for(rf"^\s*{set_id}\s+-\s+queue\s+running\s+3\s", "the set in status")
+
+    pane.type("watch")
+    pane.keys("Enter")
+    row = rf"^\s*{set_id}\s+queue\s+running\s+(\d+)\s"
+    first = int(pane.wait_for(row, "the watch table")[1])
+    pane.wait_for(r"every 0\.1 s; q or Ctrl-C to stop")
+    wait_for(lambda: int(pane.wait_for(row)[1]) > first, WAIT, "watch to show a new value")
+    pane.keys("C-c")
+    wait_for(pane.prompt_last, WAIT, "the prompt after Ctrl-C")
+
+    pane.type("stop all")
+    pane.keys("Enter")
+    pane.wait_for(rf"set {set_id} \(queue\) stopped")
+    wait_for(pane.prompt_last, WAIT, "the prompt after stop")
+    pane.keys("C-d")
+    assert pane.exit_status() == 0
+
+
+def test_toolbar_shows_live_figures_with_a_terminal_that_answers_cpr(
+    labd_daemon: Daemon, tmux: Tmux
+) -> None:
+    """prompt_toolkit draws the bottom toolbar only once the terminal told it its height
+    (cursor position report), so this test leaves CPR on: tmux answers it."""
+    tmux.env.update(LABCTL_CONNECT=f"unix:{labd_daemon.socket}")
+    pane = tmux.open(labctl_command())
+    pane.wait_for(r"^lab@unix:\S+>", "the first prompt")
+    pane.type("spawn shared 2 interval=0.05")
+    pane.keys("Enter")
+    set_id = pane.wait_for(r"interval=0\.05\n(\d+)\n", "the new set's id")[1]
+    toolbar = rf"^ #{set_id} shared (\d+) lost \d+ [\d.k]+/s"
+    first = int(pane.wait_for(toolbar, "the toolbar")[1])
+    wait_for(lambda: int(pane.wait_for(toolbar)[1]) > first, WAIT, "the toolbar to refresh")
+    pane.type("stop all")
+    pane.keys("Enter")
+    pane.wait_for(rf"set {set_id} \(shared\) stopped")
+    pane.type("exit")
+    pane.keys("Enter")
+    assert pane.exit_status() == 0
+
+
+def daemons_for(runtime_dir: str) -> list[psutil.Process]:
+    """The labd processes started with this XDG_RUNTIME_DIR (not their children)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if cmd[1:3] == ["-m", "labd"] and p.environ().get("XDG_RUNTIME_DIR") == runtime_dir:
+                found.append(p)
+        except (psutil.Error, IndexError):
+            continue
+    return found
+
+
+@pytest.fixture
+def autostarted(tmux_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """An environment with no daemon at the default socket; ends what labctl starts."""
+    yield tmux_env
+    for daemon in daemons_for(tmux_env["XDG_RUNTIME_DIR"]):
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(20)
+        except psutil.TimeoutExpired:
+            daemon.kill()
+            raise
+
+
+def test_autostart_starts_one_labd_and_a_second_repl_reuses_it(
+    autostarted: dict[str, str], tmux: Tmux
+) -> None:
+    tmux.env.update(PROMPT_TOOLKIT_NO_CPR="1")
+    socket = f"{autostarted['XDG_RUNTIME_DIR']}/ipclab/labd.sock"
+    first = tmux.open(labctl_command())
+    pid = int(first.wait_for(r"started labd in the background \(pid (\d+),", "autostart")[1])
+    first.wait_for(rf"^lab@unix:{re.escape(socket)}>", "the first prompt")
+    assert [p.pid for p in daemons_for(autostarted["XDG_RUNTIME_DIR"])] == [pid]
+
+    second = tmux.open(labctl_command())
+    second.wait_for(rf"^lab@unix:{re.escape(socket)}>", "the second REPL's prompt")
+    assert "started labd" not in second.screen()
+    assert [p.pid for p in daemons_for(autostarted["XDG_RUNTIME_DIR"])] == [pid]
+    history = Path(autostarted["XDG_STATE_HOME"]) / "ipclab" / "labctl_history"
+    second.type("status")
+    second.keys("Enter")
+    second.wait_for(r"no sets", "status in the second REPL")
+    assert "status" in history.read_text()
+    for pane in (first, second):
+        pane.keys("C-d")
+        assert pane.exit_status() == 0
