@@ -3,7 +3,7 @@
 # drive) and runs the whole suite.
 PY ?= python3
 # command:package pairs
-DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd
+DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2
 
 .PHONY: test deps debian-tools lint run
 test: deps

@@ -35,6 +35,7 @@ from labd.tls import peer_subject
 
 log = logging.getLogger("labd.server")
 HANDSHAKE_TIMEOUT = 5.0
+LINGER = 1.0  # at most this long reading a refused client's last bytes
 
 
 class LabServer(ThreadedServer):
@@ -114,9 +115,28 @@ class TlsAuthenticator:
             (tls or raw).close()  # wrap_socket takes raw over, and closes it if it fails
             why = _handshake_failure(exc, self.timeout)
             log.warning("refused TLS client %s: %s", peer, why)
+            if isinstance(exc, ssl.SSLError):
+                _drain(sock)
             raise AuthenticationError(f"{peer}: {why}") from None
         log.info("TLS client %s: %s", peer, subject)
         return tls, {"peer": peer, "subject": subject}
+
+
+def _drain(sock: socket.socket, timeout: float = LINGER) -> None:
+    """Close a refused connection gently, so the client reads the alert saying why.
+
+    In TLS 1.3 the client may already have sent its first request when the refusal
+    comes; closing with that unread would make the kernel answer with a reset, which
+    can destroy the alert on its way. So: end our side, then read and discard until the
+    client closes, for at most ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
 
 
 def _peer(sock: socket.socket) -> str:

@@ -158,8 +158,10 @@ def make_material(
 
     first = str(hosts[0])
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name(f"ipclab CA for {first}")
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    # a name of its own: verifiers look issuers up by name, and two CAs made for the same
+    # host must not be mistaken for each other ("unable to get local issuer certificate")
+    ca_name = name(f"ipclab CA {ca_ski.digest[:4].hex()} for {first}")
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -343,7 +345,7 @@ def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
 
 
 def check_server_files(cert: str, key: str, ca: str) -> str:
-    """Refuse an expired server certificate; warn about a loose key or a future one.
+    """Refuse an expired server certificate; warn about an open key, or one not yet valid.
 
     Returns a one-line description of the certificate for the start-up log.
     """
@@ -363,9 +365,9 @@ def check_server_files(cert: str, key: str, ca: str) -> str:
         log.warning(
             "--tls-ca %s expired on %s: clients will be refused", ca, f"{ca_after:%Y-%m-%d}"
         )
-    mode = os.stat(key).st_mode
-    if mode & 0o077:
-        log.warning("--tls-key %s is readable by others (mode %o): chmod 600 it", key, mode & 0o777)
+    mode = os.stat(key).st_mode & 0o777
+    if mode & 0o026:  # readable by all, or writable by more than its owner (0640 is fine)
+        log.warning("--tls-key %s is open to other users (mode %o): chmod 600 it", key, mode)
     names = ", ".join(sans) or "no names"
     return f"{subject} for {names}, until {not_after:%Y-%m-%d}"
 
