@@ -1,0 +1,45 @@
+"""The code stays linted, formatted and typed (CI runs these with the suite), and the
+public plugin API is what the docs promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],
+    ],
+    ids=["ruff-check", "ruff-format", "mypy"],
+)
+def test_tool_is_clean(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_public_plugin_api() -> None:
+    import labd
+
+    assert sorted(labd.__all__) == [
+        "CounterContext",
+        "Mechanism",
+        "Param",
+        "PrinterContext",
+        "SetupEnv",
+        "__version__",
+    ]
+    for name in labd.__all__:
+        assert getattr(labd, name) is not None
+    with pytest.raises(AttributeError):
+        labd.Lab  # noqa: B018 - the daemon's core is not part of the plugin API
