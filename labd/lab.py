@@ -21,7 +21,7 @@ from typing import Any
 
 from labd import __version__
 from labd.collector import Collector
-from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.errors import ConfigError, LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, MAX_PER_SET, resolve
 from labd.printlog import PrintLog, read_log_tail
@@ -57,6 +57,7 @@ class Lab:
     ) -> None:
         self.state_dir = state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._state_lock = lock_state_dir(state_dir)
         (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
         self.store = store if store is not None else Store(state_dir / "history.sqlite3")
@@ -104,6 +105,7 @@ class Lab:
         self._collector.close()
         self.manager.shutdown()
         self.store.close()
+        os.close(self._state_lock)
 
     def _context(self, method: str) -> multiprocessing.context.BaseContext:
         ctx = self._contexts.get(method)
@@ -187,6 +189,9 @@ class Lab:
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
             pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
+            if not pset.workers:  # with workers, the failed state's clean-up stops them
+                pset.release()
+                self.store.finish(pset.spec.id, self._status(pset))
             raise SetError(f"set {pset.spec.id} failed to start: {exc}") from None
         self._record_workers(pset)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
@@ -393,6 +398,26 @@ class Lab:
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
     return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """One labd per state directory: a second one would take the first one's running
+    sets for leftovers of a dead daemon. The lock dies with the process."""
+    import fcntl
+
+    fd = os.open(state_dir / "labd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"another labd (pid {holder}) uses the state directory {state_dir}: "
+            "give each labd its own --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def end_leftovers(store: Store, set_ids: list[int]) -> int:

@@ -230,10 +230,13 @@ class ProcessSet:
             w.expected = True
         self._send_wake("printer")
         self._end_role("printer", times.printers, times.terminate)
-        figures = self.metrics.final() if self.metrics else None
-        self.release()
-        self.stopped_at = time.time()
-        self.set_state(self._final_state)
+        figures = None
+        try:
+            figures = self.metrics.final() if self.metrics else None
+        finally:  # whatever failed above, the set ends and lets go of its resources
+            self.release()
+            self.stopped_at = time.time()
+            self.set_state(self._final_state)
         return figures
 
     def _send_wake(self, role: str) -> None:

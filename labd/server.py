@@ -56,6 +56,9 @@ class LabServer(ThreadedServer):
             if exc.errno not in self.GONE:
                 raise
             log.info("a client left before it was served (%s)", exc.strerror or exc)
+        except (ValueError, EOFError, TypeError, KeyError, IndexError) as exc:
+            # rpyc's decoder on bytes that are not its protocol: drop that client only
+            log.warning("dropped a client that spoke no rpyc: %s", type(exc).__name__)
 
 
 class PeerCredAuthenticator:

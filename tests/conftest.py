@@ -26,6 +26,7 @@ from helpers import (
     alive,
     describe,
     kill_all,
+    remove_short_dirs,
     session_processes,
     shm_entries,
     stop_own_multiprocessing_helpers,
@@ -65,7 +66,7 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
     watch = ShmWatch()
     watch.start()
     yield
-    stop_own_multiprocessing_helpers()
+    problems = stop_own_multiprocessing_helpers()
     left: list[psutil.Process] = []
 
     def ours_gone() -> bool:
@@ -73,7 +74,6 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
         left = session_processes(SESSION)
         return not left
 
-    problems = []
     try:
         wait_for(ours_gone, LEFTOVER_GRACE, "this session's processes to end")
     except AssertionError:
@@ -111,6 +111,7 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
             sys.stderr.write(line + "\n")
     if os.environ.get("IPCLAB_TEST_DEBUG_SHM"):
         sys.stderr.write(f"\n/dev/shm entries our processes held: {sorted(watch.seen)}\n")
+    remove_short_dirs()
     if problems:
         pytest.fail(
             "the test session left things behind:\n  " + "\n  ".join(problems), pytrace=False
@@ -162,6 +163,7 @@ class DaemonFactory:
                 if d.returncode is None:
                     code = d.stop(signal.SIGTERM)
                     assert code == 0, f"labd exited with {code} on SIGTERM:\n{d.log_text()}"
+                    assert not os.path.exists(d.socket), f"labd left its socket {d.socket}"
                 d.assert_no_leftovers()
                 d.assert_clean_log()
             except AssertionError as exc:

@@ -47,9 +47,20 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float
         time.sleep(every)
 
 
+_SHORT_DIRS: list[Path] = []
+
+
 def short_dir() -> Path:
-    """A private directory with a short path (unix socket paths must be < 108 bytes)."""
-    return Path(tempfile.mkdtemp(prefix="ipl"))
+    """A private directory with a short path (unix socket paths must be < 108 bytes);
+    removed at the end of the session (:func:`remove_short_dirs`)."""
+    path = Path(tempfile.mkdtemp(prefix="ipl"))
+    _SHORT_DIRS.append(path)
+    return path
+
+
+def remove_short_dirs() -> None:
+    while _SHORT_DIRS:
+        shutil.rmtree(_SHORT_DIRS.pop(), ignore_errors=True)
 
 
 def labd_command() -> list[str]:
@@ -328,13 +339,36 @@ def shm_entries() -> set[str]:
         return set()
 
 
-def stop_own_multiprocessing_helpers() -> None:
+def stop_own_multiprocessing_helpers(timeout: float = 5.0) -> list[str]:
     """End the forkserver and resource tracker that in-process Lab tests started in
-    this (pytest) process; they would otherwise live until pytest exits."""
+    this (pytest) process; they would otherwise live until pytest exits.
+
+    Their ``_stop()`` waits for the process without a bound, and the resource tracker
+    only ends once every process holding its pipe has closed it: a leftover worker
+    would hang the session here. So each stop gets ``timeout`` seconds, then SIGKILL;
+    returns what went wrong.
+    """
     from multiprocessing import forkserver, resource_tracker
 
-    forkserver._forkserver._stop()  # type: ignore[attr-defined]
-    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+    problems = []
+    for name, helper, pid_attr in (
+        ("forkserver", forkserver._forkserver, "_forkserver_pid"),  # type: ignore[attr-defined]
+        ("resource tracker", resource_tracker._resource_tracker, "_pid"),  # type: ignore[attr-defined]
+    ):
+        pid = getattr(helper, pid_attr, None)
+        if pid is None:
+            continue
+        stopper = threading.Thread(target=helper._stop, name=f"stop {name}", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            problems.append(
+                f"this process's {name} (pid {pid}) did not end within "
+                f"{timeout} s: some process still holds it"
+            )
+            sigkill(pid)
+            stopper.join(timeout)
+    return problems
 
 
 def sigkill(pid: int) -> None:

@@ -72,7 +72,6 @@ def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None
     pids = _worker_pids(statuses)
     assert len(pids) == 100
     everything = d.descendants()
-    shm_before = set(os.listdir("/dev/shm"))
     assert d.stop(signal.SIGTERM) == 0
     # The forkserver and resource tracker see labd's end on their pipe a moment later.
     wait_for(
@@ -80,5 +79,5 @@ def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None
         5.0,
         "the children of labd to end: " + describe(alive(everything)),
     )
-    assert set(os.listdir("/dev/shm")) <= shm_before
+    # /dev/shm: the session guard (conftest) fails the run on any segment we left
     assert not os.path.exists(d.socket)
