@@ -42,7 +42,8 @@ class Failure(click.ClickException):
 
     def __init__(self, error: LabError) -> None:
         super().__init__(error.message)
-        self.exit_code = error.exit_code
+        # per instance: click >= 8.5 declares exit_code a ClassVar
+        setattr(self, "exit_code", error.exit_code)  # noqa: B010
 
     def show(self, file: Any = None) -> None:
         click.echo(f"labctl: {self.format_message()}", err=True)
