@@ -103,3 +103,4 @@ class BoardReader:
 
     def release(self) -> None:
         self._v.release()
+        self._array = None

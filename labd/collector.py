@@ -45,18 +45,21 @@ class Collector:
                 source, sink = key.data
                 try:
                     chunk = os.read(key.fd, CHUNK)
-                except OSError:
-                    chunk = b""
-                if chunk:
-                    sink.append(chunk.decode("utf-8", "replace"))
-                else:
-                    self._finish(key.fd, source, sink)
+                    if chunk:
+                        sink.append(chunk.decode("utf-8", "replace"))
+                        continue
+                except Exception as exc:  # one set's trouble (disk full) is not everyone's
+                    log.error("printer output of fd %d: %s: giving up on it", key.fd, exc)
+                self._finish(key.fd, source, sink)
 
     def _finish(self, fd: int, source: Connection, sink: PrintLog) -> None:
         with self._lock:
             self._sel.unregister(fd)
             done = self._done.pop(fd)
-        sink.flush()
+        try:
+            sink.close()  # flushes the last partial line
+        except Exception as exc:
+            log.error("closing a printer log: %s", exc)
         source.close()
         done.set()
 

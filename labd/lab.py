@@ -33,6 +33,7 @@ from labd.sampler import Sampler
 from labd.store import Store
 
 log = logging.getLogger("labd.lab")
+WAIT_HELD = 120.0  # seconds "stop all" waits for a set another operation holds
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
 PRELOAD = ["labd.workers", "labd.contexts", "labd.board", "labd.pacing"]
 
@@ -183,16 +184,24 @@ class Lab:
             )
         if values["start_method"] == "fork":
             log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
-        pset = self._reserve(mechanism, counters, values, cls)
+        pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
+        error: Exception | None = None
         try:
             pset.start(self._collector.add)
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
             pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
-            if not pset.workers:  # with workers, the failed state's clean-up stops them
+            error = exc
+        finally:
+            pset.busy.release()
+        if pset.state == "failed":  # failed to start, or failed while starting
+            if pset.workers:
+                self._stop_in_background(pset)
+            else:
                 pset.release()
                 self.store.finish(pset.spec.id, self._status(pset))
-            raise SetError(f"set {pset.spec.id} failed to start: {exc}") from None
+        if error is not None:
+            raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         self._record_workers(pset)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
@@ -215,11 +224,7 @@ class Lab:
         with self._lock:
             if self._closing:
                 raise LabError("labd is shutting down")
-            running = sum(
-                len(s.workers) or s.spec.counters + s.spec.printers
-                for s in self._sets.values()
-                if s.live
-            )
+            running = sum(s.spec.counters + s.spec.printers for s in self._sets.values() if s.live)
             if running + need > self.limits.total:
                 raise LimitError(
                     f"this set would bring labd to {running + need} processes, "
@@ -240,6 +245,7 @@ class Lab:
             pset = ProcessSet(
                 spec, cls(values), env, output, self._state_changed, self._reaper.watch
             )
+            pset.busy.acquire()  # a stop waits until the set has started
             self._sets[set_id] = pset
         return pset
 
@@ -249,7 +255,15 @@ class Lab:
     # --- stop ------------------------------------------------------------------------
     def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
-        targets, mine = self._claim(ids)
+        targets, mine, held = self._claim(ids)
+        for s in held:  # "all": sets being started or stopped by someone else
+            if s.busy.acquire(timeout=WAIT_HELD):
+                if _needs_stop(s):
+                    mine.append(s)
+                else:
+                    s.busy.release()
+            else:
+                log.warning("set %d: still busy after %.0fs, not stopped", s.spec.id, WAIT_HELD)
         try:
             for s in mine:
                 s.ask_counters()
@@ -265,8 +279,13 @@ class Lab:
                 s.busy.release()
         return [self._status_of(i) for i in targets]
 
-    def _claim(self, ids: Sequence[int] | str) -> tuple[list[int], list[ProcessSet]]:
+    def _claim(
+        self, ids: Sequence[int] | str
+    ) -> tuple[list[int], list[ProcessSet], list[ProcessSet]]:
+        """The targets, the live ones now ours to stop, and (for "all") those another
+        operation holds, which the caller waits for."""
         mine: list[ProcessSet] = []
+        held: list[ProcessSet] = []
         with self._lock:
             if ids == "all":
                 targets = sorted(i for i, s in self._sets.items() if _needs_stop(s))
@@ -282,11 +301,14 @@ class Lab:
                     continue
                 if s.busy.acquire(blocking=False):
                     mine.append(s)
-                elif ids != "all":
+                elif ids == "all":
+                    held.append(s)
+                else:
                     for m in mine:
                         m.busy.release()
-                    raise SetBusy(f"set {i} is already stopping (see: labctl status {i})")
-        return targets, mine
+                    what = "already stopping" if s.state == "stopping" else f"busy ({s.state})"
+                    raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
+        return targets, mine, held
 
     def _finish(self, s: ProcessSet) -> None:
         try:

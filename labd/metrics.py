@@ -126,6 +126,10 @@ class SetMetrics:
 
     def sample_latency(self) -> None:
         """Once a second: latency percentiles over the recent window (message mechanisms)."""
+        with self._lock:
+            self._sample_latency()
+
+    def _sample_latency(self) -> None:
         if not self._messages or self._final:
             return
         now = self._clock()

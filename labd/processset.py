@@ -153,7 +153,11 @@ class ProcessSet:
         duration = spec.values.get("duration")
         if duration:
             self.deadline = time.monotonic() + float(duration)
-        self.set_state("running")
+        if self.state == "starting":  # not failed meanwhile (e.g. the Manager died)
+            self.set_state("running")
+            for w in self.workers:  # ended while starting: the reaper's call was too early
+                if not w.alive:
+                    self.worker_exited(w)
 
     def _spawn(
         self, role: str, index: int, wake: Connection, out: Connection, args: tuple[Any, ...]
@@ -296,6 +300,7 @@ class ProcessSet:
             log.warning("set %d: teardown: %s", self.spec.id, exc)
         if self.metrics is not None:
             self.metrics.release()
+        self._slots = None  # the board's shared memory goes back to the heap
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -220,6 +220,12 @@ def load_tls(
 def claim_socket_path(path: Path) -> None:
     """Make the socket's directory private and clear a stale socket left by a dead labd."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.parent.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(
+            f"{path.parent} is not a directory of ours that only we can write: "
+            "remove it or choose --socket"
+        )
     if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
         raise ConfigError(f"{path} exists and is not a socket: remove it or choose --socket")
     if path.exists():

@@ -134,7 +134,7 @@ class LabService(rpyc.Service):
         return self._guard(lambda: self._lab.inspect(sid))
 
     def exposed_stop(self, ids: object) -> str:
-        wanted: tuple[int, ...] | str = "all" if ids == "all" and type(ids) is str else _ids(ids)
+        wanted: tuple[int, ...] | str = "all" if type(ids) is str and ids == "all" else _ids(ids)
         return self._guard(lambda: self._lab.stop(wanted))
 
     def exposed_tail(self, set_id: object, after: object = 0, limit: object = 100) -> str:
