@@ -14,7 +14,7 @@ import click
 
 from labctl import humane
 from labctl.table import pairs, table
-from labd.protocol import LIVE_STATES
+from labd.protocol import LIVE_STATES, typed_value
 
 Record = Mapping[str, Any]
 
@@ -91,22 +91,15 @@ def param_line(p: Record) -> list[str]:
     """``key=default``, type, and help followed by the allowed values or range."""
     allowed = ""
     if p.get("choices") is not None:
-        allowed = " [" + "|".join(_value(c) for c in p["choices"]) + "]"
+        allowed = " [" + "|".join(typed_value(c) for c in p["choices"]) + "]"
     elif p.get("min") is not None or p.get("max") is not None:
         allowed = f" [{_bound(p.get('min'))}..{_bound(p.get('max'))}]"
     kind = _text(p.get("type")) + (" or none" if p.get("nullable") else "")
-    return [f"{p.get('name')}={_value(p.get('default'))}", kind, _text(p.get("help")) + allowed]
-
-
-def _value(value: Any) -> str:
-    """A value as a user would type it in KEY=VALUE."""
-    if value is None:
-        return "none"
-    if type(value) is bool:
-        return "yes" if value else "no"
-    if type(value) is float:
-        return f"{value:g}"
-    return str(value)
+    return [
+        f"{p.get('name')}={typed_value(p.get('default'))}",
+        kind,
+        _text(p.get("help")) + allowed,
+    ]
 
 
 def _bound(value: Any) -> str:
@@ -220,7 +213,7 @@ def inspect(s: Record) -> str:
     lines = [_title(s), *pairs(_times(s))]
     params = s.get("params") or {}
     if params:
-        lines += ["", "parameters", *pairs([(k, _value(v)) for k, v in params.items()])]
+        lines += ["", "parameters", *pairs([(k, typed_value(v)) for k, v in params.items()])]
     lines += ["", "metrics", *pairs(_metrics(s))]
     if s.get("processes"):
         lines += ["", "processes", *processes(s["processes"])]

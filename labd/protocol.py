@@ -43,6 +43,17 @@ STATES = ("starting", "running", "degraded", "stopping", "stopped", "failed", "i
 LIVE_STATES = ("starting", "running", "degraded", "stopping")
 
 
+def typed_value(value: object) -> str:
+    """A parameter value as a user types it after ``KEY=`` (none, yes/no, 0.5)."""
+    if value is None:
+        return "none"
+    if type(value) is bool:
+        return "yes" if value else "no"
+    if type(value) is float:
+        return f"{value:g}"
+    return str(value)
+
+
 def runtime_dir() -> Path:
     """Where the local socket lives: systemd's RuntimeDirectory, XDG, else /tmp."""
     if os.environ.get("RUNTIME_DIRECTORY"):

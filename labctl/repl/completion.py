@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import click
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -17,6 +16,7 @@ from prompt_toolkit.document import Document
 
 from labctl.repl.cache import LiveCache, Record, Snapshot
 from labctl.repl.dispatch import HELP, LEAVE, commands
+from labd.protocol import typed_value
 
 ID_COMMANDS = {"stop": None, "inspect": 1, "tail": 1, "watch": None, "status": None}
 BOOL_VALUES = ("yes", "no")
@@ -111,31 +111,20 @@ def _spawn(line: Line, snap: Snapshot) -> Iterator[Completion]:
 
 def _describe(param: Record) -> str:
     default = param.get("default")
-    return f"{param.get('type')}, default {_typed(default)}: {param.get('help') or ''}"
-
-
-def _typed(value: Any) -> str:
-    """A value as a user types it after ``KEY=``."""
-    if value is None:
-        return "none"
-    if type(value) is bool:
-        return "yes" if value else "no"
-    if type(value) is float:
-        return f"{value:g}"
-    return str(value)
+    return f"{param.get('type')}, default {typed_value(default)}: {param.get('help') or ''}"
 
 
 def _values(key: str, typed: str, param: Record) -> Iterator[Completion]:
     """The allowed values of one parameter (``lock=`` -> yes, no), else its default."""
     if param.get("choices") is not None:
-        values = [_typed(c) for c in param["choices"]]
+        values = [typed_value(c) for c in param["choices"]]
     elif param.get("type") == "bool":
         values = list(BOOL_VALUES)
     else:
-        values = [_typed(param.get("default"))]
+        values = [typed_value(param.get("default"))]
     if param.get("nullable") and "none" not in values:
         values.append("none")
-    default = _typed(param.get("default"))
+    default = typed_value(param.get("default"))
     for value in values:
         if value.startswith(typed):
             yield Completion(
