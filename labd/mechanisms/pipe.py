@@ -19,6 +19,12 @@ would block forever or allocate gigabytes): they read the raw fd, parse both fra
 themselves and go from magic to magic: a magic that does not start an intact frame is
 one ``corrupt`` message. They stop at EOF: once the counters have exited and labd has
 closed its copies of the ends (:meth:`PipeMessages.started`), no write end is left open.
+
+On a pipe with one writer (``shared_end=no``) nothing can be garbled, so the counter
+writes only ``sent_ns`` (seq and crc32 stay 0) and the printer checks each read's whole
+messages at once (one C-level count of length + magic) instead of parsing each in
+Python; 1 message in ``LAT_EVERY`` gives its latency when flat out. Parsing and checking
+each 44-byte message cost ~1.2 us, enough to make the printer the limit of its set.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ _LEN64 = struct.Struct("!Q")  # ... and its long form after a -1
 _PREFIX_MAX = _LEN.size + _LEN64.size  # the long form: -1, then the length
 _KEEP = _PREFIX_MAX + len(MAGIC) - 1  # kept at the end: a length and a partial magic
 _CHUNK = 1 << 16
+_BULK_MAX = 4096  # larger messages: few per read, the per-message parser is fine
+_PLEN = struct.Struct("!I")
+_SENT = struct.Struct("!Q")
 _DRAIN_S = 0.5  # asked to stop, a silent end without EOF (a write end leaked by fork) ends
 
 
@@ -103,10 +112,22 @@ class PipeMessages(Mechanism):
         size = len(data)
         data_crc = zlib.crc32(data)
         frame = bytearray(MAGIC + bytes(_HEAD.size - len(MAGIC)) + data)
+        _PLEN.pack_into(frame, len(MAGIC) + 16, size)
         crc_at = len(MAGIC) + _FIELDS.size
         fields = memoryview(frame)[len(MAGIC) : crc_at]  # what the crc covers, with data_crc
         pack_fields, pack_crc, crc32 = _FIELDS.pack_into, _CRC.pack_into, zlib.crc32
         send, now = conn.send_bytes, time.monotonic_ns
+        if not ctx.values.get("shared_end", False):
+            # One writer per pipe: nothing can garble or reorder its messages, and the
+            # printer checks them in bulk (length and magic), so only the send time
+            # changes; seq and crc stay 0 (saves ~0.13 us of ~1.2 us per message).
+            pack_sent = _SENT.pack_into
+            sent_at = len(MAGIC) + 8
+            for n in ctx.batches():
+                for _ in range(n):
+                    pack_sent(frame, sent_at, now())
+                    send(frame)
+            return
         seq = 0
         for n in ctx.batches():
             for _ in range(n):
@@ -119,7 +140,8 @@ class PipeMessages(Mechanism):
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
         (ends,) = args
         size = _HEAD.size + int(ctx.values.get("payload", 16))
-        streams = {end.fileno(): _Stream(end.fileno(), size, ctx) for end in ends}
+        trusted = not ctx.values.get("shared_end", False)
+        streams = {end.fileno(): _Stream(end.fileno(), size, ctx, trusted) for end in ends}
         wake = ctx.wake.fileno()
         if not streams:
             wait([wake])  # more printers than pipes: nothing to read until the stop
@@ -151,13 +173,21 @@ class _Stream:
     message, and bytes without a magic (the rest of torn messages) are dropped.
     """
 
-    def __init__(self, fd: int, size: int, ctx: PrinterContext) -> None:
+    def __init__(self, fd: int, size: int, ctx: PrinterContext, trusted: bool = False) -> None:
         self.fd = fd
         self.size = size  # multiprocessing's length of every valid frame
         self.buf = bytearray()
         self.scan = 0  # where to look for the next magic in buf
         self.received: Callable[[int], None] = ctx.received
         self.corrupt: Callable[[], None] = ctx.corrupt
+        self.ctx = ctx
+        # One writer per pipe: messages arrive whole and in order, each 4 + size bytes
+        # from the last. Check a read's whole messages at once (their length + magic
+        # occur exactly once each, one C-level count) instead of parsing each in Python.
+        self.one_writer = trusted
+        self.trusted = trusted and size <= _BULK_MAX
+        self.wire = _LEN.size + size
+        self.head = _LEN.pack(size) + MAGIC  # starts every message, once
 
     def read(self) -> bool:
         """Read what is there and parse it; False at EOF."""
@@ -184,6 +214,30 @@ class _Stream:
 
     def parse(self) -> int:
         """Consume the complete frames in the buffer; return how many bytes are done with."""
+        if self.trusted:
+            if len(self.buf) < self.wire:
+                return 0  # not one whole message yet
+            done = self.bulk()
+            if done:
+                return done  # whole messages only: the buffer starts at the next one
+            self.trusted = False  # out of step (a bug, or a foreign writer): each from now
+        return self.parse_each()
+
+    def bulk(self) -> int:
+        """Whole messages from the buffer's start, checked at once; 0 if not in step."""
+        buf, w = self.buf, self.wire
+        k = len(buf) // w
+        if not k:
+            return 0
+        end = k * w
+        if buf.count(self.head, 0, end) != k or buf[end - w : end - w + 8] != self.head:
+            return 0  # not in step (cannot happen with one writer): parse each
+        at = _LEN.size + len(MAGIC) + 8  # sent_ns
+        unpack = _SENT.unpack_from
+        self.ctx.received_many(k, [unpack(buf, i * w + at)[0] for i in self.ctx.lat_sample(k)])
+        return end
+
+    def parse_each(self) -> int:
         buf, size = self.buf, self.size
         end = len(buf)
         done, scan = 0, self.scan
@@ -196,7 +250,11 @@ class _Stream:
                 if end - i < size:  # wait for the rest, keeping its length
                     done, scan = max(done, i - _PREFIX_MAX), i
                     break
-                sent_ns = _check(view, i, size) if _prefixed(buf, i, size, done) else None
+                sent_ns = (
+                    _check(view, i, size, self.one_writer)
+                    if _prefixed(buf, i, size, done)
+                    else None
+                )
                 if sent_ns is None:
                     self.corrupt()
                     scan = i + 1
@@ -218,11 +276,13 @@ def _prefixed(buf: bytearray, at: int, size: int, start: int) -> bool:
     )
 
 
-def _check(view: memoryview, at: int, size: int) -> int | None:
+def _check(view: memoryview, at: int, size: int, one_writer: bool = False) -> int | None:
     """The send time of the frame whose magic is at ``at`` if it is intact, else None."""
     _magic, _seq, sent_ns, length, crc = _HEAD.unpack_from(view, at)
     if length != size - _HEAD.size:
         return None
+    if one_writer:
+        return int(sent_ns)  # no crc: nothing can garble one writer's messages
     start = at + len(MAGIC)
     data_crc = zlib.crc32(view[at + _HEAD.size : at + size])
     if zlib.crc32(view[start : start + _FIELDS.size], data_crc) != crc:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from queue import Full
 from typing import Any
 
-from labd.contexts import CounterContext, PrinterContext
+from labd.contexts import LAT_EVERY, CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
 from labd.params import Param
 
@@ -101,12 +101,22 @@ class QueueMessages(Mechanism):
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
         (q,) = args
         get = q.get
-        received = ctx.received
-        while True:
-            msg = get()
-            if msg is None:
-                return
-            received(msg[0])
+        if ctx.interval > 0:  # paced: record every message as it comes
+            received = ctx.received
+            while (msg := get()) is not None:
+                received(msg[0])
+            return
+        # Flat out: count locally and record LAT_EVERY messages at a time, with the
+        # latency of the last one (the tally lags by at most LAT_EVERY - 1 messages).
+        received_many, every = ctx.received_many, LAT_EVERY
+        n = 0
+        while (msg := get()) is not None:
+            n += 1
+            if n == every:
+                received_many(n, (msg[0],))
+                n = 0
+        if n:
+            received_many(n)
 
 
 def _put_while_draining(q: Any, item: object) -> bool:
