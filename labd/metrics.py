@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from labd import board
+from labd.protocol import FIGURE_KEYS
 
 RATE_WINDOW_MIN = 1.0
 RATE_WINDOW_MAX = 10.0
@@ -41,18 +42,8 @@ class Figures:
         return asdict(self)
 
     def row(self, set_id: int, at: float) -> tuple[object, ...]:
-        return (
-            set_id,
-            at,
-            self.value,
-            self.attempted,
-            self.lost,
-            self.in_flight,
-            self.corrupt,
-            self.rate,
-            self.latency_p50_us,
-            self.latency_p99_us,
-        )
+        """A sample row: (set_id, at, then the figures in FIGURE_KEYS order)."""
+        return (set_id, at, *(getattr(self, key) for key in FIGURE_KEYS))
 
 
 class SetMetrics:

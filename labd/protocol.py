@@ -18,14 +18,8 @@ PROTOCOL_VERSION = 1
 SOCKET_NAME = "labd.sock"
 
 # JSON keys of one set, as in `labctl status --json` and the rpyc `status()` (contract).
-SET_KEYS = (
-    "id",
-    "name",
-    "mechanism",
-    "state",
-    "counters",
-    "printers",
-    "params",
+# The figures of a set, in this order in status objects, samples and the store (contract).
+FIGURE_KEYS = (
     "value",
     "attempted",
     "lost",
@@ -34,6 +28,16 @@ SET_KEYS = (
     "rate",
     "latency_p50_us",
     "latency_p99_us",
+)
+SET_KEYS = (
+    "id",
+    "name",
+    "mechanism",
+    "state",
+    "counters",
+    "printers",
+    "params",
+    *FIGURE_KEYS,
     "started_at",
     "stopped_at",
     "processes",

@@ -31,23 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from labd.errors import ConfigError, NoSuchSet
-from labd.protocol import LIVE_STATES, STATES
+from labd.protocol import FIGURE_KEYS, LIVE_STATES, STATES
 
 SCHEMA_VERSION = 1
 FILENAME = "history.sqlite3"
 FINISHED_STATES = ("stopped", "failed", "interrupted")
 INTERRUPTED_DETAIL = "labd stopped while it ran"
-SAMPLE_KEYS = (
-    "at",
-    "value",
-    "attempted",
-    "lost",
-    "in_flight",
-    "corrupt",
-    "rate",
-    "latency_p50_us",
-    "latency_p99_us",
-)
+SAMPLE_KEYS = ("at", *FIGURE_KEYS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
@@ -275,8 +265,8 @@ class Store:
         slack = max(1, self.keep_per_set // 8)
         with self._lock, self._conn:
             self._conn.executemany(
-                "INSERT INTO samples (set_id, at, value, attempted, lost, in_flight, corrupt,"
-                " rate, latency_p50_us, latency_p99_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO samples (set_id, {', '.join(SAMPLE_KEYS)})"
+                f" VALUES ({', '.join('?' * (len(SAMPLE_KEYS) + 1))})",
                 rows,
             )
             for row in rows:

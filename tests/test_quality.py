@@ -28,6 +28,30 @@ def test_tool_is_clean(command: list[str]) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+def test_figures_have_the_contract_keys_in_order() -> None:
+    from dataclasses import fields
+
+    from labd.metrics import Figures
+    from labd.protocol import FIGURE_KEYS, SET_KEYS
+    from labd.store import SAMPLE_KEYS
+
+    assert tuple(f.name for f in fields(Figures)) == FIGURE_KEYS
+    assert ("at", *FIGURE_KEYS) == SAMPLE_KEYS
+    assert set(FIGURE_KEYS) <= set(SET_KEYS)
+    assert Figures(1, 2, 3, 4, 5, 6.0, 7.0, 8.0).row(9, 10.0) == (
+        9,
+        10.0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6.0,
+        7.0,
+        8.0,
+    )
+
+
 def test_public_plugin_api() -> None:
     import labd
 
