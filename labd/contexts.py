@@ -118,6 +118,19 @@ class CounterContext(_Context):
         else:
             yield from self._flat_out()
 
+    def increment(self, target: Any, lock: Any = None) -> None:
+        """The lesson's counter loop: ``target.value += 1`` until the set stops, racy
+        (a read, then a write) or, given a ``lock``, each increment under it."""
+        if lock is None:
+            for n in self.batches():
+                for _ in range(n):
+                    target.value += 1
+        else:
+            for n in self.batches():
+                for _ in range(n):
+                    with lock:
+                        target.value += 1
+
     def _paced(self) -> Iterator[int]:
         v, r, d = self._v, self._reserved, self._done
         for _ in self.ticks():

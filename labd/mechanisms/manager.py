@@ -71,15 +71,7 @@ class ManagerValue(Mechanism):
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
         v, lock = args
-        if lock is not None:
-            for n in ctx.batches():
-                for _ in range(n):
-                    with lock:
-                        v.value += 1
-        else:
-            for n in ctx.batches():
-                for _ in range(n):
-                    v.value += 1
+        ctx.increment(v, lock)
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:

@@ -59,16 +59,7 @@ class SharedValue(Mechanism):
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
         (v,) = args
-        if ctx.values.get("lock", False):
-            lock = v.get_lock()
-            for n in ctx.batches():
-                for _ in range(n):
-                    with lock:
-                        v.value += 1
-        else:
-            for n in ctx.batches():
-                for _ in range(n):
-                    v.value += 1
+        ctx.increment(v, v.get_lock() if ctx.values.get("lock", False) else None)
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
