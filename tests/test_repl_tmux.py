@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import uuid
@@ -19,8 +18,6 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import Daemon, labctl_command, wait_for
-
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
 WAIT = 15.0
 

@@ -596,7 +596,7 @@ def netns() -> Iterator[Netns]:
     leaving out 169.254.169.0/24, where clouds keep their metadata service); removed at
     teardown."""
     if shutil.which("ip") is None:
-        pytest.skip("another host: needs the ip command (iproute2); loopback tests cover TLS")
+        pytest.fail("the ip command (iproute2) is missing: `make test` installs it")
     if os.geteuid() != 0:
         pytest.skip(
             "another host: creating a network namespace needs root; the loopback tests cover TLS"
