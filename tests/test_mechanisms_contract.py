@@ -163,6 +163,19 @@ def test_a_shared_pipe_end_garbles_large_messages(rpc: rpyc.Connection) -> None:
     assert final["lost"] > 0, final
 
 
+@pytest.mark.parametrize("payload", [16, 8192])
+def test_one_writer_pipes_time_a_sample_of_their_messages(
+    rpc: rpyc.Connection, payload: int
+) -> None:
+    # flat out, a counter stamps one message in 16 of its pipe and the printer times
+    # exactly those: small messages are checked in bulk, large ones (8 KiB) one by one
+    final = run(rpc, "pipe", 2, {"interval": 0, "payload": payload}, 2000)
+    check_invariant(final)
+    assert (final["lost"], final["corrupt"]) == (0, 0), final
+    assert final["latency_p50_us"] is not None, final
+    assert 0 < final["latency_p50_us"] <= final["latency_p99_us"] < 10_000_000, final
+
+
 COMMON = {"interval", "printers", "duration", "start_method", "name"}
 
 
