@@ -21,7 +21,7 @@ from typing import Any
 
 from labd import __version__
 from labd.collector import Collector
-from labd.errors import ConfigError, LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, MAX_PER_SET, resolve
 from labd.printlog import PrintLog, read_log_tail
@@ -30,12 +30,23 @@ from labd.protocol import PROTOCOL_VERSION
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
+from labd.setstatus import live_status, stored_status
+from labd.statedir import end_leftovers, lock_state_dir
 from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 WAIT_HELD = 120.0  # seconds "stop all" waits for a set another operation holds
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
 PRELOAD = ["labd.workers", "labd.contexts", "labd.board", "labd.pacing"]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What is kept of a set that ended in this run."""
+
+    status: dict[str, Any]
+    per_counter: list[int]
+    dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,10 @@ class Lab:
         self.limits = limits
         self._on_change = on_change
         self._lock = threading.Lock()
-        self._sets: dict[int, ProcessSet] = {}
+        self._sets: dict[int, ProcessSet] = {}  # until stopped; then in _ended
+        #: sets ended in this run, by their final status alone (with per_counter for
+        #: inspect): their processes, output ring and metrics are let go
+        self._ended: dict[int, Ended] = {}
         self._closing = False
         self.started_at = time.time()
         self.address = ""
@@ -131,42 +145,40 @@ class Lab:
     def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
         if not ids:
             with self._lock:
-                sets = sorted(self._sets.values(), key=lambda s: s.spec.id)
-            return [self._status(s) for s in sets]
+                ids = sorted([*self._sets, *self._ended])
         return [self._status_of(i) for i in ids]
 
     def inspect(self, set_id: int) -> dict[str, Any]:
+        with self._lock:
+            pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
         out = self._status_of(set_id)
         row = self.store.get(set_id)
         out["events"] = row["events"] if row else []
-        with self._lock:
-            pset = self._sets.get(set_id)
         if pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
+        elif ended is not None and ended.per_counter:
+            out["per_counter"] = ended.per_counter
         return out
 
     def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
         with self._lock:
             pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
         if pset is not None:
             lines, last = pset.output.lines(after, limit)
-            return {
-                "id": set_id,
-                "lines": [list(x) for x in lines],
-                "last": last,
-                "state": pset.state,
-            }
-        row = self.store.get(set_id)
-        if row is None:
-            raise NoSuchSet(f"no set {set_id} (see: labctl status)")
-        lines = read_log_tail(self._log_path(set_id), limit, after)
-        last = lines[-1][0] if lines else after
-        return {
-            "id": set_id,
-            "lines": [list(x) for x in lines],
-            "last": last,
-            "state": row["state"],
-        }
+            state = pset.state
+        else:
+            if ended is not None:
+                state, dropped = ended.status["state"], ended.dropped
+            else:
+                row = self.store.get(set_id)
+                if row is None:
+                    raise NoSuchSet(f"no set {set_id} (see: labctl status)")
+                state, dropped = row["state"], 0
+            lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
+            last = lines[-1][0] if lines else after
+        return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
 
     # --- spawn -----------------------------------------------------------------------
     def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
@@ -199,7 +211,7 @@ class Lab:
                 self._stop_in_background(pset)
             else:
                 pset.release()
-                self.store.finish(pset.spec.id, self._status(pset))
+                self._end(pset)
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         self._record_workers(pset)
@@ -317,9 +329,18 @@ class Lab:
             log.exception("set %d: stopping", s.spec.id)
         if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
             log.warning("set %d: printer output still open after the stop", s.spec.id)
-        self.store.finish(s.spec.id, self._status(s))
+        self._end(s)
         self.store.forget_workers(s.spec.id)
         log.info("set %d: %s", s.spec.id, s.state)
+
+    def _end(self, s: ProcessSet) -> None:
+        """Record a set that is over, keep its final status, let go of the rest."""
+        final = self._status(s)
+        self.store.finish(s.spec.id, final)
+        per_counter = s.metrics.per_counter() if s.metrics is not None else []
+        with self._lock:
+            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
+            del self._sets[s.spec.id]
 
     def _stop_in_background(self, s: ProcessSet) -> None:
         def run() -> None:
@@ -375,116 +396,20 @@ class Lab:
     def _status_of(self, set_id: int) -> dict[str, Any]:
         with self._lock:
             pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
         if pset is not None:
             return self._status(pset)
+        if ended is not None:
+            return dict(ended.status)
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
         return stored_status(row)
 
     def _status(self, s: ProcessSet) -> dict[str, Any]:
-        from labd.metrics import Figures
-
-        figures = s.metrics.figures if s.metrics is not None else Figures()
-        stats = self._sampler.stats.cache
-        procs = []
-        for w in s.workers:
-            cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
-            procs.append(
-                {
-                    "role": w.role,
-                    "index": w.index,
-                    "pid": w.pid,
-                    "alive": w.alive,
-                    "exitcode": w.exitcode,
-                    "cpu_percent": cpu,
-                    "rss": rss,
-                }
-            )
-        return {
-            "id": s.spec.id,
-            "name": s.spec.name,
-            "mechanism": s.spec.mechanism,
-            "state": s.state,
-            "counters": s.spec.counters,
-            "printers": s.spec.printers,
-            "params": dict(s.spec.values),
-            **figures.as_dict(),
-            "started_at": s.started_at,
-            "stopped_at": s.stopped_at,
-            "processes": procs,
-            "error": s.error,
-        }
+        return live_status(s, self._sampler.stats.cache)
 
 
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
     return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
-
-
-def lock_state_dir(state_dir: Path) -> int:
-    """One labd per state directory: a second one would take the first one's running
-    sets for leftovers of a dead daemon. The lock dies with the process."""
-    import fcntl
-
-    fd = os.open(state_dir / "labd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise ConfigError(
-            f"another labd (pid {holder}) uses the state directory {state_dir}: "
-            "give each labd its own --state-dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def end_leftovers(store: Store, set_ids: list[int]) -> int:
-    """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
-    not notice). A pid counts only if its creation time matches: pids get reused."""
-    import psutil
-
-    ended = 0
-    for set_id, pid, created in store.workers(set_ids):
-        try:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - created) > 0.01:
-                continue
-            proc.kill()
-            ended += 1
-            log.warning("set %d: ended leftover process %d", set_id, pid)
-        except psutil.Error:
-            continue
-    for set_id in set_ids:
-        store.forget_workers(set_id)
-    return ended
-
-
-def stored_status(row: dict[str, Any]) -> dict[str, Any]:
-    """A set of an earlier daemon run, from the history store."""
-    final = row.get("final")
-    if isinstance(final, dict):
-        out = dict(final)
-        out["state"] = row["state"]
-        return out
-    keys = ("value", "attempted", "lost", "in_flight", "corrupt")
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "mechanism": row["mechanism"],
-        "state": row["state"],
-        "counters": row["counters"],
-        "printers": row["printers"],
-        "params": row["params"],
-        **dict.fromkeys(keys, 0),
-        "rate": 0.0,
-        "latency_p50_us": None,
-        "latency_p99_us": None,
-        "started_at": row["started_at"],
-        "stopped_at": row["stopped_at"],
-        "processes": [],
-        "error": row.get("error"),
-    }

@@ -39,6 +39,10 @@ class PrintLog:
         self._ring: deque[tuple[int, str]] = deque(maxlen=ring)
         self._partial = ""
         self._seq = 0
+        #: lines numbered but no longer in either file (rotated out twice): the file
+        #: numbering of :func:`read_log_tail` plus this is the ring's numbering
+        self.dropped = 0
+        self._lines = [0, 0]  # lines in the rotated file, in the current one
         self._file: BinaryIO | None = _open_append(path)
         self._size = os.fstat(self._file.fileno()).st_size
 
@@ -98,6 +102,7 @@ class PrintLog:
                 self._rotate()
             chunk.append(data)
             pending += len(data)
+            self._lines[1] += 1
         self._write(chunk)
         assert self._file is not None
         self._file.flush()
@@ -114,12 +119,17 @@ class PrintLog:
         os.replace(self.path, rotated_path(self.path))
         self._file = _open_append(self.path)
         self._size = 0
+        self.dropped += self._lines[0]
+        self._lines = [self._lines[1], 0]
 
 
-def read_log_tail(path: Path, limit: int, after: int = 0) -> list[tuple[int, str]]:
+def read_log_tail(
+    path: Path, limit: int, after: int = 0, dropped: int = 0
+) -> list[tuple[int, str]]:
     """Lines of a set's log files (``.log.1`` then the current one), numbered by their
-    position in the two, for sets whose ring is gone: as :meth:`PrintLog.lines`, the
-    last ``limit`` lines, or with ``after`` the first ``limit`` lines numbered above it."""
+    position in the two plus ``dropped`` (:attr:`PrintLog.dropped`, if known), for sets
+    whose ring is gone: as :meth:`PrintLog.lines`, the last ``limit`` lines, or with
+    ``after`` the first ``limit`` lines numbered above it."""
     if limit <= 0:
         return []
     data = b""
@@ -132,11 +142,13 @@ def read_log_tail(path: Path, limit: int, after: int = 0) -> list[tuple[int, str
         return []
     body = data.removesuffix(b"\n")
     if after > 0:
-        chosen = body.split(b"\n")[after : after + limit]
-        return [(after + 1 + i, t.decode("utf-8", "replace")) for i, t in enumerate(chosen)]
+        skip = max(0, after - dropped)
+        chosen = body.split(b"\n")[skip : skip + limit]
+        first = dropped + skip + 1
+        return [(first + i, t.decode("utf-8", "replace")) for i, t in enumerate(chosen)]
     total = body.count(b"\n") + 1
     texts = [t.decode("utf-8", "replace") for t in body.rsplit(b"\n", limit)[-limit:]]
-    first = total - len(texts) + 1
+    first = dropped + total - len(texts) + 1
     return [(first + i, text) for i, text in enumerate(texts)]
 
 

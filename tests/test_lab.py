@@ -427,6 +427,23 @@ def test_tail_after_means_the_same_for_a_set_of_an_earlier_run(make_lab: MakeLab
     assert make_lab().tail(sid, 2, 2)["lines"] == live
 
 
+def test_a_stopped_set_is_kept_as_its_final_status(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    sid = spawn(lab, 2)
+    wait_for(lambda: len(lab.tail(sid)["lines"]) >= 3, 5, "three printer lines")
+    (final,) = lab.stop([sid])
+    lines = lab.tail(sid, 0, 10_000)
+    detail = lab.inspect(sid)
+    assert lab.status() == [final] == lab.status([sid])
+    assert detail["per_counter"] and sum(detail["per_counter"]) == final["value"]
+    assert {k: v for k, v in detail.items() if k not in ("events", "per_counter")} == final
+    other = spawn(lab, 1)  # the ended set stays listed beside new ones, unchanged
+    assert [s["id"] for s in lab.status()] == [sid, other]
+    assert lab.status([sid]) == [final] and lab.tail(sid, 0, 10_000) == lines
+    assert lab.tail(sid, 1, 2)["lines"] == lines["lines"][1:3]
+    close(lab)
+
+
 def test_close_stops_every_set_and_records_it(make_lab: MakeLab) -> None:
     lab = make_lab()
     ids = [spawn(lab, 2), spawn(lab, 1, interval=0)]

@@ -157,6 +157,23 @@ def test_read_log_tail_from_files(log_path: Path) -> None:
     assert [text for _, text in whole] == kept
 
 
+def test_file_lines_keep_the_ring_numbering_after_rotations(log_path: Path) -> None:
+    log = PrintLog(log_path, ring=10_000, max_bytes=100)
+    for i in range(1, 101):
+        log.append(f"Time: {i}\n")  # about 12 rotations: the oldest lines left the files
+    assert log.dropped > 0
+    on_disk = read_log_tail(log_path, 10_000, 0, log.dropped)
+    first = on_disk[0][0]
+    assert first == log.dropped + 1
+    ring, last = log.lines(first - 1, 10_000)
+    assert on_disk == ring and on_disk[-1][0] == last == 100
+    for after in (0, first - 5, first, 57, 99, 100):
+        # lines gone from the files are skipped, as those gone from a ring are
+        want = log.lines(max(after, first - 1) if after else 0, 7)[0]
+        assert read_log_tail(log_path, 7, after, log.dropped) == want, after
+    log.close()
+
+
 def test_read_log_tail_edge_cases(tmp_path: Path) -> None:
     path = tmp_path / "9.log"
     assert read_log_tail(path, 10) == []

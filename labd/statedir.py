@@ -1,0 +1,53 @@
+"""The state directory's guards: one labd per directory, and what a dead one left."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from labd.errors import ConfigError
+from labd.store import Store
+
+log = logging.getLogger("labd.lab")
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """One labd per state directory: a second one would take the first one's running
+    sets for leftovers of a dead daemon. The lock dies with the process."""
+    import fcntl
+
+    fd = os.open(state_dir / "labd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"another labd (pid {holder}) uses the state directory {state_dir}: "
+            "give each labd its own --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def end_leftovers(store: Store, set_ids: list[int]) -> int:
+    """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
+    not notice). A pid counts only if its creation time matches: pids get reused."""
+    import psutil
+
+    ended = 0
+    for set_id, pid, created in store.workers(set_ids):
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) > 0.01:
+                continue
+            proc.kill()
+            ended += 1
+            log.warning("set %d: ended leftover process %d", set_id, pid)
+        except psutil.Error:
+            continue
+    for set_id in set_ids:
+        store.forget_workers(set_id)
+    return ended
