@@ -7,15 +7,18 @@ import resource
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from labd import __version__
+from labd.access import PRIVATE, SocketAccess, gid_of, uid_of
 from labd.errors import ConfigError, LabError, UsageError
 from labd.protocol import (
     DEFAULT_PORT,
+    MAX_CLIENTS,
     Address,
     default_socket,
     default_state_dir,
@@ -31,11 +34,23 @@ class DaemonConfig:
     socket: Path
     listen: tuple[Address, ...]
     state_dir: Path
-    allow_uids: tuple[int, ...] = ()
-    allow_gids: tuple[int, ...] = ()
+    access: SocketAccess = PRIVATE
+    max_clients: int = MAX_CLIENTS
     per_set: int = 256
     total: int = 2048
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
+
+
+def _ids(convert: Callable[[str], int]) -> Callable[..., tuple[int, ...]]:
+    """A click callback turning names or numbers into ids, one BadParameter each."""
+
+    def callback(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+        try:
+            return tuple(convert(v) for v in values)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
 def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
@@ -73,8 +88,29 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     default=None,
     help="history store and printer logs [default: $XDG_STATE_HOME/ipclab]",
 )
-@click.option("--allow-uid", type=int, multiple=True, help="also admit this local uid")
-@click.option("--allow-group", type=int, multiple=True, help="also admit this local gid")
+@click.option(
+    "--allow-uid",
+    multiple=True,
+    callback=_ids(uid_of),
+    metavar="USER",
+    help="also admit this local user (name or uid; repeat for more): the socket gets an "
+    "ACL entry for it, and its directory is opened just enough to reach it",
+)
+@click.option(
+    "--allow-group",
+    multiple=True,
+    callback=_ids(gid_of),
+    metavar="GROUP",
+    help="also admit members of this group (name or gid; repeat for more): the first one "
+    "owns the socket (0660) and its directory (0750)",
+)
+@click.option(
+    "--max-clients",
+    type=click.IntRange(1, 65536),
+    default=MAX_CLIENTS,
+    show_default=True,
+    help="connections served at once; more are closed at once",
+)
 @click.option(
     "--max-per-set",
     type=click.IntRange(1, 4096),
@@ -109,6 +145,7 @@ def cli(
     state_dir: Path | None,
     allow_uid: tuple[int, ...],
     allow_group: tuple[int, ...],
+    max_clients: int,
     max_per_set: int,
     max_processes: int,
     tls_cert: str | None,
@@ -129,8 +166,8 @@ def cli(
         socket=socket_path or default_socket(),
         listen=listen,
         state_dir=state_dir or default_state_dir(),
-        allow_uids=allow_uid,
-        allow_gids=allow_group,
+        access=SocketAccess.of(allow_uid, allow_group),
+        max_clients=max_clients,
         per_set=max_per_set,
         total=max_processes,
         tls=(tls_cert, tls_key, tls_ca),
@@ -276,13 +313,12 @@ def serve(config: DaemonConfig) -> int:
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
     )
+    clients = config.max_clients
     listeners = [
-        listen(
-            Address(path=str(config.socket)), lab, stop.set, config.allow_uids, config.allow_gids
-        )
+        listen(Address(path=str(config.socket)), lab, stop.set, config.access, max_clients=clients)
     ]
     try:
-        listeners += [listen(a, lab, stop.set, tls=tls) for a in config.listen]
+        listeners += [listen(a, lab, stop.set, tls=tls, max_clients=clients) for a in config.listen]
     except ConfigError:
         for item in listeners:
             item.close()

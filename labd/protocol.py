@@ -14,6 +14,7 @@ from pathlib import Path
 from labd.errors import UsageError
 
 DEFAULT_PORT = 18861
+MAX_CLIENTS = 256  # connections labd serves at once (labd --max-clients)
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "labd.sock"
 

@@ -27,14 +27,16 @@ from rpyc.utils.authenticators import AuthenticationError
 from rpyc.utils.helpers import classpartial
 from rpyc.utils.server import ThreadedServer
 
+from labd.access import PRIVATE, SocketAccess
 from labd.errors import ConfigError
 from labd.lab import Lab
-from labd.protocol import Address
+from labd.protocol import MAX_CLIENTS, Address
 from labd.service import PROTOCOL_CONFIG, LabService
 from labd.tls import peer_subject
 
 log = logging.getLogger("labd.server")
 HANDSHAKE_TIMEOUT = 5.0
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's number; Python 3.11 lacks it
 LINGER = 1.0  # at most this long reading a refused client's last bytes
 
 
@@ -49,6 +51,29 @@ class LabServer(ThreadedServer):
 
     GONE = frozenset({errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.EBADF})
 
+    def __init__(self, *args: Any, max_clients: int = MAX_CLIENTS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_clients = max_clients
+        self._refusals = 0
+
+    def _accept_method(self, sock: socket.socket) -> None:
+        """Serve the client in a thread of its own, unless ``max_clients`` already are:
+        then close it at once (it reads EOF), so a flood costs no thread."""
+        if len(self.clients) > self.max_clients:  # clients already holds this one
+            self.clients.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._refusals += 1
+            if self._refusals & (self._refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th ...
+                log.warning(
+                    "refused a client: %d connections already, the limit (--max-clients); "
+                    "%d refused so far",
+                    self.max_clients,
+                    self._refusals,
+                )
+            return
+        super()._accept_method(sock)
+
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
         try:
             super()._serve_client(sock, credentials)
@@ -62,19 +87,36 @@ class LabServer(ThreadedServer):
 
 
 class PeerCredAuthenticator:
-    """Admit local peers whose uid is ours, root's, or allowed; gids likewise."""
+    """Admit local peers whose uid is ours, root's, or allowed, or who are in an allowed
+    group (their primary group or a supplementary one, as the kernel saw them at
+    ``connect``: ``SO_PEERCRED`` and ``SO_PEERGROUPS``)."""
 
-    def __init__(self, uids: Iterable[int] = (), gids: Iterable[int] = ()) -> None:
-        self.uids = {os.getuid(), 0, *uids}
-        self.gids = set(gids)
+    def __init__(self, access: SocketAccess = PRIVATE) -> None:
+        self.uids = {os.getuid(), 0, *access.uids}
+        self.gids = set(access.gids)
 
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", creds)
-        if uid not in self.uids and gid not in self.gids:
+        if uid not in self.uids and not self.gids & {gid, *_peer_groups(sock)}:
             log.warning("refused local peer pid %d uid %d gid %d", pid, uid, gid)
             raise AuthenticationError(f"uid {uid} is not allowed")
         return sock, {"pid": pid, "uid": uid, "gid": gid}
+
+
+def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    """The peer's supplementary groups (Linux >= 4.13), or () if unknown."""
+    size = 4 * 256
+    while size <= 4 * 65536:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno != errno.ERANGE:
+                return ()
+            size *= 16
+            continue
+        return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+    return ()
 
 
 class LoopbackAuthenticator:
@@ -217,8 +259,9 @@ def load_tls(
     return context
 
 
-def claim_socket_path(path: Path) -> None:
-    """Make the socket's directory private and clear a stale socket left by a dead labd."""
+def claim_socket_path(path: Path, access: SocketAccess = PRIVATE) -> None:
+    """Make the socket's directory ours (private, or open to ``access`` just enough to
+    reach the socket) and clear a stale socket left by a dead labd."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.parent.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
@@ -226,6 +269,8 @@ def claim_socket_path(path: Path) -> None:
             f"{path.parent} is not a directory of ours that only we can write: "
             "remove it or choose --socket"
         )
+    if not access.private:  # a directory of its own (the default one is)
+        access.open_directory(path.parent)
     if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
         raise ConfigError(f"{path} exists and is not a socket: remove it or choose --socket")
     if path.exists():
@@ -285,9 +330,9 @@ def listen(
     address: Address,
     lab: Lab,
     on_shutdown: Callable[[], None],
-    uids: Iterable[int] = (),
-    gids: Iterable[int] = (),
+    access: SocketAccess = PRIVATE,
     tls: ssl.SSLContext | None = None,
+    max_clients: int = MAX_CLIENTS,
 ) -> Listener:
     """A listener on ``address``; TCP is mutual TLS with ``tls``, else loopback only."""
     service = classpartial(LabService, lab, on_shutdown)
@@ -295,19 +340,20 @@ def listen(
     quiet.setLevel(logging.WARNING)
     if address.path:
         path = Path(address.path)
-        claim_socket_path(path)
+        claim_socket_path(path, access)
         old = os.umask(0o177)
         try:
             server = LabServer(
                 service,
                 socket_path=str(path),
                 protocol_config=PROTOCOL_CONFIG,
-                authenticator=PeerCredAuthenticator(uids, gids),
+                authenticator=PeerCredAuthenticator(access),
                 logger=quiet,
+                max_clients=max_clients,
             )
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        access.open_socket(path)
         return Listener(server, address)
     authenticator: TlsAuthenticator | LoopbackAuthenticator
     if tls is not None:
@@ -326,6 +372,7 @@ def listen(
             protocol_config=PROTOCOL_CONFIG,
             authenticator=authenticator,
             logger=quiet,
+            max_clients=max_clients,
         )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from None

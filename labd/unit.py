@@ -20,7 +20,7 @@ After=network.target
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStart={labd}
+ExecStart={labd} --allow-group ipclab
 WatchdogSec=30
 KillMode=mixed
 TimeoutStopSec=20
@@ -108,6 +108,7 @@ def render(labd: str, *, user: bool = False) -> str:
     text = HEADER + TEMPLATE.format(labd=labd)
     if not user:
         return text
+    text = text.replace(" --allow-group ipclab\n", "\n")  # a user's own labd: no group
     lines = [line for line in text.splitlines() if not line.startswith(SYSTEM_ONLY)]
     out = "\n".join(lines) + "\n"
     return out.replace("WantedBy=multi-user.target", "WantedBy=default.target")

@@ -1,0 +1,158 @@
+"""Local access control: who can reach labd's unix socket, and how many at once.
+
+Real users: the test (root) forks a child that drops to another uid, gid and groups
+with setuid/setgid/setgroups, then connects with a plain rpyc client exactly as that
+user's script would. Needs root; CI runs as root (the Makefile installs tools with apt).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+import rpyc
+from conftest import DaemonFactory
+from helpers import Daemon, connect, one_line, wait_for
+
+import labd.errors as E
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+NOBODY = 65534
+OTHER = 65533  # a uid nobody allowed
+GROUP = 4242  # a group no account has as its primary one
+
+
+def as_user(sock: str, uid: int, gid: int, groups: tuple[int, ...] = ()) -> str:
+    """Connect to ``sock`` as ``uid``/``gid``/``groups`` in a forked child; "ok" if labd
+    answered ``version``, else the error's class and message."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so no interpreter file it would need to read
+        try:
+            os.close(r)
+            os.setgroups(list(groups))
+            os.setgid(gid)
+            os.setuid(uid)
+            try:
+                with connect(sock) as conn:
+                    conn._config["sync_request_timeout"] = 10
+                    json.loads(conn.root.version())
+                result = "ok"
+            except BaseException as exc:
+                result = f"{type(exc).__name__}: {exc}"
+            os.write(w, result.encode()[:4000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+def acl_of(path: str) -> bytes | None:
+    try:
+        return os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return None
+
+
+def test_by_default_only_labds_own_user_and_root_get_in(labd_daemon: Daemon) -> None:
+    sock = labd_daemon.socket
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
+    assert as_user(sock, 0, 0) == "ok"
+    assert as_user(sock, NOBODY, NOBODY).startswith("PermissionError"), "the kernel refuses"
+
+
+def test_allow_uid_admits_that_user_and_no_one_else(labd_factory: DaemonFactory) -> None:
+    d = labd_factory(("--allow-uid", "nobody"))
+    assert as_user(d.socket, NOBODY, NOBODY) == "ok"
+    assert as_user(d.socket, OTHER, OTHER).startswith("PermissionError")
+    assert as_user(d.socket, OTHER, NOBODY).startswith("PermissionError"), "uid, not group"
+    assert stat.S_IMODE(os.stat(d.socket).st_mode) == 0o660  # group bits: the ACL mask
+    assert os.stat(d.socket).st_gid == 0
+    assert acl_of(d.socket) is not None
+
+
+def test_allow_group_admits_its_members_by_supplementary_group(
+    labd_factory: DaemonFactory,
+) -> None:
+    d = labd_factory(("--allow-group", str(GROUP)))
+    st, dst = os.stat(d.socket), os.stat(os.path.dirname(d.socket))
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, GROUP)
+    assert (stat.S_IMODE(dst.st_mode), dst.st_gid) == (0o750, GROUP)
+    assert as_user(d.socket, NOBODY, NOBODY, (GROUP,)) == "ok"
+    assert as_user(d.socket, NOBODY, GROUP) == "ok"  # as the primary group too
+    assert as_user(d.socket, NOBODY, NOBODY).startswith("PermissionError")
+
+
+def test_a_second_group_and_a_user_together(labd_factory: DaemonFactory) -> None:
+    d = labd_factory(("--allow-group", str(GROUP), "--allow-group", "4343", "--allow-uid", "1234"))
+    assert as_user(d.socket, NOBODY, NOBODY, (4343,)) == "ok"  # by ACL
+    assert as_user(d.socket, 1234, 1234) == "ok"
+    assert as_user(d.socket, NOBODY, NOBODY).startswith("PermissionError")
+
+
+def test_the_authenticator_refuses_whom_the_file_system_lets_through(
+    labd_daemon: Daemon, rpc: rpyc.Connection
+) -> None:
+    # an operator loosens the modes by hand: SO_PEERCRED still keeps the stranger out
+    os.chmod(os.path.dirname(labd_daemon.socket), 0o711)
+    os.chmod(labd_daemon.socket, 0o666)
+    refused = as_user(labd_daemon.socket, NOBODY, NOBODY)
+    assert refused.startswith("EOFError"), refused
+    assert "refused local peer" in labd_daemon.log_text()
+    assert "uid 65534" in labd_daemon.log_text()
+    assert json.loads(rpc.root.version())["pid"] == labd_daemon.pid  # still serving
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--allow-uid", "no-such-user-x"), ("--allow-group", "no-such-group-x")]
+)
+def test_unknown_names_are_one_line_usage_errors(
+    labd_factory: DaemonFactory, option: str, value: str
+) -> None:
+    d = labd_factory((option, value), start=False)
+    d.start(wait=False)
+    assert d.wait() == 2
+    text = d.log_text()
+    assert value in text and "Traceback" not in text
+
+
+@pytest.fixture
+def capped(labd_factory: DaemonFactory) -> Iterator[Daemon]:
+    yield labd_factory(("--max-clients", "3"))
+
+
+def test_connections_above_max_clients_are_closed_at_once(capped: Daemon) -> None:
+    with ExitStack() as held:
+        conns = [held.enter_context(capped.connect()) for _ in range(3)]
+        for conn in conns:
+            json.loads(conn.root.version())
+        with pytest.raises(EOFError), capped.connect() as extra:
+            extra.root.version()
+        assert "refused a client: 3 connections already" in capped.log_text()
+        conns[0].close()
+
+        def one_more() -> bool:
+            try:
+                with capped.connect() as conn:
+                    return bool(json.loads(conn.root.version()))
+            except EOFError:
+                return False
+
+        wait_for(one_more, 10, "a free slot once a client left")
+    with capped.connect() as conn:  # every slot free again
+        with pytest.raises(E.NoSuchSet) as info:
+            conn.root.inspect(99)
+        one_line(info.value)
