@@ -42,6 +42,8 @@ class WorkerSpec:
     printers: int
     values: dict[str, Any] = field(default_factory=dict)
     daemon_pid: int = 0
+    #: the set's process group: 0 makes this worker its leader (the set's first)
+    pgid: int = 0
 
     @property
     def interval(self) -> float:

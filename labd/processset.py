@@ -122,6 +122,7 @@ class ProcessSet:
         self._slots: Any = None
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
+        self.pgid = 0  # the set's process group, once its first worker leads it
 
     # --- start ---------------------------------------------------------------------
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
@@ -171,6 +172,7 @@ class ProcessSet:
             spec.printers,
             dict(spec.values),
             daemon_pid=os.getpid(),
+            pgid=self.pgid,
         )
         process = self.env.context.Process(  # type: ignore[attr-defined]
             target=workers.run,
@@ -183,6 +185,8 @@ class ProcessSet:
         worker = Worker(role, index, process, process.pid)
         self.workers.append(worker)
         self._watch(self, worker)
+        if not self.pgid:  # the first worker leads the set's group: others join it
+            self.pgid = _group_led_by(worker)
 
     # --- states ----------------------------------------------------------------------
     def set_state(self, state: str, detail: str = "") -> None:
@@ -234,6 +238,7 @@ class ProcessSet:
             w.expected = True
         self._send_wake("printer")
         self._end_role("printer", times.printers, times.terminate)
+        self._sweep_group()
         figures = None
         try:
             figures = self.metrics.final() if self.metrics else None
@@ -289,6 +294,18 @@ class ProcessSet:
                 return
             mark = now
 
+    def _sweep_group(self) -> None:
+        """SIGKILL what is left in the set's group once its workers ended: processes
+        its workers started (a plugin's helpers). Right after the workers, so the
+        group's number cannot have been reused."""
+        if not self.pgid or any(w.alive for w in self.workers):
+            return
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left (the usual case)
+        log.warning("set %d: killed processes its workers left behind", self.spec.id)
+
     def release(self) -> None:
         """Close pipes and let the mechanism release its resources (idempotent)."""
         for end in self._wake.values():
@@ -306,3 +323,18 @@ class ProcessSet:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _group_led_by(worker: Worker, timeout: float = 2.0) -> int:
+    """The group ``worker`` makes at its start (setpgid(0, 0)): wait until it exists, so
+    the next workers can join it; 0 if it does not come (they then stay in labd's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.getpgid(worker.pid) == worker.pid:
+                return worker.pid
+        except ProcessLookupError:
+            return 0
+        if not worker.alive or time.monotonic() >= deadline:
+            return 0
+        time.sleep(0.0005)

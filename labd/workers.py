@@ -3,11 +3,15 @@ pickle them by reference). Kept light: the forkserver preloads it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import select
 import signal
 import sys
+import termios
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -15,24 +19,70 @@ from labd import board
 from labd.contexts import CounterContext, PrinterContext, WorkerSpec
 
 EXIT_DAEMON_GONE = 70
+_GONE_WAIT = 1.0  # seconds a worker whose stop pipe closed waits to see labd gone
 
 
-def watch_daemon(pid: int) -> None:
-    """End this worker at once when the daemon is gone, whatever the worker is doing."""
+def _at_eof(conn: Connection) -> bool:
+    """Readable with nothing to read: every write end is closed. Reads nothing, as the
+    pipe's one stop request is for every worker of the role."""
+    try:
+        if not conn.poll():
+            return False
+        pending = fcntl.ioctl(conn.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return True
+    return int.from_bytes(pending, sys.byteorder) == 0
+
+
+def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], None]:
+    """End this worker at once when the daemon is gone, whatever the worker is doing;
+    in the set's own group, end the whole group (what its workers started too).
+
+    Returns a check for the worker's way out: a loop may end first because labd's
+    pipes closed, and the group must still go.
+    """
+
+    def gone() -> None:
+        if own_group:
+            with contextlib.suppress(OSError):
+                os.killpg(0, signal.SIGKILL)  # this process included
+        os._exit(EXIT_DAEMON_GONE)
+
     try:
         fd = os.pidfd_open(pid)
     except (OSError, AttributeError):
-        os._exit(EXIT_DAEMON_GONE)  # already gone (or no pidfd): do not linger
+        gone()  # already gone (or no pidfd): do not linger
 
     def wait() -> None:
         select.select([fd], [], [])
-        os._exit(EXIT_DAEMON_GONE)
+        gone()
+
+    def check(wake: Connection) -> None:
+        # the stop pipe at EOF with no request in it: labd closed it, or is dying now
+        # (its files close before its pidfd reports it): give the pidfd a moment
+        wait = _GONE_WAIT if _at_eof(wake) else 0.0
+        if select.select([fd], [], [], wait)[0]:
+            gone()
 
     threading.Thread(target=wait, name="daemon-watch", daemon=True).start()
+    return check
 
 
-def _prepare(spec: WorkerSpec, out: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on labd's terminal: labd stops us
+def join_set_group(pgid: int) -> bool:
+    """Enter the set's own process group (lead it if ``pgid`` is 0), so labd can end the
+    whole set, anything its workers started included, with one ``killpg``, and a Ctrl-C
+    on labd's terminal reaches labd alone. Failing that (False), the worker stays put."""
+    try:
+        os.setpgid(0, pgid)
+    except OSError:
+        return False
+    return True
+
+
+def _prepare(spec: WorkerSpec, out: Connection) -> Callable[[Connection], None]:
+    """Set the worker up; returns the check to run on its way out (see watch_daemon)."""
+    own_group = join_set_group(spec.pgid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # labd stops us, in order
     os.environ.pop("NOTIFY_SOCKET", None)
     os.environ.pop("WATCHDOG_USEC", None)
     os.environ.pop("WATCHDOG_PID", None)
@@ -40,7 +90,8 @@ def _prepare(spec: WorkerSpec, out: Connection) -> None:
     out.close()
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as we do
     if spec.daemon_pid:
-        watch_daemon(spec.daemon_pid)
+        return watch_daemon(spec.daemon_pid, own_group)
+    return lambda wake: None
 
 
 def run(
@@ -52,13 +103,16 @@ def run(
     args: tuple[Any, ...],
 ) -> None:
     """Run one counter or printer of a set."""
-    _prepare(spec, out)
+    on_exit = _prepare(spec, out)
     view = board.view(slots)
-    if spec.role == "counter":
-        mechanism.counter(CounterContext(spec, view, wake), *args)
-        return
-    ctx = PrinterContext(spec, view, wake, messages=bool(mechanism.messages))
     try:
-        mechanism.printer(ctx, *args)
+        if spec.role == "counter":
+            mechanism.counter(CounterContext(spec, view, wake), *args)
+            return
+        ctx = PrinterContext(spec, view, wake, messages=bool(mechanism.messages))
+        try:
+            mechanism.printer(ctx, *args)
+        finally:
+            ctx.finish()
     finally:
-        ctx.finish()
+        on_exit(wake)

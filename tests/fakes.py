@@ -8,6 +8,7 @@ the deliberately broken ones, which prove that a bad plugin is reported by name.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ class FakeCounter(Mechanism):
         ),
         Param("label", str, "", "free text, ignored"),
         Param("level", int, 1, "an int in 1..5, ignored", min=1, max=5),
+        Param("helper", bool, False, "each counter starts `sleep 600` and leaves it behind"),
     )
     messages = False
 
@@ -60,6 +62,8 @@ class FakeCounter(Mechanism):
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
         value, lock = args
+        if ctx.values.get("helper"):  # a plugin's helper process its counter forgets
+            subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
         for n in ctx.batches():
             for _ in range(n):
                 with lock:

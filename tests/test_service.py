@@ -332,9 +332,39 @@ def test_garbage_on_the_socket_does_not_disturb_other_clients(
     assert "internal error" not in labd_daemon.log_text()
 
 
+def test_each_set_is_a_process_group_that_its_stop_ends_whole(
+    labd_daemon: Daemon, rpc: rpyc.Connection
+) -> None:
+    sid = spawn(rpc, "fake", 2, json.dumps({"interval": 0.05, "helper": True}))
+    other = spawn(rpc, "fake", 1)
+    procs = {i: [p["pid"] for p in status(rpc, i)["processes"]] for i in (sid, other)}
+
+    def grouped() -> dict[int, set[int]]:  # each worker joins its set's group as it starts
+        groups = {i: {os.getpgid(pid) for pid in pids} for i, pids in procs.items()}
+        return groups if all(len(g) == 1 for g in groups.values()) else {}
+
+    groups = wait_for(grouped, 10, "each set's workers in one process group")
+    assert groups[sid] != groups[other]
+    assert os.getpgid(labd_daemon.pid) not in groups[sid] | groups[other]
+
+    def helpers() -> list[psutil.Process]:
+        found = []
+        for pid in procs[sid]:
+            with contextlib.suppress(psutil.Error):
+                found += [c for c in psutil.Process(pid).children() if c.name() == "sleep"]
+        return found if len(found) == 2 else []
+
+    left = wait_for(helpers, 10, "each counter's helper process")
+    assert {os.getpgid(h.pid) for h in left} == groups[sid]
+    call(rpc, "stop", (sid,))
+    wait_for(lambda: not alive(left), 5, "the helpers to end with their set")
+    assert "left behind" in labd_daemon.log_text()
+    assert status(rpc, other)["state"] == "running"
+
+
 # --- life and death of the daemon ------------------------------------------------------------
 MIXED = [
-    ("fake", 2, {"interval": 0.05}),
+    ("fake", 2, {"interval": 0.05, "helper": True}),  # its counters leave `sleep` behind
     ("queue", 2, {"interval": 0}),
     ("manager", 2, {"interval": 0.05}),
     ("pipe", 2, {"interval": 0}),
@@ -377,6 +407,7 @@ def test_after_sigkill_children_end_and_sets_are_interrupted(
     with d.connect() as conn:
         ids = start_mixed(conn)
     kids = d.track()
+    assert sum(k.name() == "sleep" for k in kids) == 2, "the fake counters' helpers run"
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     left: list[psutil.Process] = []
 
