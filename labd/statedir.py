@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 from labd.errors import ConfigError
@@ -34,19 +35,28 @@ def lock_state_dir(state_dir: Path) -> int:
 
 def end_leftovers(store: Store, set_ids: list[int]) -> int:
     """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
-    not notice). A pid counts only if its creation time matches: pids get reused."""
+    not notice), with its set's process group: what its workers started goes too. A
+    pid counts only if its creation time matches (pids get reused); a group only if
+    its leader was one of the set's workers, and one of them still lives in it (so its
+    number cannot have been reused)."""
     import psutil
 
+    rows = store.workers(set_ids)
+    workers = {(set_id, pid) for set_id, pid, _ in rows}
     ended = 0
-    for set_id, pid, created in store.workers(set_ids):
+    for set_id, pid, created in rows:
         try:
             proc = psutil.Process(pid)
             if abs(proc.create_time() - created) > 0.01:
                 continue
-            proc.kill()
+            group = os.getpgid(pid)
+            if (set_id, group) in workers:
+                os.killpg(group, signal.SIGKILL)
+            else:
+                proc.kill()
             ended += 1
             log.warning("set %d: ended leftover process %d", set_id, pid)
-        except psutil.Error:
+        except (psutil.Error, ProcessLookupError):
             continue
     for set_id in set_ids:
         store.forget_workers(set_id)

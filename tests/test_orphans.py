@@ -40,28 +40,40 @@ def test_sigkill_of_labd_ends_every_child(labd_factory) -> None:
     )
 
 
-def test_leftover_of_an_interrupted_set_is_ended_at_next_start(labd_factory) -> None:
-    first = labd_factory()
+def test_leftovers_of_an_interrupted_set_are_ended_at_next_start(labd_factory) -> None:
+    first = labd_factory(fakes=True)
     conn = first.connect()
-    status = json.loads(conn.root.spawn("queue", 2, '{"interval": "0.05"}'))
+    params = '{"interval": 0.05, "helper": true}'  # each counter starts a `sleep`
+    status = json.loads(conn.root.spawn("fake", 2, params))
     conn.close()
-    stuck = psutil.Process(status["processes"][-1]["pid"])
-    stuck.send_signal(signal.SIGSTOP)  # a hung worker: its daemon watch cannot run
+    workers = [psutil.Process(p["pid"]) for p in status["processes"]]
+
+    def helpers() -> list[psutil.Process]:
+        found = [c for w in workers for c in w.children() if c.name() == "sleep"]
+        return found if len(found) == 2 else []
+
+    stuck = workers + wait_for(helpers, 10, "the counters' helpers")
+    for w in workers:  # hung workers: their daemon watch cannot run
+        w.send_signal(signal.SIGSTOP)
     try:
-        wait_for(lambda: stuck.status() == psutil.STATUS_STOPPED, 5.0, "the worker to stop")
+        wait_for(
+            lambda: all(w.status() == psutil.STATUS_STOPPED for w in workers),
+            5.0,
+            "the workers to stop",
+        )
         first.send(signal.SIGKILL)
         first.wait()
-        assert stuck.is_running(), "a stopped worker outlives its daemon"
-        second = labd_factory(state_dir=first.state_dir)
+        assert all(p.is_running() for p in stuck), "stopped workers outlive their daemon"
+        second = labd_factory(fakes=True, state_dir=first.state_dir)
         conn = second.connect()
         found = json.loads(conn.root.status((status["id"],)))[0]
         conn.close()
         assert found["state"] == "interrupted"
-        wait_for(lambda: not stuck.is_running(), 5.0, "the leftover worker to be ended")
+        wait_for(lambda: not alive(stuck), 5.0, "the leftovers and their helpers to be ended")
         assert "ended leftover process" in second.log_text()
     finally:
-        if stuck.is_running():
-            stuck.kill()
+        for p in alive(stuck):
+            p.kill()
 
 
 def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None:
