@@ -24,12 +24,12 @@ from rpyc.utils.factory import connect_stream
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
 from labctl.tls import TlsFiles, client_context
 from labd.errors import ConnectError, LabError, message_of
-from labd.protocol import Address
+from labd.protocol import STOP_CALL_TIMEOUT, Address
 
 Record = dict[str, Any]
 
 CALL_TIMEOUT = 30.0
-STOP_TIMEOUT = 120.0
+STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
 
 RPYC_CONFIG: dict[str, Any] = {
     "allow_public_attrs": False,

@@ -19,6 +19,7 @@ from labd.errors import ConfigError, LabError, UsageError
 from labd.protocol import (
     DEFAULT_PORT,
     MAX_CLIENTS,
+    PER_SET_CEILING,
     Address,
     default_socket,
     default_state_dir,
@@ -113,7 +114,7 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 )
 @click.option(
     "--max-per-set",
-    type=click.IntRange(1, 4096),
+    type=click.IntRange(1, PER_SET_CEILING),
     default=256,
     show_default=True,
     help="counters (and printers) per set",

@@ -26,7 +26,7 @@ from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, MAX_PER_SET, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
-from labd.protocol import PROTOCOL_VERSION
+from labd.protocol import PROTOCOL_VERSION, WAIT_HELD_S
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
@@ -35,7 +35,6 @@ from labd.statedir import end_leftovers, lock_state_dir
 from labd.store import Store
 
 log = logging.getLogger("labd.lab")
-WAIT_HELD = 120.0  # seconds "stop all" waits for a set another operation holds
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
 PRELOAD = ["labd.workers", "labd.contexts", "labd.board", "labd.pacing"]
 
@@ -269,13 +268,13 @@ class Lab:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
         targets, mine, held = self._claim(ids)
         for s in held:  # "all": sets being started or stopped by someone else
-            if s.busy.acquire(timeout=WAIT_HELD):
+            if s.busy.acquire(timeout=WAIT_HELD_S):
                 if _needs_stop(s):
                     mine.append(s)
                 else:
                     s.busy.release()
             else:
-                log.warning("set %d: still busy after %.0fs, not stopped", s.spec.id, WAIT_HELD)
+                log.warning("set %d: still busy after %.0fs, not stopped", s.spec.id, WAIT_HELD_S)
         try:
             for s in mine:
                 s.ask_counters()

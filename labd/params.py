@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labd.errors import ParamError
+from labd.protocol import PER_SET_CEILING
 
 TYPES: dict[type, str] = {int: "int", float: "float", bool: "bool", str: "str"}
 _TRUE = ("yes", "true", "on", "1")
@@ -120,7 +121,14 @@ MAX_PER_SET = 256
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("interval", float, 1.0, "seconds between increments (0 = flat out)", min=0.0, max=3600.0),
-    Param("printers", int, 1, "printer processes", min=1, max=MAX_PER_SET),
+    Param(
+        "printers",
+        int,
+        1,
+        "printer processes (labd --max-per-set bounds them too)",
+        min=1,
+        max=PER_SET_CEILING,
+    ),
     Param(
         "duration",
         float,

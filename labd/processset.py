@@ -27,9 +27,9 @@ from labd.contexts import WorkerSpec
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
+from labd.protocol import MAX_DRAIN_S
 
 log = logging.getLogger("labd.set")
-MAX_DRAIN = 60.0  # seconds a stop waits for workers that are still making progress
 
 
 @dataclass(frozen=True)
@@ -279,9 +279,9 @@ class ProcessSet:
                     w.ended.wait(max(0.0, deadline - time.monotonic()))
 
     def _wait_while_progressing(self, workers: list[Worker], grace: float) -> None:
-        """Wait ``grace``; extend it (up to MAX_DRAIN) while messages still move, e.g.
+        """Wait ``grace``; extend it (up to MAX_DRAIN_S) while messages still move, e.g.
         counters flushing a large queue as they exit: they are draining, not stuck."""
-        give_up = time.monotonic() + MAX_DRAIN
+        give_up = time.monotonic() + MAX_DRAIN_S
         mark = self.metrics.progress() if self.metrics else 0
         while True:
             deadline = min(time.monotonic() + grace, give_up)

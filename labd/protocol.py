@@ -15,6 +15,14 @@ from labd.errors import UsageError
 
 DEFAULT_PORT = 18861
 MAX_CLIENTS = 256  # connections labd serves at once (labd --max-clients)
+#: Bounds of a stop, in seconds. Workers still making progress (a large queue draining)
+#: get up to MAX_DRAIN_S per role; "stop all" waits up to WAIT_HELD_S for a set another
+#: call is starting or stopping. A client's stop call waits for all of it:
+MAX_DRAIN_S = 60.0
+WAIT_HELD_S = 120.0
+STOP_CALL_TIMEOUT = WAIT_HELD_S + 2 * MAX_DRAIN_S + 60.0
+#: the most counters or printers a set can have, whatever labd --max-per-set says
+PER_SET_CEILING = 4096
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "labd.sock"
 

@@ -21,6 +21,7 @@ from typing import Any
 from labd.contexts import LAT_EVERY, CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
 from labd.params import Param
+from labd.protocol import MAX_DRAIN_S
 
 _STALL_S = 1.0  # a full queue whose printers took nothing for this long is abandoned
 _FEEDER_JOIN_S = 1.0  # a healthy feeder has long flushed the sentinels by teardown
@@ -68,8 +69,9 @@ class QueueMessages(Mechanism):
         q = self._queue
         if q is None:
             return
+        give_up = time.monotonic() + MAX_DRAIN_S  # for all the sentinels together
         for _ in range(self._printers):
-            if not _put_while_draining(q, None):
+            if not _put_while_draining(q, None, give_up):
                 return
 
     def teardown(self) -> None:
@@ -119,10 +121,11 @@ class QueueMessages(Mechanism):
             received_many(n)
 
 
-def _put_while_draining(q: Any, item: object) -> bool:
-    """Put ``item``, waiting while the queue is full but shrinking; False if it stalls."""
+def _put_while_draining(q: Any, item: object, give_up: float) -> bool:
+    """Put ``item``, waiting while the queue is full but shrinking; False if it stalls,
+    or at the monotonic instant ``give_up``."""
     before = -1
-    while True:
+    while time.monotonic() < give_up:
         try:
             q.put(item, timeout=_STALL_S)
             return True
@@ -137,3 +140,4 @@ def _put_while_draining(q: Any, item: object) -> bool:
         if 0 <= before <= now:
             return False
         before = now
+    return False
