@@ -8,24 +8,19 @@ import selectors
 import threading
 from multiprocessing.connection import Connection
 
+from labd.loopthread import LoopThread
 from labd.printlog import PrintLog
 
 log = logging.getLogger("labd.collector")
 CHUNK = 1 << 16
 
 
-class Collector:
+class Collector(LoopThread):
     def __init__(self) -> None:
+        super().__init__("collector")
         self._sel = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._closing = False
         self._done: dict[int, threading.Event] = {}
-        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def add(self, source: Connection, sink: PrintLog) -> threading.Event:
         """Read ``source`` into ``sink`` until EOF; the event is set once it is drained."""
@@ -33,14 +28,14 @@ class Collector:
         with self._lock:
             self._done[source.fileno()] = done
             self._sel.register(source.fileno(), selectors.EVENT_READ, (source, sink))
-        os.write(self._wake_w, b"w")
+        self._wake()
         return done
 
     def _run(self) -> None:
         while not self._closing:
             for key, _ in self._sel.select():
                 if key.data is None:
-                    os.read(self._wake_r, 4096)
+                    self._drain_wake()
                     continue
                 source, sink = key.data
                 try:
@@ -52,6 +47,11 @@ class Collector:
                     log.error("printer output of fd %d: %s: giving up on it", key.fd, exc)
                 self._finish(key.fd, source, sink)
 
+    def close(self, timeout: float = 2.0) -> None:
+        super().close(timeout)
+        if not self.alive:
+            self._sel.close()
+
     def _finish(self, fd: int, source: Connection, sink: PrintLog) -> None:
         with self._lock:
             self._sel.unregister(fd)
@@ -62,12 +62,3 @@ class Collector:
             log.error("closing a printer log: %s", exc)
         source.close()
         done.set()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self) -> None:
-        self._closing = True
-        os.write(self._wake_w, b"q")
-        self._thread.join(timeout=2)
