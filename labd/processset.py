@@ -118,6 +118,9 @@ class ProcessSet:
         self.workers: list[Worker] = []
         self.metrics: SetMetrics | None = None
         self.busy = threading.Lock()  # held by a stop in progress
+        #: held while a state is checked and changed: the reaper, a stop and the Manager
+        #: watch change states from their own threads
+        self._state_lock = threading.RLock()
         self.deadline: float | None = None
         self._slots: Any = None
         self._wake: dict[str, Connection] = {}
@@ -154,8 +157,7 @@ class ProcessSet:
         duration = spec.values.get("duration")
         if duration:
             self.deadline = time.monotonic() + float(duration)
-        if self.state == "starting":  # not failed meanwhile (e.g. the Manager died)
-            self.set_state("running")
+        if self._transition(("starting",), "running"):  # not failed meanwhile
             for w in self.workers:  # ended while starting: the reaper's call was too early
                 if not w.alive:
                     self.worker_exited(w)
@@ -190,10 +192,19 @@ class ProcessSet:
 
     # --- states ----------------------------------------------------------------------
     def set_state(self, state: str, detail: str = "") -> None:
-        self.state = state
-        if state in ("degraded", "failed") and detail:
-            self.error = detail
-        self._on_state(self, state, detail)
+        with self._state_lock:
+            self.state = state
+            if state in ("degraded", "failed") and detail:
+                self.error = detail
+            self._on_state(self, state, detail)
+
+    def _transition(self, sources: tuple[str, ...], state: str, detail: str = "") -> bool:
+        """Go to ``state`` if the set is in one of ``sources``, as one step."""
+        with self._state_lock:
+            if self.state not in sources:
+                return False
+            self.set_state(state, detail)
+            return True
 
     @property
     def live(self) -> bool:
@@ -201,30 +212,28 @@ class ProcessSet:
 
     def worker_exited(self, worker: Worker) -> None:
         """The reaper saw a worker end. Unexpected while running: the set degrades."""
-        if worker.expected or self.state not in ("running", "degraded"):
-            return
         what = f"{worker.role} {worker.index} (pid {worker.pid}) exited with code {worker.exitcode}"
-        log.warning("set %d: %s", self.spec.id, what)
-        if all(not w.alive for w in self.workers):
-            self.set_state("failed", what)
-        else:
-            self.set_state("degraded", what)
+        with self._state_lock:
+            if worker.expected or self.state not in ("running", "degraded"):
+                return
+            log.warning("set %d: %s", self.spec.id, what)
+            gone = all(not w.alive for w in self.workers)
+            self.set_state("failed" if gone else "degraded", what)
 
     def fail(self, reason: str) -> None:
         """Something the set depends on is gone (e.g. the Manager server)."""
-        if self.live and self.state != "stopping":
-            self.set_state("failed", reason)
+        self._transition(("starting", "running", "degraded"), "failed", reason)
 
     # --- stop ------------------------------------------------------------------------
     def ask_counters(self) -> None:
         """First phase of a stop; cheap, so many sets can be asked at once."""
-        if self.state in ("running", "degraded", "failed", "starting"):
+        with self._state_lock:
             if self.state == "failed":
                 self._final_state = "failed"
-            self.set_state("stopping")
-        for w in self.workers:
-            if w.role == "counter":
-                w.expected = True
+            self._transition(("running", "degraded", "failed", "starting"), "stopping")
+            for w in self.workers:
+                if w.role == "counter":
+                    w.expected = True
         self._send_wake("counter")
 
     def finish_stop(self, times: StopTimes) -> Figures | None:
@@ -234,8 +243,9 @@ class ProcessSet:
             self.mechanism.release_printers()
         except Exception as exc:
             log.warning("set %d: release_printers: %s", self.spec.id, exc)
-        for w in self.workers:
-            w.expected = True
+        with self._state_lock:
+            for w in self.workers:
+                w.expected = True
         self._send_wake("printer")
         self._end_role("printer", times.printers, times.terminate)
         self._sweep_group()
