@@ -111,103 +111,19 @@ def make_material(
     hosts: Sequence[Host], days: int = DEFAULT_DAYS, now: dt.datetime | None = None
 ) -> dict[str, bytes]:
     """PEM text of the six files (name -> bytes); ``hosts`` as from :func:`server_hosts`."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     if not hosts:
         raise UsageError("a server certificate needs at least one --host")
     if days < 1:
         raise UsageError("--days must be at least 1")
+    from labd.certs import Issuer  # cryptography: only when certificates are made
+
     start = (now or dt.datetime.now(dt.UTC)) - CLOCK_SKEW
-    end = start + CLOCK_SKEW + dt.timedelta(days=days)
-
-    def name(common: str) -> x509.Name:
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ipclab"),
-                x509.NameAttribute(NameOID.COMMON_NAME, common[:64]),
-            ]
-        )
-
-    def usage(**on: bool) -> x509.KeyUsage:
-        flags = dict.fromkeys(
-            (
-                "digital_signature",
-                "content_commitment",
-                "key_encipherment",
-                "data_encipherment",
-                "key_agreement",
-                "key_cert_sign",
-                "crl_sign",
-                "encipher_only",
-                "decipher_only",
-            ),
-            False,
-        )
-        flags.update(on)
-        return x509.KeyUsage(**flags)
-
-    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    first = str(hosts[0])
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    # a name of its own: verifiers look issuers up by name, and two CAs made for the same
-    # host must not be mistaken for each other ("unable to get local issuer certificate")
-    ca_name = name(f"ipclab CA {ca_ski.digest[:4].hex()} for {first}")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(usage(key_cert_sign=True, crl_sign=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
-
-    def leaf(
-        common: str, purpose: x509.ObjectIdentifier, sans: list[x509.GeneralName]
-    ) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(common))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .add_extension(aki, critical=False)
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
-
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(h) if isinstance(h, str) else x509.IPAddress(h) for h in hosts
-    ]
-    server_crt, server_key = leaf(first, ExtendedKeyUsageOID.SERVER_AUTH, sans)
-    client_crt, client_key = leaf("ipclab client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    ca = Issuer.new(str(hosts[0]), start, start + CLOCK_SKEW + dt.timedelta(days=days))
+    server_crt, server_key = ca.server(hosts)
+    client_crt, client_key = ca.client()
     return {
-        CA_CERT: ca_cert.public_bytes(serialization.Encoding.PEM),
-        CA_KEY: pem_key(ca_key),
+        CA_CERT: ca.cert_pem,
+        CA_KEY: ca.key_pem,
         SERVER_CERT: server_crt,
         SERVER_KEY: server_key,
         CLIENT_CERT: client_crt,
