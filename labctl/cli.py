@@ -289,9 +289,14 @@ def run(args: Sequence[str] | None = None, *, state: State | None = None) -> int
 
     ``state`` is the REPL's session state (``None``: build one from the global options).
     """
+    words = list(args) if args is not None else sys.argv[1:]
+    for word in words:
+        if not _is_text(word):
+            raw = word.encode("utf-8", "surrogateescape")
+            return _fail(f"an argument is not UTF-8 text: {raw!r}", 2)
     try:
         result = cli.main(
-            args=list(args) if args is not None else None,
+            args=words,
             prog_name="labctl",
             standalone_mode=False,
             obj=state,
@@ -314,8 +319,19 @@ def run(args: Sequence[str] | None = None, *, state: State | None = None) -> int
 
 
 def _fail(message: str, code: int) -> int:
-    click.echo(f"labctl: {message}", err=True)
+    """One line on stderr, whatever the message quotes (control characters escaped)."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message.strip())
+    click.echo(f"labctl: {line}", err=True)
     return code
+
+
+def _is_text(word: str) -> bool:
+    """False for argv bytes that are not UTF-8 (Python decodes them to lone surrogates)."""
+    try:
+        word.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def main() -> None:

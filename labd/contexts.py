@@ -86,7 +86,7 @@ class _Context:
         visible at a slow tick.
         """
         coarse = due - time.monotonic() - _PRECISE_S
-        if coarse > 0 and self._wake.poll(coarse):
+        if self._wake.poll(max(0.0, coarse)):  # at every tick, however short
             return True
         rest = due - time.monotonic()
         if rest > 0:

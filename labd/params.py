@@ -7,6 +7,7 @@ the declared type; both are checked against the declaration, by exact type.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +63,16 @@ class Param:
                 return None
             raise ParamError(f"{self.name} needs a {kind} value, not none")
         if type(raw) is str:
+            if not raw.isprintable() or _not_unicode(raw):
+                raise ParamError(
+                    f"{self.name}={raw!r} holds control characters or bytes that are not text"
+                )
             return self._from_text(raw.strip())
         if self.type is float and type(raw) in (int, float):
-            value = float(raw)  # type: ignore[arg-type]
+            try:
+                value = float(raw)  # type: ignore[arg-type]
+            except OverflowError:  # a JSON integer with hundreds of digits
+                raise ParamError(f"{self.name} is too large a number") from None
             if not math.isfinite(value):
                 raise ParamError(f"{self.name} must be a finite number")
             return value
@@ -91,11 +99,13 @@ class Param:
         return value
 
     def show(self, value: Any) -> str:
-        """A value as a user would type it."""
+        """A value as a user would type it (text quoted if it needs to be, on one line)."""
         if value is None:
             return "none"
         if type(value) is bool:
             return "yes" if value else "no"
+        if type(value) is str:
+            return shlex.quote(value)
         return str(value)
 
     def describe(self) -> dict[str, Any]:
@@ -118,9 +128,17 @@ class Param:
 
 
 MAX_PER_SET = 256
+MIN_INTERVAL = 0.0001  # a paced tick shorter than this is not pacing; 0 is flat out
 
 COMMON_PARAMS: tuple[Param, ...] = (
-    Param("interval", float, 1.0, "seconds between increments (0 = flat out)", min=0.0, max=3600.0),
+    Param(
+        "interval",
+        float,
+        1.0,
+        f"seconds between increments (0 = flat out, else at least {MIN_INTERVAL:g})",
+        min=0.0,
+        max=3600.0,
+    ),
     Param(
         "printers",
         int,
@@ -165,4 +183,20 @@ def resolve(declared: Iterable[Param], given: Mapping[str, object], owner: str) 
     name = values.get("name")
     if type(name) is str and len(name) > 200:
         raise ParamError("name is longer than 200 characters")
+    interval = values.get("interval")
+    if type(interval) is float and 0 < interval < MIN_INTERVAL:
+        raise ParamError(
+            f"interval={interval:g} is too short a tick: give 0 (flat out) or at least "
+            f"{MIN_INTERVAL:g} s"
+        )
     return values
+
+
+def _not_unicode(text: str) -> bool:
+    """Whether ``text`` holds lone surrogates (bytes that were not UTF-8, as Python
+    decodes argv): they cannot be stored, sent or printed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -68,6 +68,8 @@ def _params(text: object) -> dict[str, object]:
         params = json.loads(raw or "{}")
     except ValueError as exc:
         raise UsageError(f"params_json is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("params_json is nested too deeply: give a flat JSON object") from None
     if type(params) is not dict:
         raise UsageError("params_json must be a JSON object of KEY: VALUE")
     for value in params.values():
