@@ -31,7 +31,7 @@ from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
 from labd.setstatus import live_status, stored_status
-from labd.statedir import end_leftovers, lock_state_dir
+from labd.statedir import end_leftovers, lock_state_dir, record_workers
 from labd.store import Store
 
 log = logging.getLogger("labd.lab")
@@ -213,20 +213,9 @@ class Lab:
                 self._end(pset)
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
-        self._record_workers(pset)
+        record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
-
-    def _record_workers(self, pset: ProcessSet) -> None:
-        import psutil
-
-        rows = []
-        for w in pset.workers:
-            try:
-                rows.append((w.pid, psutil.Process(w.pid).create_time()))
-            except psutil.Error:
-                continue  # already gone: nothing to end later
-        self.store.add_workers(pset.spec.id, rows)
 
     def _reserve(
         self, mechanism: str, counters: int, values: dict[str, Any], cls: Any

@@ -33,6 +33,19 @@ def lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
+def record_workers(store: Store, set_id: int, pids: list[int]) -> None:
+    """Note a set's workers with their creation times, for :func:`end_leftovers`."""
+    import psutil
+
+    rows = []
+    for pid in pids:
+        try:
+            rows.append((pid, psutil.Process(pid).create_time()))
+        except psutil.Error:
+            continue  # already gone: nothing to end later
+    store.add_workers(set_id, rows)
+
+
 def end_leftovers(store: Store, set_ids: list[int]) -> int:
     """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
     not notice), with its set's process group: what its workers started goes too. A
