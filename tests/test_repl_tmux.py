@@ -33,8 +33,9 @@ class Tmux:
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
             ["tmux", "-L", self.name, *args],
-            env=self.env, capture_output=True, text=True, timeout=10, check=True,
+            env=self.env, capture_output=True, text=True, timeout=10,
         )  # fmt: skip
+        assert done.returncode == 0, f"tmux {' '.join(args[:2])}: {done.stderr.strip()}"
         return done.stdout
 
     def open(self, command: list[str]) -> Pane:
@@ -48,7 +49,7 @@ class Tmux:
         argv = ("sh", "-c", script, "sh", *command)
         show = ("-P", "-F", "#{pane_id}")
         if self.started:
-            target = self.tmux("new-window", *show, "-t", "t", *argv)
+            target = self.tmux("new-window", *show, "-t", "t:", *argv)  # session t
         else:
             self.started = True
             target = self.tmux(
