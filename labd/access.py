@@ -31,10 +31,23 @@ _USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x
 _ENTRY = struct.Struct("<HHI")
 
 
+_MAX_ID = 0xFFFFFFFE  # (uid_t) -1 means "none" to the kernel
+
+
+def _number(text: str, what: str) -> int | None:
+    if not (text.isascii() and text.isdecimal()):
+        return None
+    value = int(text)
+    if value > _MAX_ID:
+        raise ValueError(f"{what} {text} is out of range (0 to {_MAX_ID})")
+    return value
+
+
 def uid_of(text: str) -> int:
     """A user name or a numeric uid, as ``--allow-uid`` takes it."""
-    if text.isdigit():
-        return int(text)
+    number = _number(text, "uid")
+    if number is not None:
+        return number
     try:
         return pwd.getpwnam(text).pw_uid
     except KeyError:
@@ -43,8 +56,9 @@ def uid_of(text: str) -> int:
 
 def gid_of(text: str) -> int:
     """A group name or a numeric gid, as ``--allow-group`` takes it."""
-    if text.isdigit():
-        return int(text)
+    number = _number(text, "gid")
+    if number is not None:
+        return number
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:
@@ -61,7 +75,10 @@ class SocketAccess:
     @classmethod
     def of(cls, uids: Iterable[int] = (), gids: Iterable[int] = ()) -> SocketAccess:
         own = {os.getuid(), 0}
-        return cls(tuple(sorted(set(uids) - own)), tuple(sorted(set(gids))))
+        # order kept: the first group named owns the socket; duplicates dropped
+        return cls(
+            tuple(dict.fromkeys(u for u in uids if u not in own)), tuple(dict.fromkeys(gids))
+        )
 
     @property
     def private(self) -> bool:
@@ -76,13 +93,13 @@ class SocketAccess:
         self._apply(path, 0o660 if self.gids else 0o600, search_only=False)
 
     def _apply(self, path: Path, mode: int, *, search_only: bool) -> None:
-        if self.gids:
+        if self.gids and os.stat(path).st_gid != self.gids[0]:  # systemd made it so
             try:
                 os.chown(path, -1, self.gids[0])
-            except PermissionError:
+            except OSError as exc:
                 raise ConfigError(
-                    f"cannot give group {self.gids[0]} {path}: labd must run as root or "
-                    "as a member of that group"
+                    f"cannot give {path} to group {self.gids[0]}: {exc.strerror} (labd must "
+                    "run as root or as a member of that group)"
                 ) from None
         os.chmod(path, mode)
         if self.uids or len(self.gids) > 1:
@@ -97,9 +114,9 @@ class SocketAccess:
     def _acl(self, path: Path, mode: int, perm: int) -> None:
         group_perm = (mode >> 3) & 0o7
         entries = [(_USER_OBJ, (mode >> 6) & 0o7, _UNDEFINED)]
-        entries += [(_USER, perm, uid) for uid in self.uids]
-        entries.append((_GROUP_OBJ, group_perm, _UNDEFINED))
-        entries += [(_GROUP, perm, gid) for gid in self.gids[1:]]
+        entries += [(_USER, perm, uid) for uid in sorted(self.uids)]  # the kernel wants
+        entries.append((_GROUP_OBJ, group_perm, _UNDEFINED))  # them by tag, then id
+        entries += [(_GROUP, perm, gid) for gid in sorted(set(self.gids[1:]))]
         entries += [(_MASK, group_perm | perm, _UNDEFINED), (_OTHER, 0, _UNDEFINED)]
         data = struct.pack("<I", _VERSION) + b"".join(_ENTRY.pack(*e) for e in entries)
         try:

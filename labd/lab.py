@@ -256,8 +256,9 @@ class Lab:
     def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
         targets, mine, held = self._claim(ids)
+        wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
         for s in held:  # "all": sets being started or stopped by someone else
-            if s.busy.acquire(timeout=WAIT_HELD_S):
+            if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
                 if _needs_stop(s):
                     mine.append(s)
                 else:

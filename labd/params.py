@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class Param:
                 return None
             raise ParamError(f"{self.name} needs a {kind} value, not none")
         if type(raw) is str:
-            if not raw.isprintable() or _not_unicode(raw):
+            if _not_text(raw):
                 raise ParamError(
                     f"{self.name}={raw!r} holds control characters or bytes that are not text"
                 )
@@ -192,11 +193,11 @@ def resolve(declared: Iterable[Param], given: Mapping[str, object], owner: str) 
     return values
 
 
-def _not_unicode(text: str) -> bool:
-    """Whether ``text`` holds lone surrogates (bytes that were not UTF-8, as Python
-    decodes argv): they cannot be stored, sent or printed."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+def _not_text(text: str) -> bool:
+    """Whether ``text`` holds control characters, line breaks, or lone surrogates (bytes
+    that were not UTF-8, as Python decodes argv): such values cannot be stored, sent or
+    printed on one line. Other Unicode (accents, non-breaking spaces ...) is welcome."""
+    return any(unicodedata.category(c) in _NOT_TEXT for c in text)
+
+
+_NOT_TEXT = frozenset({"Cc", "Cs", "Zl", "Zp"})

@@ -305,16 +305,24 @@ class ProcessSet:
             mark = now
 
     def _sweep_group(self) -> None:
-        """SIGKILL what is left in the set's group once its workers ended: processes
-        its workers started (a plugin's helpers). Right after the workers, so the
-        group's number cannot have been reused."""
+        """SIGKILL what its workers left in the set's group (a plugin's helpers) once
+        they have all ended. The group's number may have been reused once the group
+        emptied, so only processes that carry this set's marker (workers.SET_VAR in
+        their environment, inherited from the worker) are ended."""
         if not self.pgid or any(w.alive for w in self.workers):
             return
         try:
-            os.killpg(self.pgid, signal.SIGKILL)
+            os.killpg(self.pgid, 0)
         except (ProcessLookupError, PermissionError):
-            return  # nothing left (the usual case)
-        log.warning("set %d: killed processes its workers left behind", self.spec.id)
+            return  # an empty group: the usual case
+        marker = workers.set_marker(os.getpid(), self.spec.id)
+        left = _group_members(self.pgid, workers.SET_VAR, marker)
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        if left:
+            log.warning(
+                "set %d: killed %d process(es) its workers left behind", self.spec.id, len(left)
+            )
 
     def release(self) -> None:
         """Close pipes and let the mechanism release its resources (idempotent)."""
@@ -348,3 +356,22 @@ def _group_led_by(worker: Worker, timeout: float = 2.0) -> int:
         if not worker.alive or time.monotonic() >= deadline:
             return 0
         time.sleep(0.0005)
+
+
+def _group_members(pgid: int, var: str, value: str) -> list[int]:
+    """Pids in process group ``pgid`` whose environment has ``var=value``."""
+    wanted = f"{var}={value}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if wanted in f.read().split(b"\0"):
+                    found.append(pid)
+        except OSError:
+            continue  # gone, or not ours to read
+    return found

@@ -20,7 +20,9 @@ MAX_CLIENTS = 256  # connections labd serves at once (labd --max-clients)
 #: call is starting or stopping. A client's stop call waits for all of it:
 MAX_DRAIN_S = 60.0
 WAIT_HELD_S = 120.0
-STOP_CALL_TIMEOUT = WAIT_HELD_S + 2 * MAX_DRAIN_S + 60.0
+#: counters drain, the queue's end markers wait, printers drain: each up to MAX_DRAIN_S,
+#: plus the SIGTERM/SIGKILL steps and a margin
+STOP_CALL_TIMEOUT = WAIT_HELD_S + 3 * MAX_DRAIN_S + 60.0
 #: the most counters or printers a set can have, whatever labd --max-per-set says
 PER_SET_CEILING = 4096
 PROTOCOL_VERSION = 1

@@ -36,7 +36,9 @@ from labd.tls import peer_subject
 
 log = logging.getLogger("labd.server")
 HANDSHAKE_TIMEOUT = 5.0
+MIN_PENDING = 64  # clients being authenticated at once, at least (see LabServer)
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's number; Python 3.11 lacks it
+_UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 LINGER = 1.0  # at most this long reading a refused client's last bytes
 
 
@@ -53,26 +55,70 @@ class LabServer(ThreadedServer):
 
     def __init__(self, *args: Any, max_clients: int = MAX_CLIENTS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: clients served at once (authenticated); and clients not authenticated yet
+        #: (a TLS handshake may take HANDSHAKE_TIMEOUT): counted apart, so peers without
+        #: a certificate cannot take the places of those with one
         self.max_clients = max_clients
+        self.max_pending = max(max_clients, MIN_PENDING)
+        self._count = threading.Lock()
+        self._served = 0
+        self._pending = 0
         self._refusals = 0
 
     def _accept_method(self, sock: socket.socket) -> None:
-        """Serve the client in a thread of its own, unless ``max_clients`` already are:
-        then close it at once (it reads EOF), so a flood costs no thread."""
-        if len(self.clients) > self.max_clients:  # clients already holds this one
-            self.clients.discard(sock)
-            with contextlib.suppress(OSError):
-                sock.close()
-            self._refusals += 1
-            if self._refusals & (self._refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th ...
-                log.warning(
-                    "refused a client: %d connections already, the limit (--max-clients); "
-                    "%d refused so far",
-                    self.max_clients,
-                    self._refusals,
-                )
+        """Authenticate and serve the client in a thread of its own, unless too many
+        are being authenticated: then close it at once, so a flood costs no thread."""
+        with self._count:
+            full = self._pending >= self.max_pending
+            if not full:
+                self._pending += 1
+        if full:
+            self._refuse(sock, f"{self.max_pending} clients are being authenticated already")
             return
         super()._accept_method(sock)
+
+    def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
+        """rpyc's own, with the two counts (its authenticator is always set here)."""
+        try:
+            try:
+                sock2, credentials = self.authenticator(sock)
+            except AuthenticationError:
+                return  # the authenticator said why in the log
+            finally:
+                with self._count:
+                    self._pending -= 1
+            with self._count:
+                full = self._served >= self.max_clients
+                if not full:
+                    self._served += 1
+            if full:
+                self._refuse(sock, f"{self.max_clients} clients are served already")
+                return
+            try:
+                self._serve_client(sock2, credentials)
+            except Exception:
+                log.exception("a client's connection ended abruptly")
+            finally:
+                with self._count:
+                    self._served -= 1
+        finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self.clients.discard(sock)
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        self.clients.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+        with self._count:
+            self._refusals += 1
+            count = self._refusals
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th ...
+            log.warning(
+                "refused a client: %s, the limit (--max-clients); %d refused so far", why, count
+            )
 
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
         try:
@@ -96,8 +142,8 @@ class PeerCredAuthenticator:
         self.gids = set(access.gids)
 
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", creds)
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid, uid, gid = _UCRED.unpack(creds)
         if uid not in self.uids and not self.gids & {gid, *_peer_groups(sock)}:
             log.warning("refused local peer pid %d uid %d gid %d", pid, uid, gid)
             raise AuthenticationError(f"uid {uid} is not allowed")
@@ -105,18 +151,27 @@ class PeerCredAuthenticator:
 
 
 def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
-    """The peer's supplementary groups (Linux >= 4.13), or () if unknown."""
-    size = 4 * 256
-    while size <= 4 * 65536:
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-        except OSError as exc:
-            if exc.errno != errno.ERANGE:
-                return ()
-            size *= 16
-            continue
-        return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
-    return ()
+    """The peer's supplementary groups (Linux >= 4.13), or () if unknown. Python's
+    getsockopt reads at most 1024 bytes (256 groups): more are read through libc."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+    except OSError as exc:
+        if exc.errno != errno.ERANGE:
+            return ()
+        return _peer_groups_libc(sock.fileno())
+    return struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+
+
+def _peer_groups_libc(fd: int, most: int = 65536) -> tuple[int, ...]:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = (ctypes.c_uint32 * most)()
+    size = ctypes.c_uint32(ctypes.sizeof(buf))
+    if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buf, ctypes.byref(size)) != 0:
+        log.warning("cannot read a peer's groups: %s", os.strerror(ctypes.get_errno()))
+        return ()
+    return tuple(buf[: size.value // 4])
 
 
 class LoopbackAuthenticator:
@@ -260,8 +315,9 @@ def load_tls(
 
 
 def claim_socket_path(path: Path, access: SocketAccess = PRIVATE) -> None:
-    """Make the socket's directory ours (private, or open to ``access`` just enough to
-    reach the socket) and clear a stale socket left by a dead labd."""
+    """Make the socket's directory ours and clear a stale socket left by a dead labd;
+    then (only then: a second labd that fails must not touch the first one's) open the
+    directory to ``access`` just enough to reach the socket."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.parent.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
@@ -269,8 +325,6 @@ def claim_socket_path(path: Path, access: SocketAccess = PRIVATE) -> None:
             f"{path.parent} is not a directory of ours that only we can write: "
             "remove it or choose --socket"
         )
-    if not access.private:  # a directory of its own (the default one is)
-        access.open_directory(path.parent)
     if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
         raise ConfigError(f"{path} exists and is not a socket: remove it or choose --socket")
     if path.exists():
@@ -285,6 +339,34 @@ def claim_socket_path(path: Path, access: SocketAccess = PRIVATE) -> None:
             raise ConfigError(f"labd is already running at unix:{path} (stop it: labctl shutdown)")
         finally:
             probe.close()
+    if not access.private:
+        _check_own_directory(path)
+        access.open_directory(path.parent)
+
+
+def _check_own_directory(path: Path) -> None:
+    """--allow-* change the directory's mode, group and ACL: only labd's own directory
+    (nothing in it but labd's socket and Manager directories) may be changed; and warn
+    when a directory above it keeps others out anyway."""
+    foreign = [
+        e.name for e in os.scandir(path.parent)
+        if e.name != path.name and not e.name.startswith("manager-")
+    ]  # fmt: skip
+    if foreign:
+        raise ConfigError(
+            f"--allow-uid/--allow-group would change the permissions of {path.parent}, "
+            f"which holds other files ({foreign[0]}, ...): give labd a directory of its own "
+            f"(--socket DIR/{path.name})"
+        )
+    for parent in path.parent.parents:
+        if not os.stat(parent).st_mode & 0o001:
+            log.warning(
+                "%s lets no other user through (mode %o): those --allow-uid/--allow-group "
+                "admit cannot reach the socket below it",
+                parent,
+                stat.S_IMODE(os.stat(parent).st_mode),
+            )
+            break
 
 
 class Listener:

@@ -19,6 +19,8 @@ from labd import board
 from labd.contexts import CounterContext, PrinterContext, WorkerSpec
 
 EXIT_DAEMON_GONE = 70
+#: in every worker's environment (so in its helpers' too): which labd and set it is of
+SET_VAR = "IPCLAB_SET"
 _GONE_WAIT = 1.0  # seconds a worker whose stop pipe closed waits to see labd gone
 
 
@@ -79,10 +81,19 @@ def join_set_group(pgid: int) -> bool:
     return True
 
 
+def set_marker(daemon_pid: int, set_id: int) -> str:
+    """The value of SET_VAR in a set's workers, and in what they start."""
+    return f"{daemon_pid}:{set_id}"
+
+
 def _prepare(spec: WorkerSpec, out: Connection) -> Callable[[Connection], None]:
     """Set the worker up; returns the check to run on its way out (see watch_daemon)."""
     own_group = join_set_group(spec.pgid)
+    os.environ[SET_VAR] = set_marker(spec.daemon_pid, spec.set_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # labd stops us, in order
+    # in a group of its own, the worker is in the background of labd's terminal, if
+    # any: with `stty tostop` a write to it would stop the worker, unless ignored
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     os.environ.pop("NOTIFY_SOCKET", None)
     os.environ.pop("WATCHDOG_USEC", None)
     os.environ.pop("WATCHDOG_PID", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 
 import psutil
 from helpers import alive, describe, wait_for
@@ -93,3 +94,21 @@ def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None
     )
     # /dev/shm: the session guard (conftest) fails the run on any segment we left
     assert not os.path.exists(d.socket)
+
+
+def test_a_group_sweep_ends_only_processes_of_that_set() -> None:
+    # a group's number can be reused once it empties: the sweep must spare strangers
+    from labd.processset import _group_members
+
+    script = "IPCLAB_SET=7:3 sleep 600 & IPCLAB_SET=7:4 sleep 600 & sleep 600 & wait"
+    shell = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    try:
+        group = psutil.Process(shell.pid)
+        kids = wait_for(lambda: len(group.children()) == 3 and group.children(), 10, "3 sleeps")
+        marked = _group_members(shell.pid, "IPCLAB_SET", "7:3")
+        assert len(marked) == 1 and marked[0] in {k.pid for k in kids}
+        assert psutil.Process(marked[0]).environ()["IPCLAB_SET"] == "7:3"
+        assert _group_members(shell.pid, "IPCLAB_SET", "7:9") == []
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()

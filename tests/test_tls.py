@@ -574,6 +574,26 @@ def test_a_silent_client_does_not_block_others(tls_labd: TlsLabd, pki: Pki) -> N
     assert f"no TLS handshake within {HANDSHAKE_TIMEOUT:g} s" in tls_labd.daemon.log_text()
 
 
+def test_peers_without_a_certificate_take_no_place_of_those_with_one(pki: Pki) -> None:
+    factory = DaemonFactory()
+    silent: list[socket.socket] = []
+    try:
+        port = free_port()
+        d = factory(("--listen", f"127.0.0.1:{port}", "--max-clients", "1", *pki.labd_args()))
+        good = client_context(pki.ca_crt, pki.client_crt, pki.client_key)
+        wait_for(lambda: tls_ready(good, port), 10, "the TLS listener")
+        # three connections that never start a handshake, more than --max-clients
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        address = f"127.0.0.1:{port}"
+        done = labctl(address, pki.client_crt, pki.client_key, pki.ca_crt, "status", "--json")
+        assert status_json(done) == []
+        assert "refused a client" not in d.log_text()  # nor were the silent ones, yet
+    finally:
+        for s in silent:
+            s.close()
+        factory.finish()
+
+
 # --- another host: a network namespace of our own ---------------------------------------
 @dataclass(frozen=True)
 class Netns:
