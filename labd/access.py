@@ -18,7 +18,7 @@ import grp
 import os
 import pwd
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,35 +34,27 @@ _ENTRY = struct.Struct("<HHI")
 _MAX_ID = 0xFFFFFFFE  # (uid_t) -1 means "none" to the kernel
 
 
-def _number(text: str, what: str) -> int | None:
-    if not (text.isascii() and text.isdecimal()):
-        return None
-    value = int(text)
-    if value > _MAX_ID:
-        raise ValueError(f"{what} {text} is out of range (0 to {_MAX_ID})")
-    return value
+def _id_of(text: str, what: str, lookup: Callable[[str], int]) -> int:
+    if text.isascii() and text.isdecimal():
+        value = int(text)
+        if value > _MAX_ID:
+            raise ValueError(f"{what} {text} is out of range (0 to {_MAX_ID})")
+        return value
+    try:
+        return lookup(text)
+    except KeyError:
+        kind = "user" if what == "uid" else "group"
+        raise ValueError(f"no {kind} named {text!r}") from None
 
 
 def uid_of(text: str) -> int:
     """A user name or a numeric uid, as ``--allow-uid`` takes it."""
-    number = _number(text, "uid")
-    if number is not None:
-        return number
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise ValueError(f"no user named {text!r}") from None
+    return _id_of(text, "uid", lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def gid_of(text: str) -> int:
     """A group name or a numeric gid, as ``--allow-group`` takes it."""
-    number = _number(text, "gid")
-    if number is not None:
-        return number
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise ValueError(f"no group named {text!r}") from None
+    return _id_of(text, "gid", lambda name: grp.getgrnam(name).gr_gid)
 
 
 @dataclass(frozen=True)

@@ -60,19 +60,15 @@ class LabServer(ThreadedServer):
         #: a certificate cannot take the places of those with one
         self.max_clients = max_clients
         self.max_pending = max(max_clients, MIN_PENDING)
+        self._served = threading.BoundedSemaphore(max_clients)
+        self._pending = threading.BoundedSemaphore(self.max_pending)
         self._count = threading.Lock()
-        self._served = 0
-        self._pending = 0
         self._refusals = 0
 
     def _accept_method(self, sock: socket.socket) -> None:
         """Authenticate and serve the client in a thread of its own, unless too many
         are being authenticated: then close it at once, so a flood costs no thread."""
-        with self._count:
-            full = self._pending >= self.max_pending
-            if not full:
-                self._pending += 1
-        if full:
+        if not self._pending.acquire(blocking=False):
             self._refuse(sock, f"{self.max_pending} clients are being authenticated already")
             return
         super()._accept_method(sock)
@@ -85,13 +81,8 @@ class LabServer(ThreadedServer):
             except AuthenticationError:
                 return  # the authenticator said why in the log
             finally:
-                with self._count:
-                    self._pending -= 1
-            with self._count:
-                full = self._served >= self.max_clients
-                if not full:
-                    self._served += 1
-            if full:
+                self._pending.release()
+            if not self._served.acquire(blocking=False):
                 self._refuse(sock, f"{self.max_clients} clients are served already")
                 return
             try:
@@ -99,8 +90,7 @@ class LabServer(ThreadedServer):
             except Exception:
                 log.exception("a client's connection ended abruptly")
             finally:
-                with self._count:
-                    self._served -= 1
+                self._served.release()
         finally:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
