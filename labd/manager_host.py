@@ -27,7 +27,6 @@ def _init_server(daemon_pid: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.pop("NOTIFY_SOCKET", None)
     watch_daemon(daemon_pid)
 
 

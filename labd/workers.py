@@ -94,9 +94,6 @@ def _prepare(spec: WorkerSpec, out: Connection) -> Callable[[Connection], None]:
     # in a group of its own, the worker is in the background of labd's terminal, if
     # any: with `stty tostop` a write to it would stop the worker, unless ignored
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    os.environ.pop("NOTIFY_SOCKET", None)
-    os.environ.pop("WATCHDOG_USEC", None)
-    os.environ.pop("WATCHDOG_PID", None)
     os.dup2(out.fileno(), 1)
     out.close()
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as we do
