@@ -208,7 +208,7 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
         conn = connect_stream(SocketStream(sock), config=RPYC_CONFIG)
     except (EOFError, OSError) as exc:
         sock.close()
-        raise unreachable(address, f"the connection was lost ({message_of(exc)})") from exc
+        raise unreachable(address, _lost(exc)) from exc
     return Client(conn, address)
 
 

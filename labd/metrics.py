@@ -19,10 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from labd import board
 from labd.protocol import FIGURE_KEYS
 
+T = TypeVar("T")
 RATE_WINDOW_MIN = 1.0
 RATE_WINDOW_MAX = 10.0
 
@@ -108,11 +110,7 @@ class SetMetrics:
 
     def _rate(self, attempted: int) -> float:
         now = self._clock()
-        pts = self._points
-        pts.append((now, attempted))
-        while len(pts) > 2 and now - pts[1][0] >= self._window:
-            pts.popleft()
-        t0, a0 = pts[0]
+        t0, a0 = _slide(self._points, (now, attempted), self._window)
         return round((attempted - a0) / (now - t0), 1) if now > t0 else 0.0
 
     def sample_latency(self) -> None:
@@ -125,10 +123,7 @@ class SetMetrics:
             return
         now = self._clock()
         hist = self._reader.histogram()
-        self._hists.append((now, hist))
-        while len(self._hists) > 2 and now - self._hists[1][0] >= self._lat_window:
-            self._hists.popleft()
-        old = self._hists[0][1]
+        _, old = _slide(self._hists, (now, hist), self._lat_window)
         recent = [a - b for a, b in zip(hist, old, strict=True)]
         if not any(recent):
             recent = hist
@@ -176,3 +171,15 @@ class SetMetrics:
             if self._final:
                 return list(self._final_per_counter)
             return self._reader.per_counter()
+
+
+def _slide(
+    points: deque[tuple[float, T]], point: tuple[float, T], window: float
+) -> tuple[float, T]:
+    """Add ``point`` (time, reading) and drop those older than ``window`` seconds, but
+    keep the newest one that is: the oldest left is the window's start, returned."""
+    points.append(point)
+    now = point[0]
+    while len(points) > 2 and now - points[1][0] >= window:
+        points.popleft()
+    return points[0]

@@ -1,7 +1,8 @@
 """Mechanism discovery: entry points of the group ``labd.mechanisms``.
 
-Discovered at daemon start, loaded on first use, validated on load; a plugin that
-fails to load is reported by name and never takes the daemon down. Built-in mechanisms
+Discovered, loaded and validated at daemon start (:meth:`Registry.load_all`, so the
+forkserver preloads only plugins that loaded); a plugin that fails to load is reported
+by name and never takes the daemon down. Built-in mechanisms
 are entry points of our own distribution, registered exactly like third-party ones.
 """
 

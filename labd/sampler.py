@@ -76,15 +76,8 @@ class Sampler:
             s.metrics.sample()
         except Exception as exc:  # e.g. the Manager server died under an observation
             log.debug("set %d: sample: %s", s.spec.id, exc)
-        if (
-            s.deadline is not None
-            and time.monotonic() >= s.deadline
-            and s.state
-            in (
-                "running",
-                "degraded",
-            )
-        ):
+        due = s.deadline is not None and time.monotonic() >= s.deadline
+        if due and s.state in ("running", "degraded"):
             s.deadline = None
             self._on_deadline(s)
 

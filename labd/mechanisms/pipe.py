@@ -40,7 +40,7 @@ from typing import Any
 
 from labd.contexts import CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
-from labd.params import Param
+from labd.params import PAYLOAD, Param
 
 MAGIC = b"\xa5LBF"  # read as a length it is negative: never plausible
 _HEAD = struct.Struct("!4sQQII")  # magic, seq, sent_ns, payload length, crc32
@@ -64,7 +64,7 @@ class PipeMessages(Mechanism):
     name = "pipe"
     summary = "multiprocessing.Pipe per counter; shared_end=yes shows interleaved messages"
     params = (
-        Param("payload", int, 16, "bytes of payload in each message", min=0, max=1048576),
+        PAYLOAD,
         Param(
             "shared_end",
             bool,

@@ -20,7 +20,7 @@ from typing import Any
 
 from labd.contexts import LAT_EVERY, CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
-from labd.params import Param
+from labd.params import PAYLOAD, Param
 from labd.protocol import MAX_DRAIN_S
 
 _STALL_S = 1.0  # a full queue whose printers took nothing for this long is abandoned
@@ -33,7 +33,7 @@ class QueueMessages(Mechanism):
     name = "queue"
     summary = "multiprocessing.Queue, bounded: one message per increment, printers block on get"
     params = (
-        Param("payload", int, 16, "bytes of payload in each message", min=0, max=1048576),
+        PAYLOAD,
         Param(
             "maxsize",
             int,
