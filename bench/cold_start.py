@@ -32,19 +32,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchlib import script
+
 TARGET = 1.3
 PROMPT = rb"labd\.sock(?:\x1b\[[0-9;]*m)*>"  # the prompt's end, coloured or not
-
-
-def script(name: str) -> str:
-    """The console script of this interpreter's installation (not a shim on PATH)."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if not found:
-        sys.exit(f"cold_start: {name} is not installed (pip install -e .)")
-    return found
 
 
 def bench_env(root: Path) -> dict[str, str]:

@@ -23,22 +23,20 @@ import multiprocessing.context
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
-import platform
 import re
-import shutil
 import signal
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.managers import SyncManager
-from pathlib import Path
 from typing import Any
+
+from benchlib import PrivateLabd, machine
 
 TARGET = 0.95
 PAYLOAD = 16
@@ -195,28 +193,15 @@ class _Tally:
 
 
 def bare_shared(stop: Any, out: Any, index: int, check: int, v: Any, lock: bool) -> None:
-    tally = _Tally(stop, out, index)
-    n = 0
-    if lock:
-        lk = v.get_lock()
-        while True:
-            for _ in range(check):
-                with lk:
-                    v.value += 1
-            n += check
-            if tally.check(n):
-                break
-    else:
-        while True:
-            for _ in range(check):
-                v.value += 1
-            n += check
-            if tally.check(n):
-                break
+    _bare_increments(_Tally(stop, out, index), check, v, v.get_lock() if lock else None)
 
 
 def bare_manager(stop: Any, out: Any, index: int, check: int, v: Any, lock: Any) -> None:
-    tally = _Tally(stop, out, index)
+    _bare_increments(_Tally(stop, out, index), check, v, lock)
+
+
+def _bare_increments(tally: _Tally, check: int, v: Any, lock: Any) -> None:
+    """The lesson's loop written by hand, racy or under ``lock``, tallied every ``check``."""
     n = 0
     if lock is not None:
         while True:
@@ -406,55 +391,17 @@ class BareRunner:
 # --- running labd -----------------------------------------------------------------------
 
 
-class Labd:
-    """A private labd on a temporary socket and state dir, ended at close()."""
+class Labd(PrivateLabd):
+    """A private labd, ended at close(), and every process it started noted."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ipclab-bench-"))
-        self.socket = self.dir / "labd.sock"
-        self.log = self.dir / "labd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: Any = None
+        super().__init__("ipclab-bench-")
         self.seen: list[Any] = []  # psutil.Process of everything labd started
 
-    def start(self) -> None:
-        from rpyc.utils.factory import unix_connect
-
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "labd",
-                    "--socket",
-                    str(self.socket),
-                    "--state-dir",
-                    str(self.dir / "state"),
-                ],
-                cwd=self.dir,  # import the installed labd, or PYTHONPATH's, not ./labd
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C reaches us only; we stop labd
-            )
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"labd exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                self.conn = unix_connect(str(self.socket), config={"sync_request_timeout": 120})
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"labd did not answer: {self.tail()}") from None
-                time.sleep(0.05)
+    def start(self) -> subprocess.Popen[bytes]:
+        proc = super().start()
         self._note_children()
-
-    def tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return proc
 
     def _note_children(self) -> None:
         import psutil
@@ -494,7 +441,7 @@ class Labd:
 
     def manager_pid(self) -> int | None:
         """labd's Manager server, from its log line (the API does not show it)."""
-        found = re.findall(r"manager server started \(pid (\d+)", self.tail(1 << 20))
+        found = re.findall(r"manager server started \(pid (\d+)", self.log_text())
         return int(found[-1]) if found else None
 
     def run(self, case: Case, warmup: float, seconds: float) -> Run:
@@ -545,8 +492,7 @@ class Labd:
             if self.conn is not None:
                 with contextlib.suppress(Exception):
                     self.conn.root.shutdown()
-                with contextlib.suppress(Exception):
-                    self.conn.close()
+            self.disconnect()
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -565,7 +511,7 @@ class Labd:
                         left.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
                         break
                     time.sleep(0.05)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.remove()
         return left
 
 
@@ -622,17 +568,6 @@ def select_cases(only: Sequence[str], counters: Sequence[int]) -> list[Case]:
         if c.counters in counters
         and (not wanted or c.mechanism in wanted or c.label.replace(" ", ":") in wanted)
     ]
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def fmt_rate(rate: float) -> str:

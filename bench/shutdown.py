@@ -48,21 +48,19 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import resource
 import select
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from benchlib import PrivateLabd, machine
 
 if TYPE_CHECKING:
     import psutil
@@ -441,49 +439,11 @@ def plan_sets(total: int, set_size: int) -> list[SetPlan]:
     return [SetPlan(MECHANISMS[i % len(MECHANISMS)], n - 1) for i, n in enumerate(sizes)]
 
 
-class Labd:
+class Labd(PrivateLabd):
     """A private labd in its own temporary directory: socket, state dir and log."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ipclab-shutdown-"))
-        self.socket = self.dir / "labd.sock"
-        self.log = self.dir / "labd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: Any = None
-
-    def start(self) -> subprocess.Popen[bytes]:
-        from rpyc.utils.factory import unix_connect
-
-        command = [sys.executable, "-m", "labd", "--socket", str(self.socket)]
-        command += ["--state-dir", str(self.dir / "state")]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=self.dir,  # import the installed labd, or PYTHONPATH's, not ./labd
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C reaches us only; we stop labd
-            )
-        deadline = time.monotonic() + 20
-        while self.conn is None:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"labd exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                self.conn = unix_connect(str(self.socket), config={"sync_request_timeout": 120})
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"labd did not answer: {self.tail()}") from None
-                time.sleep(0.05)
-        return self.proc
-
-    def tail(self, lines: int = 3) -> str:
-        """The end of labd's log, on one line."""
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+        super().__init__("ipclab-shutdown-")
 
     def spawn(self, plan: Sequence[SetPlan], interval: float) -> list[int]:
         ids = []
@@ -519,19 +479,13 @@ class Labd:
                 return False
         return True
 
-    def disconnect(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
-
     def close(self) -> None:
         """After the run: make sure labd is gone, remove its directory."""
         self.disconnect()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.remove()
 
 
 def run_labd(
@@ -685,17 +639,6 @@ def progress(run: Run) -> str:
 
 
 # --- driver -----------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 EPILOG = """\

@@ -30,18 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchlib import script
+
 TARGET = 1.1
-
-
-def script(name: str) -> str:
-    """The console script of this interpreter's installation (not a shim on PATH)."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if not found:
-        sys.exit(f"tls_oneshot: {name} is not installed (pip install -e .)")
-    return found
 
 
 def free_port() -> int:

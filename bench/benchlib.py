@@ -1,0 +1,101 @@
+"""What the benchmarks share: the machine line, the installed console scripts, and a
+private labd in a temporary directory.
+
+Standard library only at the top: the benchmarks' modules are re-imported by every
+forkserver child (Python 3.11 does not preload ``__main__``), and so is this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run is on, for the header line and the JSON."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def script(name: str) -> str:
+    """The console script of this interpreter's installation (not a shim on PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        sys.exit(f"{Path(sys.argv[0]).stem}: {name} is not installed (pip install -e .)")
+    return found
+
+
+class PrivateLabd:
+    """A labd on a socket and state dir in a temporary directory of its own, with a
+    plain rpyc client (``conn``) once :meth:`start` returns; :meth:`close` kills what
+    is left and removes the directory."""
+
+    def __init__(self, prefix: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.socket = self.dir / "labd.sock"
+        self.log = self.dir / "labd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conn: Any = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        from rpyc.utils.factory import unix_connect
+
+        command = [sys.executable, "-m", "labd", "--socket", str(self.socket)]
+        command += ["--state-dir", str(self.dir / "state")]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=self.dir,  # import the installed labd, or PYTHONPATH's, not ./labd
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches us only; we stop labd
+            )
+        deadline = time.monotonic() + 20
+        while self.conn is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"labd exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                self.conn = unix_connect(str(self.socket), config={"sync_request_timeout": 120})
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"labd did not answer: {self.tail()}") from None
+                time.sleep(0.05)
+        return self.proc
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 3) -> str:
+        """The end of labd's log, on one line."""
+        text = self.log_text()
+        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+    def disconnect(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
