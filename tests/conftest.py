@@ -197,14 +197,19 @@ def rpc(labd_daemon: Daemon) -> Iterator[rpyc.Connection]:
     conn.close()
 
 
+def one_daemon(**kw: Any) -> Iterator[Daemon]:
+    """For a fixture: one labd (``kw`` as for DaemonFactory), checked and reaped after."""
+    factory = DaemonFactory()
+    try:
+        yield factory(**kw)
+    finally:
+        factory.finish()
+
+
 @pytest.fixture(scope="module")
 def module_labd() -> Iterator[Daemon]:
     """One labd shared by a module's tests (for those that do not interfere)."""
-    factory = DaemonFactory()
-    try:
-        yield factory(fakes=True)
-    finally:
-        factory.finish()
+    yield from one_daemon(fakes=True)
 
 
 @pytest.fixture

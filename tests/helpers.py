@@ -63,23 +63,22 @@ def remove_short_dirs() -> None:
         shutil.rmtree(_SHORT_DIRS.pop(), ignore_errors=True)
 
 
-def labd_command() -> list[str]:
-    """The installed ``labd`` console script of this interpreter (not a pyenv shim)."""
-    script = Path(sys.executable).parent / "labd"
+def console_script(name: str) -> list[str]:
+    """The installed console script ``name`` of this interpreter (not a pyenv shim)."""
+    script = Path(sys.executable).parent / name
     if script.exists():
         return [str(script)]
-    found = shutil.which("labd")
-    assert found, "labd is not installed (pip install -e .)"
+    found = shutil.which(name)
+    assert found, f"{name} is not installed (pip install -e .)"
     return [found]
+
+
+def labd_command() -> list[str]:
+    return console_script("labd")
 
 
 def labctl_command() -> list[str]:
-    script = Path(sys.executable).parent / "labctl"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("labctl")
-    assert found, "labctl is not installed (pip install -e .)"
-    return [found]
+    return console_script("labctl")
 
 
 def connect(path: str | Path) -> rpyc.Connection:

@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 import pytest
 import rpyc
-from conftest import DaemonFactory
+from conftest import one_daemon
 from fakes import BAD, CrashingCounter, FakeCounter
 from helpers import Daemon, one_line, wait_for
 from hypothesis import HealthCheck, assume, given, note, settings
@@ -1049,13 +1049,9 @@ def test_a_client_killed_while_sending_a_request_does_not_disturb_others(
 def bug_labd() -> Iterator[Daemon]:
     """A labd for the known bugs, apart: some leave tracebacks in its log, which each test
     below checks for itself (its own part of the log)."""
-    factory = DaemonFactory()
-    d = factory(fakes=True)
-    d.allow_tracebacks = True
-    try:
+    for d in one_daemon(fakes=True):
+        d.allow_tracebacks = True
         yield d
-    finally:
-        factory.finish()
 
 
 def refusal(conn: rpyc.Connection, *args: Any) -> BaseException:

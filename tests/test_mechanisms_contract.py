@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import rpyc
-from conftest import DaemonFactory
+from conftest import one_daemon
 from helpers import Daemon, wait_for
 
 ENTRY_POINTS = {ep.name: ep for ep in entry_points(group="labd.mechanisms")}
@@ -45,11 +45,7 @@ def _cases() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
     """One labd for the module, with only the installed mechanisms."""
-    factory = DaemonFactory()
-    try:
-        yield factory()
-    finally:
-        factory.finish()
+    yield from one_daemon()
 
 
 @pytest.fixture

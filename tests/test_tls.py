@@ -170,25 +170,25 @@ def status_json(done: subprocess.CompletedProcess[str]) -> list[dict[str, object
 
 
 # --- fixtures --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pki() -> Iterator[Pki]:
+def new_pki() -> Iterator[Pki]:
+    """A CA of its own with a server and a client certificate, removed afterwards."""
     root = short_dir()
     try:
         tls_init(root / "pki", SERVER_NAME)
         yield Pki(root / "pki")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Pki]:
+    yield from new_pki()
 
 
 @pytest.fixture(scope="module")
 def other_pki() -> Iterator[Pki]:
     """A second, unrelated CA with its own server and client certificates."""
-    root = short_dir()
-    try:
-        tls_init(root / "pki", SERVER_NAME)
-        yield Pki(root / "pki")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from new_pki()
 
 
 @dataclass
