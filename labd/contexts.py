@@ -201,9 +201,9 @@ class PrinterContext(_Context):
             v[self._hist + board.bucket(time.monotonic_ns() - sent_ns)] += 1
 
     def received_many(self, n: int, sent_ns: Sequence[int] = ()) -> None:
-        """Record ``n`` valid messages at once, with the send times of a sample of them
-        (those whose number in this printer's count is a multiple of LAT_EVERY when flat
-        out; see :meth:`lat_sample`)."""
+        """Record ``n`` valid messages at once, with the send times of an unbiased
+        sample of them (about one in ``lat_every``: the caller chooses which, e.g. the
+        messages its counters stamped)."""
         self._count += n
         v = self._v
         v[self._received_slot] = self._count
@@ -211,11 +211,6 @@ class PrinterContext(_Context):
             now, hist, bucket = time.monotonic_ns(), self._hist, board.bucket
             for t in sent_ns:
                 v[hist + bucket(now - t)] += 1
-
-    def lat_sample(self, n: int) -> range:
-        """Which of the next ``n`` messages (0-based) to give :meth:`received_many`."""
-        step = self._lat_mask + 1
-        return range((-(self._count + 1)) % step, n, step)
 
     def corrupt(self, n: int = 1) -> None:
         """Record ``n`` messages that arrived garbled."""
