@@ -46,7 +46,7 @@ class Failure(click.ClickException):
         setattr(self, "exit_code", error.exit_code)  # noqa: B010
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"labctl: {self.format_message()}", err=True)
+        _fail(self.format_message(), self.exit_code)  # the same one line as run() prints
 
 
 class LabGroup(click.Group):
