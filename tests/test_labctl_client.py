@@ -260,7 +260,9 @@ server = ThreadedServer(Fake, socket_path=sys.argv[1],
                         protocol_config={"allow_public_attrs": False, "allow_pickle": False})
 threading.Thread(target=server.start, daemon=True).start()
 done.wait(30)
-time.sleep(0.3)  # let shutdown() answer before the connections close
+deadline = time.monotonic() + 5  # as labd does: its clients take their answer and leave
+while server.clients and time.monotonic() < deadline:
+    time.sleep(0.01)
 server.close()
 os.unlink(sys.argv[1])
 """
