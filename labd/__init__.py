@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # plugin authors get the real types; at run time they load lazily
-    from labd.contexts import CounterContext, PrinterContext
     from labd.mechanisms.base import Mechanism, SetupEnv
     from labd.params import Param
+    from labd.worker.contexts import CounterContext, PrinterContext
 
 __version__ = "0.1.0"
 
@@ -20,8 +20,8 @@ _EXPORTS = {
     "Mechanism": "labd.mechanisms.base",
     "SetupEnv": "labd.mechanisms.base",
     "Param": "labd.params",
-    "CounterContext": "labd.contexts",
-    "PrinterContext": "labd.contexts",
+    "CounterContext": "labd.worker.contexts",
+    "PrinterContext": "labd.worker.contexts",
 }
 __all__ = ["CounterContext", "Mechanism", "Param", "PrinterContext", "SetupEnv", "__version__"]
 

@@ -3,43 +3,29 @@
 from __future__ import annotations
 
 import logging
-import resource
-import signal
 import sys
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from labd import __version__
-from labd.access import PRIVATE, SocketAccess, gid_of, uid_of
+from labd.daemon import DaemonConfig
 from labd.errors import ConfigError, LabError, UsageError
+from labd.pki import DEFAULT_DAYS
 from labd.protocol import (
-    DEFAULT_PORT,
     MAX_CLIENTS,
+    MAX_PER_SET,
+    MAX_PROCESSES,
     PER_SET_CEILING,
     Address,
     default_socket,
     default_state_dir,
     parse_address,
 )
-from labd.tls import DEFAULT_DAYS
+from labd.server.access import SocketAccess, gid_of, uid_of
 
 log = logging.getLogger("labd")
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    socket: Path
-    listen: tuple[Address, ...]
-    state_dir: Path
-    access: SocketAccess = PRIVATE
-    max_clients: int = MAX_CLIENTS
-    per_set: int = 256
-    total: int = 2048
-    tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
 
 
 def _ids(convert: Callable[[str], int]) -> Callable[..., tuple[int, ...]]:
@@ -115,14 +101,14 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option(
     "--max-per-set",
     type=click.IntRange(1, PER_SET_CEILING),
-    default=256,
+    default=MAX_PER_SET,
     show_default=True,
     help="counters (and printers) per set",
 )
 @click.option(
     "--max-processes",
     type=click.IntRange(1, 65536),
-    default=2048,
+    default=MAX_PROCESSES,
     show_default=True,
     help="processes in all sets together",
 )
@@ -173,21 +159,14 @@ def cli(
         total=max_processes,
         tls=(tls_cert, tls_key, tls_ca),
     )
+    from labd.daemon import serve
+
     try:
         code = serve(config)
     except LabError as exc:
         click.echo(f"labd: {exc.args[0]}", err=True)
         code = 2 if isinstance(exc, ConfigError) else 1
     sys.exit(code)
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError) as exc:
-            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 @cli.command("install-unit")
@@ -259,12 +238,10 @@ def tls_init(directory: Path, hosts: tuple[str, ...], days: int, force: bool) ->
       client.crt, client.key  for labctl (copy them and ca.crt to the controlling host)
     Keys are mode 0600. Existing files are kept unless --force.
     """
-    import shlex
-
-    from labd import tls
+    from labd import pki
 
     try:
-        issued = tls.init(directory, hosts, days=days, force=force)
+        issued = pki.init(directory, hosts, days=days, force=force)
     except UsageError as exc:
         raise click.BadParameter(exc.args[0].removeprefix("--host "), param_hint="--host") from None
     except FileExistsError as exc:
@@ -272,75 +249,4 @@ def tls_init(directory: Path, hosts: tuple[str, ...], days: int, force: bool) ->
     except OSError as exc:
         where = exc.filename or directory
         raise click.ClickException(f"cannot write {where}: {exc.strerror or exc}") from None
-    d = issued.directory
-    first = issued.hosts[0]
-    everywhere = "[::]" if ":" in str(first) else "0.0.0.0"
-
-    def q(path: Path) -> str:
-        return shlex.quote(str(path))
-
-    names = ", ".join(str(h) for h in issued.hosts)
-    click.echo(f"wrote {', '.join(p.name for p in issued.files)} in {d}")
-    click.echo(f"labd's certificate is valid for {names} until {issued.not_after:%Y-%m-%d}")
-    click.echo("\non the lab host, run:")
-    click.echo(
-        f"  labd --listen {everywhere}:{DEFAULT_PORT} --tls-cert {q(d / tls.SERVER_CERT)} "
-        f"--tls-key {q(d / tls.SERVER_KEY)} --tls-ca {q(d / tls.CA_CERT)}"
-    )
-    click.echo(
-        f"\ncopy {tls.CLIENT_CERT}, {tls.CLIENT_KEY} and {tls.CA_CERT} "
-        "to the controlling host, then run:"
-    )
-    click.echo(
-        f"  labctl --connect {tls.url_host(first)}:{DEFAULT_PORT} --tls-cert {tls.CLIENT_CERT} "
-        f"--tls-key {tls.CLIENT_KEY} --tls-ca {tls.CA_CERT} status"
-    )
-    click.echo(f"\nkeep {d / 'ca.key'} private: it signs certificates, and labd does not need it.")
-
-
-def serve(config: DaemonConfig) -> int:
-    """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
-    from labd.lab import Lab, Limits
-    from labd.notify import Notifier
-    from labd.server import listen, load_tls
-
-    tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
-    _raise_fd_limit()
-    notifier = Notifier()
-    stop = threading.Event()
-    lab = Lab(
-        config.state_dir,
-        limits=Limits(config.per_set, config.total),
-        runtime_dir=config.socket.parent,
-        on_change=lambda summary: notifier.status(summary),
-    )
-    clients = config.max_clients
-    listeners = [
-        listen(Address(path=str(config.socket)), lab, stop.set, config.access, max_clients=clients)
-    ]
-    try:
-        listeners += [listen(a, lab, stop.set, tls=tls, max_clients=clients) for a in config.listen]
-    except ConfigError:
-        for item in listeners:
-            item.close()
-        raise
-    lab.address = ", ".join(str(item.address) for item in listeners)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
-    lab.start()
-    for item in listeners:
-        item.start()
-    log.info("labd %s listening on %s (state in %s)", __version__, lab.address, config.state_dir)
-    notifier.send(f"READY=1\nSTATUS=listening on {lab.address}")
-    while not stop.wait(notifier.watchdog or 1.0):
-        if notifier.watchdog and lab.healthy():
-            notifier.send("WATCHDOG=1")
-    log.info("stopping: %s", lab.summary())
-    notifier.send("STOPPING=1")
-    for item in listeners:
-        item.stop_accepting()
-    lab.close()
-    for item in listeners:
-        item.close()
-    log.info("stopped")
-    return 0
+    click.echo(pki.next_steps(issued))

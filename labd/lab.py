@@ -22,21 +22,22 @@ from typing import Any
 from labd import __version__
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
-from labd.params import COMMON_PARAMS, MAX_PER_SET, resolve
+from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
-from labd.protocol import PROTOCOL_VERSION, WAIT_HELD_S
+from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
 from labd.setstatus import live_status, stored_status
-from labd.statedir import end_leftovers, lock_state_dir, record_workers
+from labd.statedir import lock_state_dir
 from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-PRELOAD = ["labd.workers", "labd.contexts", "labd.board", "labd.pacing"]
+PRELOAD = ["labd.workers", "labd.worker.contexts", "labd.board", "labd.pacing"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Ended:
 @dataclass(frozen=True)
 class Limits:
     per_set: int = MAX_PER_SET
-    total: int = 2048
+    total: int = MAX_PROCESSES
     stop: StopTimes = field(default_factory=StopTimes)
 
 

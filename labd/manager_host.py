@@ -17,7 +17,7 @@ from multiprocessing.connection import wait
 from multiprocessing.managers import SyncManager
 from pathlib import Path
 
-from labd.workers import watch_daemon
+from labd.worker.process import watch_daemon
 
 log = logging.getLogger("labd.manager")
 

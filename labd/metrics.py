@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from labd import board
 from labd.protocol import FIGURE_KEYS
+from labd.worker import board
 
 T = TypeVar("T")
 RATE_WINDOW_MIN = 1.0

@@ -128,7 +128,6 @@ class Param:
         return out
 
 
-MAX_PER_SET = 256
 #: the payload parameter of message mechanisms (queue, pipe; a plugin may use it too)
 PAYLOAD = Param("payload", int, 16, "bytes of payload in each message", min=0, max=1048576)
 MIN_INTERVAL = 0.0001  # a paced tick shorter than this is not pacing; 0 is flat out

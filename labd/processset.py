@@ -22,12 +22,14 @@ from multiprocessing.managers import SyncManager
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from labd import board, workers
-from labd.contexts import WorkerSpec
+from labd import leftovers
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
 from labd.protocol import MAX_DRAIN_S
+from labd.worker import board
+from labd.worker import process as worker_process
+from labd.worker.contexts import WorkerSpec
 
 log = logging.getLogger("labd.set")
 
@@ -177,7 +179,7 @@ class ProcessSet:
             pgid=self.pgid,
         )
         process = self.env.context.Process(  # type: ignore[attr-defined]
-            target=workers.run,
+            target=worker_process.run,
             args=(wspec, type(self.mechanism), self._slots, wake, out, args),
             name=f"ipclab-{spec.id}-{role}-{index}",
             daemon=True,
@@ -305,24 +307,9 @@ class ProcessSet:
             mark = now
 
     def _sweep_group(self) -> None:
-        """SIGKILL what its workers left in the set's group (a plugin's helpers) once
-        they have all ended. The group's number may have been reused once the group
-        emptied, so only processes that carry this set's marker (workers.SET_VAR in
-        their environment, inherited from the worker) are ended."""
-        if not self.pgid or any(w.alive for w in self.workers):
-            return
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return  # an empty group: the usual case
-        marker = workers.set_marker(os.getpid(), self.spec.id)
-        left = _group_members(self.pgid, workers.SET_VAR, marker)
-        for pid in left:
-            _signal(pid, signal.SIGKILL)
-        if left:
-            log.warning(
-                "set %d: killed %d process(es) its workers left behind", self.spec.id, len(left)
-            )
+        """End what its workers left in the set's group, once they have all ended."""
+        if self.pgid and not any(w.alive for w in self.workers):
+            leftovers.sweep_group(self.pgid, self.spec.id)
 
     def release(self) -> None:
         """Close pipes and let the mechanism release its resources (idempotent)."""
@@ -356,22 +343,3 @@ def _group_led_by(worker: Worker, timeout: float = 2.0) -> int:
         if not worker.alive or time.monotonic() >= deadline:
             return 0
         time.sleep(0.0005)
-
-
-def _group_members(pgid: int, var: str, value: str) -> list[int]:
-    """Pids in process group ``pgid`` whose environment has ``var=value``."""
-    wanted = f"{var}={value}".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            if os.getpgid(pid) != pgid:
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if wanted in f.read().split(b"\0"):
-                    found.append(pid)
-        except OSError:
-            continue  # gone, or not ours to read
-    return found

@@ -44,9 +44,9 @@ import labd.errors as E
 from labctl.cli import run
 from labctl.state import State
 from labctl.target import Target
-from labd.params import COMMON_PARAMS, MAX_PER_SET, Param, resolve
-from labd.protocol import Address, typed_value
-from labd.service import API, MAX_IDS, MAX_JSON
+from labd.params import COMMON_PARAMS, Param, resolve
+from labd.protocol import MAX_PER_SET, Address, typed_value
+from labd.server.service import API, MAX_IDS, MAX_JSON
 
 FAST = json.dumps({"interval": 0.05})
 

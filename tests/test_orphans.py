@@ -98,17 +98,17 @@ def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None
 
 def test_a_group_sweep_ends_only_processes_of_that_set() -> None:
     # a group's number can be reused once it empties: the sweep must spare strangers
-    from labd.processset import _group_members
+    from labd.leftovers import group_members
 
     script = "IPCLAB_SET=7:3 sleep 600 & IPCLAB_SET=7:4 sleep 600 & sleep 600 & wait"
     shell = subprocess.Popen(["sh", "-c", script], start_new_session=True)
     try:
         group = psutil.Process(shell.pid)
         kids = wait_for(lambda: len(group.children()) == 3 and group.children(), 10, "3 sleeps")
-        marked = _group_members(shell.pid, "IPCLAB_SET", "7:3")
+        marked = group_members(shell.pid, "IPCLAB_SET", "7:3")
         assert len(marked) == 1 and marked[0] in {k.pid for k in kids}
         assert psutil.Process(marked[0]).environ()["IPCLAB_SET"] == "7:3"
-        assert _group_members(shell.pid, "IPCLAB_SET", "7:9") == []
+        assert group_members(shell.pid, "IPCLAB_SET", "7:9") == []
     finally:
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()

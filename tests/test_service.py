@@ -36,7 +36,7 @@ from rpyc.core import consts
 
 import labd.errors as E
 from labd.protocol import PROCESS_KEYS, SET_KEYS
-from labd.service import MAX_JSON
+from labd.server.service import MAX_JSON
 
 FAST = json.dumps({"interval": 0.05})
 

@@ -40,7 +40,7 @@ from helpers import (
 from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
 
-from labd.server import HANDSHAKE_TIMEOUT
+from labd.server.auth import HANDSHAKE_TIMEOUT
 
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key")
 SERVER_NAME = "labd.test"
@@ -221,7 +221,7 @@ def tls_labd(pki: Pki) -> Iterator[TlsLabd]:
 def strict_handshake(pki_dir: Path, hostname: str) -> None:
     """labd's server context and a client with OpenSSL's strict X.509 checks (Python
     3.13's default) complete a handshake with these files, over a socket pair."""
-    from labd.tls import server_context
+    from labd.server.tls import server_context
 
     server_ctx = server_context(
         str(pki_dir / "server.crt"), str(pki_dir / "server.key"), str(pki_dir / "ca.crt")

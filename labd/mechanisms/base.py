@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from multiprocessing.managers import SyncManager
 from typing import Any, ClassVar, Protocol
 
-from labd.contexts import CounterContext, PrinterContext
 from labd.params import Param
+from labd.worker.contexts import CounterContext, PrinterContext
 
 
 class SetupEnv(Protocol):

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from labd.contexts import CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
 from labd.params import Param
+from labd.worker.contexts import CounterContext, PrinterContext
 
 
 class ManagerValue(Mechanism):

@@ -38,9 +38,9 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from labd.contexts import CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
 from labd.params import PAYLOAD, Param
+from labd.worker.contexts import CounterContext, PrinterContext
 
 MAGIC = b"\xa5LBF"  # read as a length it is negative: never plausible
 _HEAD = struct.Struct("!4sQQII")  # magic, seq, sent_ns, payload length, crc32

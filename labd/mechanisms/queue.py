@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from queue import Full
 from typing import Any
 
-from labd.contexts import LAT_EVERY, CounterContext, PrinterContext
 from labd.mechanisms.base import Mechanism, SetupEnv
 from labd.params import PAYLOAD, Param
 from labd.protocol import MAX_DRAIN_S
+from labd.worker.contexts import LAT_EVERY, CounterContext, PrinterContext
 
 _STALL_S = 1.0  # a full queue whose printers took nothing for this long is abandoned
 _FEEDER_JOIN_S = 1.0  # a healthy feeder has long flushed the sentinels by teardown

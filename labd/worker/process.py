@@ -15,8 +15,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from labd import board
-from labd.contexts import CounterContext, PrinterContext, WorkerSpec
+from labd.worker import board
+from labd.worker.contexts import CounterContext, PrinterContext, WorkerSpec
 
 EXIT_DAEMON_GONE = 70
 #: in every worker's environment (so in its helpers' too): which labd and set it is of

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from labd import board, pacing
+from labd.worker import board, pacing
 
 _MIN_BATCH_S = 0.002
 _MAX_BATCH_S = 0.02

@@ -1,0 +1,87 @@
+"""labd's composition root: build the Lab and its listeners from a DaemonConfig, run
+until SIGTERM, SIGINT or a shutdown request, and stop in order."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labd import __version__
+from labd.errors import ConfigError
+from labd.protocol import MAX_CLIENTS, MAX_PER_SET, MAX_PROCESSES, Address
+from labd.server.access import PRIVATE, SocketAccess
+
+log = logging.getLogger("labd")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    socket: Path
+    listen: tuple[Address, ...]
+    state_dir: Path
+    access: SocketAccess = PRIVATE
+    max_clients: int = MAX_CLIENTS
+    per_set: int = MAX_PER_SET
+    total: int = MAX_PROCESSES
+    tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
+
+
+def serve(config: DaemonConfig) -> int:
+    """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
+    from labd.lab import Lab, Limits
+    from labd.notify import Notifier
+    from labd.server.listener import listen, load_tls
+
+    tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
+    _raise_fd_limit()
+    notifier = Notifier()
+    stop = threading.Event()
+    lab = Lab(
+        config.state_dir,
+        limits=Limits(config.per_set, config.total),
+        runtime_dir=config.socket.parent,
+        on_change=lambda summary: notifier.status(summary),
+    )
+    clients = config.max_clients
+    listeners = [
+        listen(Address(path=str(config.socket)), lab, stop.set, config.access, max_clients=clients)
+    ]
+    try:
+        listeners += [listen(a, lab, stop.set, tls=tls, max_clients=clients) for a in config.listen]
+    except ConfigError:
+        for item in listeners:
+            item.close()
+        raise
+    lab.address = ", ".join(str(item.address) for item in listeners)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
+    lab.start()
+    for item in listeners:
+        item.start()
+    log.info("labd %s listening on %s (state in %s)", __version__, lab.address, config.state_dir)
+    notifier.send(f"READY=1\nSTATUS=listening on {lab.address}")
+    while not stop.wait(notifier.watchdog or 1.0):
+        if notifier.watchdog and lab.healthy():
+            notifier.send("WATCHDOG=1")
+    log.info("stopping: %s", lab.summary())
+    notifier.send("STOPPING=1")
+    for item in listeners:
+        item.stop_accepting()
+    lab.close()
+    for item in listeners:
+        item.close()
+    log.info("stopped")
+    return 0
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
