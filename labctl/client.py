@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import rpyc
 from rpyc.core.stream import SocketStream
@@ -24,9 +24,16 @@ from rpyc.utils.factory import connect_stream
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
 from labctl.tls import TlsFiles, client_context
 from labd.errors import ConnectError, LabError, message_of
-from labd.protocol import STOP_CALL_TIMEOUT, Address
-
-Record = dict[str, Any]
+from labd.protocol import (
+    STOP_CALL_TIMEOUT,
+    Address,
+    InspectRecord,
+    MechanismRecord,
+    ShutdownRecord,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
+)
 
 CALL_TIMEOUT = 30.0
 STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
@@ -72,32 +79,34 @@ class Client:
         with contextlib.suppress(Exception):  # closing a broken stream may fail again
             self._conn.close()
 
-    def version(self) -> Record:
-        return self._call("version")
+    # The records are the daemon's JSON as it sent it: typed as labd.protocol says, but a
+    # newer or older daemon may send more or fewer keys, so readers use .get() for extras.
+    def version(self) -> VersionRecord:
+        return cast(VersionRecord, self._call("version"))
 
-    def mechanisms(self) -> list[Record]:
-        return self._call("mechanisms")
+    def mechanisms(self) -> list[MechanismRecord]:
+        return cast(list[MechanismRecord], self._call("mechanisms"))
 
-    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> Record:
-        return self._call("spawn", mechanism, counters, json.dumps(params))
+    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> StatusRecord:
+        return cast(StatusRecord, self._call("spawn", mechanism, counters, json.dumps(params)))
 
-    def status(self, ids: Sequence[int] = ()) -> list[Record]:
-        return self._call("status", tuple(ids))
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
+        return cast(list[StatusRecord], self._call("status", tuple(ids)))
 
-    def inspect(self, set_id: int) -> Record:
-        return self._call("inspect", set_id)
+    def inspect(self, set_id: int) -> InspectRecord:
+        return cast(InspectRecord, self._call("inspect", set_id))
 
-    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[Record]:
+    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[StatusRecord]:
         which = ids if ids == "all" else tuple(ids)
-        return self._call("stop", which, timeout=STOP_TIMEOUT)
+        return cast(list[StatusRecord], self._call("stop", which, timeout=STOP_TIMEOUT))
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> Record:
-        return self._call("tail", set_id, after, limit)
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
+        return cast(TailRecord, self._call("tail", set_id, after, limit))
 
-    def shutdown(self) -> Record:
-        return self._call("shutdown")
+    def shutdown(self) -> ShutdownRecord:
+        return cast(ShutdownRecord, self._call("shutdown"))
 
-    def _call(self, name: str, *args: object, timeout: float | None = None) -> Any:
+    def _call(self, name: str, *args: object, timeout: float | None = None) -> object:
         timeout = timeout or self.call_timeout
         try:
             pending = self._method(name)(*args)
@@ -139,11 +148,11 @@ def local_error(exc: LabError) -> LabError:
     """The same error as a plain instance of our own class, with a one-line message."""
     for cls in type(exc).__mro__:
         if getattr(errors, cls.__name__, None) is cls:
-            return cls(message_of(exc), *exc.args[1:])
+            return cast(LabError, cls(message_of(exc), *exc.args[1:]))
     return LabError(message_of(exc))
 
 
-def decode(name: str, text: object) -> Any:
+def decode(name: str, text: object) -> object:
     """The Python value of a JSON answer."""
     if text is None:
         return None

@@ -31,7 +31,9 @@ log = logging.getLogger("labd")
 def _ids(convert: Callable[[str], int]) -> Callable[..., tuple[int, ...]]:
     """A click callback turning names or numbers into ids, one BadParameter each."""
 
-    def callback(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+    def callback(
+        ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+    ) -> tuple[int, ...]:
         try:
             return tuple(convert(v) for v in values)
         except ValueError as exc:
@@ -40,7 +42,9 @@ def _ids(convert: Callable[[str], int]) -> Callable[..., tuple[int, ...]]:
     return callback
 
 
-def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+def _address(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Address, ...]:
     out = []
     for text in values:
         try:

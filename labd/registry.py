@@ -19,6 +19,7 @@ from typing import Any
 from labd.errors import MechanismError
 from labd.mechanisms.base import Mechanism
 from labd.params import COMMON_PARAMS, Param
+from labd.protocol import MechanismRecord
 
 GROUP = "labd.mechanisms"
 #: extra mechanisms without packaging: "name=module:Class,name2=module:Class"
@@ -130,11 +131,12 @@ class Registry:
                 entry.error,
             )
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[MechanismRecord]:
         """Every installed mechanism with its parameters (contract of `mechanisms`)."""
         out = []
         for name in self.names():
             entry = self._entries[name]
+            info: MechanismRecord
             try:
                 info = self.get(name).describe()
                 info["params"] = info["params"] + [p.describe() for p in COMMON_PARAMS]

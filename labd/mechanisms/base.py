@@ -36,6 +36,7 @@ from multiprocessing.managers import SyncManager
 from typing import Any, ClassVar, Protocol
 
 from labd.params import Param
+from labd.protocol import MechanismRecord
 from labd.worker.contexts import CounterContext, PrinterContext
 
 
@@ -108,7 +109,7 @@ class Mechanism:
 
     # --- description ---------------------------------------------------------------
     @classmethod
-    def describe(cls) -> dict[str, Any]:
+    def describe(cls) -> MechanismRecord:
         return {
             "name": cls.name,
             "summary": cls.summary,
