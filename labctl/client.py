@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import ssl
 from collections.abc import Sequence
@@ -23,8 +22,9 @@ from rpyc.utils.factory import connect_stream
 
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
 from labctl.tls import TlsFiles, client_context
-from labd.errors import ConnectError, LabError, message_of
+from labd.errors import ConnectError, LabError, message_of, ssl_reason
 from labd.protocol import (
+    RPYC_PROTECTIVE,
     STOP_CALL_TIMEOUT,
     Address,
     InspectRecord,
@@ -39,13 +39,8 @@ CALL_TIMEOUT = 30.0
 STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
 
 RPYC_CONFIG: dict[str, Any] = {
-    "allow_public_attrs": False,
-    "allow_all_attrs": False,
-    "allow_pickle": False,
-    "allow_setattr": False,
-    "allow_delattr": False,
-    "import_custom_exceptions": False,
-    "instantiate_custom_exceptions": True,
+    **RPYC_PROTECTIVE,
+    "instantiate_custom_exceptions": True,  # labd.errors classes, imported above
     "sync_request_timeout": CALL_TIMEOUT,
 }
 
@@ -206,7 +201,7 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
             address, f"labd's TLS certificate is not trusted: {detail} ({hint})"
         ) from exc
     except ssl.SSLError as exc:
-        raise unreachable(address, f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+        raise unreachable(address, f"TLS handshake failed: {ssl_reason(exc)}") from exc
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise unreachable(address) from exc
     except TimeoutError as exc:
@@ -226,14 +221,7 @@ def _lost(exc: BaseException) -> str:
     cause = exc.args[0] if isinstance(exc, EOFError) and exc.args else exc
     if isinstance(cause, ssl.SSLError):
         return (
-            f"labd ended the TLS session: {_ssl_reason(cause)} "
+            f"labd ended the TLS session: {ssl_reason(cause)} "
             "(is --tls-cert signed by the CA labd trusts?)"
         )
     return f"the connection was lost ({message_of(exc)})"
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """``certificate verify failed``, not ``[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)``."""
-    if exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", message_of(exc))

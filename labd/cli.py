@@ -11,7 +11,7 @@ import click
 
 from labd import __version__
 from labd.daemon import DaemonConfig
-from labd.errors import ConfigError, LabError, UsageError
+from labd.errors import LabError, UsageError
 from labd.pki import DEFAULT_DAYS
 from labd.protocol import (
     MAX_CLIENTS,
@@ -168,8 +168,8 @@ def cli(
     try:
         code = serve(config)
     except LabError as exc:
-        click.echo(f"labd: {exc.args[0]}", err=True)
-        code = 2 if isinstance(exc, ConfigError) else 1
+        click.echo(f"labd: {exc.message}", err=True)
+        code = exc.exit_code
     sys.exit(code)
 
 

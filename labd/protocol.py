@@ -32,6 +32,16 @@ MAX_PROCESSES = 2048
 PER_SET_CEILING = 4096
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "labd.sock"
+#: rpyc settings both ends keep (PITFALLS): no attribute beyond the exposed API, no
+#: pickle, no setattr or delattr, no class imported because a peer named it
+RPYC_PROTECTIVE: dict[str, bool] = {
+    "allow_public_attrs": False,
+    "allow_all_attrs": False,
+    "allow_pickle": False,
+    "allow_setattr": False,
+    "allow_delattr": False,
+    "import_custom_exceptions": False,
+}
 
 # JSON keys of one set, as in `labctl status --json` and the rpyc `status()` (contract).
 # The figures of a set, in this order in status objects, samples and the store (contract).
