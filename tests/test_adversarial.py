@@ -45,6 +45,8 @@ from labd.params import COMMON_PARAMS, Param, resolve
 from labd.protocol import MAX_PER_SET, Address, typed_value
 from labd.server.service import API, MAX_IDS, MAX_JSON
 
+pytestmark = pytest.mark.daemon
+
 FAST = json.dumps({"interval": 0.05})
 
 
