@@ -461,6 +461,7 @@ def finish_clean(d: Daemon, log: LogSlice) -> None:
     log.assert_clean()
 
 
+@pytest.mark.timeout(240)  # 500 examples with real spawns: ~20 s alone, far more under load
 def test_random_arguments_to_every_method(module_labd: Daemon, loaded: frozenset[str]) -> None:
     log = LogSlice(module_labd)
     link = Link(module_labd)
