@@ -97,6 +97,25 @@ class Client:
     def shutdown(self) -> Record:
         return self._call("shutdown")
 
+    # --- experiments and history (labctl.experiments) ---
+    def compare(self, spec: dict[str, Any]) -> Record:
+        return self._call("compare", json.dumps(spec))
+
+    def experiment(self, exp_id: int) -> Record:
+        return self._call("experiment", exp_id)
+
+    def experiments(self, limit: int = 20) -> list[Record]:
+        return self._call("experiments", limit)
+
+    def cancel_experiment(self, exp_id: int) -> Record:
+        return self._call("cancel_experiment", exp_id)
+
+    def history(self, limit: int = 20, mechanism: str | None = None) -> list[Record]:
+        return self._call("history", limit, mechanism)
+
+    def samples(self, set_id: int) -> Record:
+        return self._call("samples", set_id)
+
     def _call(self, name: str, *args: object, timeout: float | None = None) -> Any:
         timeout = timeout or self.call_timeout
         try:

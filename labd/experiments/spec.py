@@ -171,8 +171,8 @@ def build_plan(
         seed = random.SystemRandom().randrange(2**31)
     if type(seed) is not int:
         raise UsageError("seed must be an integer")
-    return Plan(seconds, warmup, repeat, interval, seed, points, _order(len(points), repeat, seed),
-                counters, key)  # fmt: skip
+    order = _order(len(points), repeat, seed)
+    return Plan(seconds, warmup, repeat, interval, seed, points, order, counters, key)
 
 
 def _counters(raw: object, limits: Limits) -> list[int]:
