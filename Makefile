@@ -10,7 +10,7 @@ test: deps
 	$(PY) -m pytest
 
 deps: debian-tools
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e examples/ipclab-shm
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,plot]' -e examples/ipclab-shm
 
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
