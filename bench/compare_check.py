@@ -1,0 +1,147 @@
+"""Does ``labctl compare`` measure what a hand-written loop measures?
+
+For each of the lesson's six cases at 1 and 4 counters, flat out, this alternates a
+run of the bare multiprocessing loop of ``bench/overhead.py`` with a one-run
+``labctl compare CASE --counters N --repeat 1 --json`` against a private labd, and
+prints ``ratio = compare's median rate / the bare loop's median rate`` per case
+(target: 0.95 to 1.05).
+
+    python bench/compare_check.py [--seconds S] [--warmup S] [--repeat N]
+                                  [--only MECH] [--counters 1,4] [--json]
+
+Like overhead.py, this module is re-imported by every forkserver child, so it imports
+only the standard library (and overhead.py's stdlib-only top) at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchlib import PrivateLabd, machine, script
+from overhead import BareRunner, Case, fmt_rate, own_leftovers, select_cases
+
+LOW, HIGH = 0.95, 1.05
+
+
+def case_arg(case: Case) -> str:
+    return f"{case.mechanism}:lock=yes" if case.lock else case.mechanism
+
+
+def compare_run(labd: PrivateLabd, case: Case, warmup: float, seconds: float) -> float:
+    """One run through ``labctl compare``: its measured rate."""
+    command = [script("labctl"), "--connect", f"unix:{labd.socket}", "compare", case_arg(case)]
+    command += ["--counters", str(case.counters), "--repeat", "1", "--interval", "0"]
+    command += ["--seconds", str(seconds), "--warmup", str(warmup), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"labctl compare {case.label}: {done.stderr.strip()}")
+    result = json.loads(done.stdout)["cases"][0]
+    return float(result["rate_median"])
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--seconds", type=float, default=1.5, help="measured window (1.5)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="discarded start (0.5)")
+    ap.add_argument("--repeat", type=int, default=3, help="bare/compare pairs per case (3)")
+    ap.add_argument("--only", action="append", default=[], metavar="MECH")
+    ap.add_argument("--counters", default="1,4", help="comma-separated (1,4)")
+    ap.add_argument("--json", action="store_true", help="one JSON document")
+    args = ap.parse_args(argv)
+    if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 1:
+        ap.error("--seconds must be >= 0.2, --warmup >= 0, --repeat >= 1")
+    args.cases = select_cases(args.only, [int(x) for x in args.counters.split(",") if x])
+    return args
+
+
+def measure(args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
+    bare = BareRunner(multiprocessing.get_context("forkserver"))
+    labd = PrivateLabd("ipclab-compare-check-")
+    out: list[dict[str, Any]] = []
+    try:
+        labd.start()
+        labd.disconnect()  # labctl connects by itself
+        for case in args.cases:
+            b: list[float] = []
+            c: list[float] = []
+            for rep in range(args.repeat):
+                order = ("bare", "compare") if rep % 2 == 0 else ("compare", "bare")
+                for who in order:
+                    if who == "bare":
+                        b.append(bare.run(case, args.warmup, args.seconds).rate)
+                    else:
+                        c.append(compare_run(labd, case, args.warmup, args.seconds))
+            ratio = statistics.median(c) / statistics.median(b)
+            out.append(
+                {
+                    "case": case.label,
+                    "counters": case.counters,
+                    "bare": b,
+                    "compare": c,
+                    "ratio": ratio,
+                    "ok": LOW <= ratio <= HIGH,
+                }
+            )
+            say(
+                f"  {case.label:<17} N={case.counters}: bare {' '.join(map(fmt_rate, b))} | "
+                f"compare {' '.join(map(fmt_rate, c))} -> {ratio:.3f}"
+            )
+    finally:
+        bare.close()
+        if labd.proc is not None:
+            subprocess.run(
+                [script("labctl"), "--connect", f"unix:{labd.socket}", "shutdown"],
+                capture_output=True,
+                timeout=60,
+            )
+            labd.proc.wait(60)
+        labd.remove()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    info = machine()
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    say(
+        f"labctl compare vs the bare loops of bench/overhead.py, interval=0, forkserver\n"
+        f"machine: nproc={info['nproc']} (usable {info['cpus_usable']}), Python "
+        f"{info['python']}, {info['platform']}; load at start "
+        f"{' '.join(map(str, info['loadavg']))}\nruns: warm-up {args.warmup:g} s + window "
+        f"{args.seconds:g} s, {args.repeat} pair(s) per case, alternating; target "
+        f"{LOW}-{HIGH}\n"
+    )
+    started = time.monotonic()
+    results = measure(args, say)
+    left = own_leftovers()
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.json:
+        print(json.dumps({"machine": info, "results": results, "leftovers": left}, indent=2))
+    else:
+        print(f"\n{'case':<17} {'N':>2} {'bare':>8} {'compare':>8} {'ratio':>6}  ok")
+        for r in results:
+            print(
+                f"{r['case']:<17} {r['counters']:>2} {fmt_rate(statistics.median(r['bare'])):>8}"
+                f" {fmt_rate(statistics.median(r['compare'])):>8} {r['ratio']:>6.3f}  "
+                f"{'yes' if r['ok'] else 'NO'}"
+            )
+        print(
+            f"\nload at end: {' '.join(map(str, info['loadavg_end']))}; elapsed "
+            f"{time.monotonic() - started:.0f} s; leftover processes: {'; '.join(left) or 'none'}"
+        )
+    if left:
+        return 2
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
