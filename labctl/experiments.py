@@ -40,7 +40,7 @@ def _counts(ctx: click.Context, param: click.Parameter, value: str) -> list[int]
     return counts
 
 
-class ObjectId(click.ParamType):
+class ObjectId(click.ParamType[tuple[str, int], object]):
     """``7`` or ``e7``: (kind, id), kind "set" or "experiment"."""
 
     name = "id"
@@ -132,6 +132,7 @@ Examples:
 @click.pass_context
 def compare(
     ctx: click.Context,
+    /,
     cases: tuple[str, ...],
     fmt: str | None,
     plot_file: str | None,

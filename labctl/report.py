@@ -242,7 +242,8 @@ def markdown(e: Record) -> str:
             versus(c),
         ]
         out.append("| " + " | ".join(cells) + " |")
-    out += [f"\n> warning: {w}" for w in e.get("warnings", [])]
+    if e.get("warnings"):
+        out += ["", *(f"> warning: {w}  " for w in e["warnings"])]
     return "\n".join(out)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 import pytest
 import rpyc
-from conftest import one_daemon
+from daemonkit import one_daemon
 from fakes import BAD, CrashingCounter, FakeCounter
 from helpers import Daemon, one_line, wait_for
 from hypothesis import HealthCheck, assume, given, note, settings
@@ -567,6 +567,7 @@ def finish_clean(d: Daemon, log: LogSlice) -> None:
     log.assert_clean()
 
 
+@pytest.mark.timeout(240)  # 500 examples with real spawns: ~20 s alone, far more under load
 def test_random_arguments_to_every_method(module_labd: Daemon, loaded: frozenset[str]) -> None:
     log = LogSlice(module_labd)
     link = Link(module_labd)

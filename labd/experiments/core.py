@@ -77,14 +77,14 @@ class Experiments:
     # --- sets' history -------------------------------------------------------------
     def history(self, limit: int, mechanism: str | None) -> list[dict[str, Any]]:
         rows = self._lab.store.history(limit, mechanism=mechanism)
-        return [view.history_row(r) for r in rows]
+        return [view.history_row(dict(r)) for r in rows]
 
     def samples(self, set_id: int) -> dict[str, Any]:
         row = self._lab.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl history)")
-        out = view.history_row(row)
-        out["samples"] = self._lab.store.samples(set_id)
+        out = view.history_row(dict(row))
+        out["samples"] = [dict(x) for x in self._lab.store.samples(set_id)]
         return out
 
     # --- helpers -------------------------------------------------------------------

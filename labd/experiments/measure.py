@@ -69,7 +69,7 @@ def run_once(
         duration=str(plan.warmup + plan.seconds + SAFETY_S),
         name=tag.name(point, plan.repeat),
     )
-    status = lab.spawn(point.mechanism, point.counters, params)
+    status: dict[str, Any] = dict(lab.spawn(point.mechanism, point.counters, params))
     set_id = int(status["id"])
     on_spawned(set_id)
     pids = [int(p["pid"]) for p in status["processes"]]
@@ -93,7 +93,7 @@ def run_once(
 
 def _stop(lab: Lab, set_id: int) -> dict[str, Any] | None:
     try:
-        return lab.stop([set_id])[0]
+        return dict(lab.stop([set_id])[0])
     except LabError:  # e.g. labd's own stop of every set got there first
         return None
 

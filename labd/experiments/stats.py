@@ -119,13 +119,24 @@ def _significant(f: dict[str, Any], best: dict[str, Any]) -> bool | None:
 
 def warnings(figures: list[dict[str, Any]], machine: dict[str, Any]) -> list[str]:
     out = []
-    for f in figures:
-        spread = f.get("spread_pct")
-        if spread is not None and f.get("runs", 0) > 1 and spread > SPREAD_WARN_PCT:
-            out.append(
-                f"{label(f)}: runs spread {f['spread_pct']:.0f}% (min-max over median, "
-                f"over {SPREAD_WARN_PCT:.0f}%): noisy; more --repeat or a quieter host"
-            )
+    noisy = [
+        f
+        for f in figures
+        if f.get("spread_pct") is not None and f["runs"] > 1 and f["spread_pct"] > SPREAD_WARN_PCT
+    ]
+    advice = "noisy: more --repeat or a quieter host"
+    if len(noisy) <= 2:
+        out += [
+            f"{label(f)}: runs spread {f['spread_pct']:.0f}% (min-max over median, over "
+            f"{SPREAD_WARN_PCT:.0f}%): {advice}"
+            for f in noisy
+        ]
+    else:
+        worst = max(noisy, key=lambda f: f["spread_pct"])
+        out.append(
+            f"runs spread over {SPREAD_WARN_PCT:.0f}% (min-max over median) in {len(noisy)} of "
+            f"{len(figures)} cases, up to {worst['spread_pct']:.0f}% ({label(worst)}): {advice}"
+        )
     cores = machine.get("cpus_usable") or machine.get("cores") or 1
     loads = [x[0] for x in (machine.get("load_before"), machine.get("load_after")) if x]
     if loads and max(loads) > cores:
