@@ -106,18 +106,7 @@ def lines(
     def row(y: float) -> int:
         return height - 1 - round(max(0.0, min(1.0, yscale(y))) * (height - 1))
 
-    grid = [[" "] * plot_w for _ in range(height)]
-    for k, s in enumerate(series):
-        mark = MARKERS[k % len(MARKERS)]
-        pts = sorted(s.points)
-        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-            c0, c1, r0, r1 = col(x0), col(x1), row(y0), row(y1)
-            for c in range(c0 + 1, c1):
-                r = round(r0 + (r1 - r0) * (c - c0) / (c1 - c0))
-                if grid[r][c] == " ":
-                    grid[r][c] = "·"
-        for x, y in pts:
-            grid[row(y)][col(x)] = mark
+    grid = _draw(series, col, row, height, plot_w)
     out = [title + (" (log scale)" if log else "")]
     for r in range(height):
         label = ""
@@ -131,6 +120,29 @@ def lines(
     legend = "  ".join(f"{MARKERS[k % len(MARKERS)]} {s.name}" for k, s in enumerate(series))
     out += _wrap(legend, width)
     return "\n".join(line.rstrip() for line in out)
+
+
+def _draw(
+    series: Sequence[Series],
+    col: Callable[[float], int],
+    row: Callable[[float], int],
+    height: int,
+    width: int,
+) -> list[list[str]]:
+    """The plot area: each series' points as its marker, joined by dots."""
+    grid = [[" "] * width for _ in range(height)]
+    for k, s in enumerate(series):
+        mark = MARKERS[k % len(MARKERS)]
+        pts = sorted(s.points)
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+            c0, c1, r0, r1 = col(x0), col(x1), row(y0), row(y1)
+            for c in range(c0 + 1, c1):
+                r = round(r0 + (r1 - r0) * (c - c0) / (c1 - c0))
+                if grid[r][c] == " ":
+                    grid[r][c] = "·"
+        for x, y in pts:
+            grid[row(y)][col(x)] = mark
+    return grid
 
 
 def _xlabels(

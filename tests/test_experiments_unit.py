@@ -75,6 +75,8 @@ def test_grid_and_interleaved_order_recorded_by_seed() -> None:
         ({"repeat": 0}, UsageError, "--repeat"),
         ({"counters": [0]}, UsageError, "not a positive integer"),
         ({"sweep": "payload"}, UsageError, "KEY=V1,V2"),
+        ({"sweep": 5}, UsageError, "--sweep takes KEY=V1,V2"),
+        ({"seed": True}, UsageError, "seed must be an integer"),
         ({"colour": 1}, UsageError, "no key 'colour'"),
     ],
 )

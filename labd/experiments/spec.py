@@ -99,8 +99,10 @@ def parse_case(text: str) -> tuple[str, dict[str, str]]:
     return mech.strip(), pairs
 
 
-def parse_sweep(text: str) -> tuple[str, list[str]]:
+def parse_sweep(text: object) -> tuple[str, list[str]]:
     """``KEY=V1,V2,...`` -> (key, values)."""
+    if type(text) is not str or len(text) > 10_000:
+        raise UsageError("--sweep takes KEY=V1,V2,... (e.g. payload=16,1024,65536)")
     key, eq, rest = text.partition("=")
     values = [v.strip() for v in rest.split(",") if v.strip()]
     if not eq or not key.strip() or not values:
@@ -138,17 +140,7 @@ def build_plan(
     unknown = sorted(set(spec) - known)
     if unknown:
         raise UsageError(f"experiment spec has no key {unknown[0]!r} (keys: {', '.join(known)})")
-    seconds = _number(spec, "seconds", MIN_SECONDS, MAX_SECONDS)
-    warmup = _number(spec, "warmup", 0.0, MAX_SECONDS)
-    interval = _number(spec, "interval", 0.0, 3600.0)
-    repeat = spec.get("repeat", DEFAULTS["repeat"])
-    if type(repeat) is not int or not 1 <= repeat <= MAX_REPEAT:
-        raise UsageError(f"--repeat must be an integer from 1 to {MAX_REPEAT}")
-    if interval > 0 and seconds < MIN_TICKS * interval:
-        raise UsageError(
-            f"--seconds {seconds:g} is too short a window for --interval {interval:g}: "
-            f"give at least {MIN_TICKS * interval:g} s ({MIN_TICKS} ticks)"
-        )
+    seconds, warmup, interval, repeat = _timing(spec)
     counters = _counters(spec.get("counters") or [1], limits)
     sweep = spec.get("sweep")
     key, values = parse_sweep(sweep) if sweep else (None, [None])
@@ -166,13 +158,33 @@ def build_plan(
     if len(points) * repeat > MAX_RUNS:
         raise UsageError(f"{len(points) * repeat} runs is above {MAX_RUNS}: fewer cases or repeats")
     _check_processes(points, limits)
-    seed = spec.get("seed")
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-    if type(seed) is not int:
-        raise UsageError("seed must be an integer")
+    seed = _seed(spec.get("seed"))
     order = _order(len(points), repeat, seed)
     return Plan(seconds, warmup, repeat, interval, seed, points, order, counters, key)
+
+
+def _timing(spec: Mapping[str, Any]) -> tuple[float, float, float, int]:
+    """--seconds, --warmup, --interval, --repeat, checked."""
+    seconds = _number(spec, "seconds", MIN_SECONDS, MAX_SECONDS)
+    warmup = _number(spec, "warmup", 0.0, MAX_SECONDS)
+    interval = _number(spec, "interval", 0.0, 3600.0)
+    repeat = spec.get("repeat", DEFAULTS["repeat"])
+    if type(repeat) is not int or not 1 <= repeat <= MAX_REPEAT:
+        raise UsageError(f"--repeat must be an integer from 1 to {MAX_REPEAT}")
+    if interval > 0 and seconds < MIN_TICKS * interval:
+        raise UsageError(
+            f"--seconds {seconds:g} is too short a window for --interval {interval:g}: "
+            f"give at least {MIN_TICKS * interval:g} s ({MIN_TICKS} ticks)"
+        )
+    return seconds, warmup, interval, repeat
+
+
+def _seed(seed: object) -> int:
+    if seed is None:
+        return random.SystemRandom().randrange(2**31)
+    if type(seed) is not int or not 0 <= seed < 2**63:
+        raise UsageError("seed must be an integer from 0 to 2**63-1")
+    return seed
 
 
 def _counters(raw: object, limits: Limits) -> list[int]:
