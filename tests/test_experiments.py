@@ -299,3 +299,19 @@ def test_labd_killed_mid_experiment_marks_it_interrupted(
     assert any(r["state"] == "interrupted" for r in e["runs"])
     assert sum(c["runs"] for c in e["cases"]) == len(kept)
     # the factory checks that no process of the killed labd outlived it
+
+
+def test_labd_stopped_mid_experiment_marks_it_interrupted(
+    labd_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    d = labd_factory()
+    Labctl(d, tmp_path).run("compare", "queue", *SHORT, "--repeat", "20", "--detach")
+    conn = d.connect()
+    exp_id = json.loads(conn.root.experiments(1))[0]["id"]
+    wait_for(lambda: _running(conn, exp_id, done=1), 40, "a run to finish")
+    conn.close()
+    assert d.stop(signal.SIGTERM) == 0  # the run under way is stopped in order first
+    e = Labctl(labd_factory(state_dir=d.state_dir), tmp_path).json("report", f"e{exp_id}")
+    assert e["state"] == "interrupted" and e["error"] == "labd stopped while it ran"
+    assert [r["state"] for r in e["runs"]].count("done") >= 1
+    assert e["runs"][-1]["state"] in ("cancelled", "done")
