@@ -14,7 +14,7 @@ test-fast: deps
 	$(PY) -m pytest -m "not daemon"
 
 deps: debian-tools
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e examples/ipclab-shm
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,plot]' -e examples/ipclab-shm
 
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \

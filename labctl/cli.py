@@ -27,6 +27,7 @@ from labctl import follow, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
+from labctl.experiments import COMMANDS as EXPERIMENT_COMMANDS
 from labctl.invoke import LabGroup, invoke
 from labctl.state import State
 from labctl.target import resolve_target
@@ -247,6 +248,10 @@ def shutdown(ctx: click.Context) -> None:
     client = client_of(ctx, autostart=False)
     client.shutdown()
     click.echo(f"labd at {client.address} is shutting down")
+
+
+for _command in EXPERIMENT_COMMANDS:  # compare, experiments, report, history, plot, export
+    cli.add_command(_command)
 
 
 def _write(text: str) -> None:

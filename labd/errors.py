@@ -10,6 +10,7 @@
     ├── SetError                about one set
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
+    ├── NoSuchExperiment        no experiment with that id
     ├── ConfigError             labd cannot start as configured (bad socket, TLS ...): 2
     └── ConnectError            labctl cannot reach labd: 3
 
@@ -65,6 +66,10 @@ class NoSuchSet(SetError):
 
 class SetBusy(SetError):
     """Another operation on the same set is under way."""
+
+
+class NoSuchExperiment(LabError):
+    """No experiment with that id."""
 
 
 class ConfigError(LabError):

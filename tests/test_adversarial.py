@@ -397,7 +397,37 @@ ARITY: dict[str, tuple[int, int]] = {
     "inspect": (1, 1),
     "stop": (1, 1),
     "tail": (1, 3),
+    "compare": (1, 1),
+    "experiment": (1, 1),
+    "experiments": (0, 1),
+    "cancel_experiment": (1, 1),
+    "history": (0, 2),
+    "samples": (1, 1),
 }
+#: experiment specs that never start one (each has a window too short to measure), so
+#: a fuzzed compare() cannot leave runs behind; malformed texts and values besides
+SPEC_TEXTS = st.one_of(
+    st.builds(
+        to_json,
+        st.fixed_dictionaries(
+            {
+                "seconds": st.one_of(
+                    st.floats(max_value=0.19),
+                    JSON_SCALARS.filter(lambda v: type(v) is not float and type(v) is not int),
+                )
+            },
+            optional={
+                "cases": st.one_of(st.lists(st.one_of(MECHANISMS, TEXTS), max_size=3), JSON_VALUES),
+                "counters": st.one_of(st.lists(INTS, max_size=3), JSON_VALUES),
+                "sweep": st.one_of(TEXTS, JSON_VALUES),
+                "repeat": st.one_of(INTS, JSON_VALUES),
+            },
+        ),
+        st.booleans(),
+    ),
+    st.sampled_from(["", " ", "null", "[]", "{", '{"a":}', '"{}"']),
+    VALUES,
+)
 POSITIONS: dict[str, list[st.SearchStrategy[Any]]] = {
     "version": [],
     "mechanisms": [],
@@ -406,6 +436,12 @@ POSITIONS: dict[str, list[st.SearchStrategy[Any]]] = {
     "inspect": [SET_IDS],
     "stop": [ID_TUPLES],
     "tail": [SET_IDS, OFFSETS, OFFSETS],
+    "compare": [SPEC_TEXTS],
+    "experiment": [SET_IDS],
+    "experiments": [OFFSETS],
+    "cancel_experiment": [SET_IDS],
+    "history": [OFFSETS, st.one_of(st.none(), MECHANISMS, VALUES)],
+    "samples": [SET_IDS],
 }
 WRONG_ARITY = re.compile(
     r"takes .*positional arguments? but \d+ (was|were) given|missing \d+ required"
