@@ -37,6 +37,10 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
+FORK_WARNING = (
+    "start_method=fork in a threaded daemon: a child may deadlock on a lock another "
+    "thread held at the fork (use forkserver, the default, or spawn)"
+)
 PRELOAD = ["labd.workers", "labd.worker.contexts", "labd.board", "labd.pacing"]
 
 
@@ -155,7 +159,10 @@ class Lab:
         out = self._status_of(set_id)
         row = self.store.get(set_id)
         out["events"] = row["events"] if row else []
-        if pset is not None and pset.metrics is not None:
+        if pset is not None and pset.metrics is not None and pset.live:
+            figures, out["per_counter"] = pset.metrics.consistent()
+            out.update(figures.as_dict())  # the same read as per_counter
+        elif pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
@@ -194,8 +201,10 @@ class Lab:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
+        warnings = []
         if values["start_method"] == "fork":
-            log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
+            warnings.append(FORK_WARNING)
+            log.warning("set uses %s", FORK_WARNING)
         pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
         error: Exception | None = None
         try:
@@ -216,7 +225,7 @@ class Lab:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return self._status(pset)
+        return {**self._status(pset), "warnings": warnings}
 
     def _reserve(
         self, mechanism: str, counters: int, values: dict[str, Any], cls: Any

@@ -8,6 +8,7 @@ from typing import Any
 
 from labd.metrics import Figures
 from labd.processset import ProcessSet
+from labd.variant import variant
 
 
 def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[str, Any]:
@@ -31,6 +32,9 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         "id": s.spec.id,
         "name": s.spec.name,
         "mechanism": s.spec.mechanism,
+        "variant": variant(
+            s.spec.mechanism, s.spec.counters, s.spec.values, type(s.mechanism).params
+        ),
         "state": s.state,
         "counters": s.spec.counters,
         "printers": s.spec.printers,
@@ -63,6 +67,7 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "rate": 0.0,
         "latency_p50_us": None,
         "latency_p99_us": None,
+        "sampled_at": row["stopped_at"],
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
         "processes": [],
