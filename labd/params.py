@@ -52,9 +52,11 @@ class Param:
             allowed = ", ".join(self.show(c) for c in self.choices)
             raise ParamError(f"{self.name}={self.show(value)} is not allowed (choose {allowed})")
         if self.min is not None and value < self.min:
-            raise ParamError(f"{self.name}={self.show(value)} is below the minimum {_bound(self.min)}")
+            shown = self.show(value)
+            raise ParamError(f"{self.name}={shown} is below the minimum {_bound(self.min)}")
         if self.max is not None and value > self.max:
-            raise ParamError(f"{self.name}={self.show(value)} is above the maximum {_bound(self.max)}")
+            shown = self.show(value)
+            raise ParamError(f"{self.name}={shown} is above the maximum {_bound(self.max)}")
         return value
 
     def _convert(self, raw: object) -> Any:
