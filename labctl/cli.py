@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import click
 
-from labctl import follow, render
+from labctl import figures, follow, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
@@ -77,6 +77,9 @@ GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart")
 
 
 @click.group(cls=LabGroup, invoke_without_command=True, context_settings=CONTEXT)
+@click.version_option(
+    package_name="ipclab", prog_name="labctl", message="%(prog)s %(version)s"
+)
 @click.option(
     "--connect",
     type=ADDRESS,
@@ -151,7 +154,7 @@ SPAWN_HELP = """Start a set of N counter processes sharing a counter through MEC
 \b
 KEY=VALUE pairs set the mechanism's parameters and the common ones
 (interval, printers, duration, start_method, name); see: labctl mechanisms.
-Prints the new set's id (with --json, its status object).
+Says the new set's id and what it is (with --json, its status object).
 
 \b
 Examples:
@@ -181,7 +184,9 @@ def spawn(
     as_json: bool,
 ) -> None:
     created = client_of(ctx).spawn(mechanism, counters, params)
-    show(created, as_json, lambda record: str(record.get("id")))
+    for warning in created.get("warnings") or ():
+        click.echo(f"labctl: warning: {warning}", err=True)
+    show(created, as_json, render.spawned)
 
 
 @cli.command()
@@ -191,10 +196,10 @@ def spawn(
 def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool) -> None:
     """One row per set: running ones and those ended since labd started.
 
-    Give ids to see only those sets.
+    Give ids to see only those sets. What each figure means: help figures.
     """
     sets = client_of(ctx).status(ids)
-    show(sets, as_json, render.status_table)
+    show(sets, as_json, lambda found: render.status_table(found, figures.width()))
 
 
 @cli.command()
@@ -264,13 +269,37 @@ def repl(ctx: click.Context) -> None:
     open_repl(ctx)
 
 
+@cli.command(name="help")
+@click.argument("topic", metavar="[COMMAND | figures]", required=False)
+@click.pass_context
+def help_(ctx: click.Context, topic: str | None) -> None:
+    """The commands, one command's help, or what each figure means (help figures)."""
+    group = ctx.parent.command if ctx.parent else cli
+    if topic == "figures":
+        click.echo(figures.LEGEND)
+    elif topic is None:
+        click.echo(ctx.parent.get_help() if ctx.parent else cli.get_help(ctx))
+    elif isinstance(group, click.Group) and topic in group.commands:
+        cmd = group.commands[topic]
+        with click.Context(cmd, info_name=topic, parent=ctx.parent) as sub:
+            click.echo(cmd.get_help(sub))
+    else:
+        raise click.UsageError(f"no command or topic {topic!r} (see: labctl help)")
+
+
 @cli.command()
 @click.pass_context
 def shutdown(ctx: click.Context) -> None:
     """Stop every set and then labd itself."""
     client = client_of(ctx, autostart=False)
+    state = ctx.find_object(State)
+    if state is not None:
+        state.shut_down = True
+        state.on_shutdown()
     client.shutdown()
     click.echo(f"labd at {client.address} is shutting down")
+    if state is not None and state.interactive:
+        click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
 
 
 def _write(text: str) -> None:

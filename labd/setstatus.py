@@ -35,6 +35,7 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         "variant": variant(
             s.spec.mechanism, s.spec.counters, s.spec.values, type(s.mechanism).params
         ),
+        "messages": type(s.mechanism).messages,
         "state": s.state,
         "counters": s.spec.counters,
         "printers": s.spec.printers,

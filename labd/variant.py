@@ -22,7 +22,8 @@ def variant(
 ) -> str:
     """``MECH N KEY=VALUE ...`` for the parameters that differ from their defaults."""
     words = [mechanism, str(counters)]
-    for p in (*declared, *COMMON_PARAMS):
+    kinds = sorted(declared, key=lambda p: p.type is not bool)  # the switches first
+    for p in (*kinds, *COMMON_PARAMS):
         if p.name in NOT_VARIANT or p.name not in values:
             continue
         value = values[p.name]
