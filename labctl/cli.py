@@ -297,7 +297,7 @@ def shutdown(ctx: click.Context) -> None:
         state.shut_down = True
         state.on_shutdown()
     client.shutdown()
-    click.echo(f"labd at {client.address} is shutting down")
+    click.echo(f"labd is shutting down (at {client.address})")
     if state is not None and state.interactive:
         click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
 

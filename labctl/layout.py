@@ -2,8 +2,9 @@
 
 ``status`` and ``watch`` declare their columns as :class:`Column` and call :func:`lay_out`
 with the width to fit (80 when the output is not a terminal). When the table is too wide,
-optional columns go first (highest ``drop`` first), then the text columns marked
-``squeeze`` are cut (``..`` at the end), never below ``SQUEEZE_MIN`` characters. Cells are
+optional columns go first (highest ``drop`` first), then the columns close up to one
+space apart and the text columns marked ``squeeze`` are cut (``..`` at the end), never
+below ``SQUEEZE_MIN`` characters. Cells are
 padded first and coloured after (``paint``), so colour never disturbs the alignment.
 """
 
@@ -21,7 +22,7 @@ Paint = Callable[[Record, str, str], str]  # (record, raw cell, padded cell) -> 
 SQUEEZE_MIN = 10
 READABLE = 30  # optional columns are dropped before a text column is cut below this
 CUT = ".."
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Column:
 
 def visible(text: str) -> int:
     """The width of ``text`` on a terminal (escape sequences take none)."""
-    return len(_ANSI.sub("", text))
+    return len(ANSI.sub("", text))
 
 
 def cut(text: str, width: int) -> str:
@@ -48,8 +49,8 @@ def _widths(cols: Sequence[Column], cells: Sequence[Sequence[str]]) -> list[int]
     return [max([len(c.header), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
 
 
-def _fits(widths: Sequence[int], width: int) -> bool:
-    return sum(widths) + len(GAP) * (len(widths) - 1) <= width
+def _fits(widths: Sequence[int], width: int, gap: str = GAP) -> bool:
+    return sum(widths) + len(gap) * (len(widths) - 1) <= width
 
 
 def _readable(cols: Sequence[Column], widths: Sequence[int]) -> list[int]:
@@ -67,7 +68,8 @@ def lay_out(columns: Sequence[Column], records: Sequence[Record], width: int) ->
         for row in cells:
             del row[gone]
     widths = _widths(cols, cells)
-    excess = sum(widths) + len(GAP) * (len(widths) - 1) - width
+    gap = GAP if _fits(widths, width) else " "  # cutting text: columns closer first
+    excess = sum(widths) + len(gap) * (len(widths) - 1) - width
     for i in sorted(range(len(cols)), key=lambda i: cols[i].readable):
         if excess <= 0 or not cols[i].squeeze:
             continue
@@ -75,17 +77,21 @@ def lay_out(columns: Sequence[Column], records: Sequence[Record], width: int) ->
         take = min(excess, max(0, widths[i] - floor))
         widths[i] -= take
         excess -= take
-    return [_line(cols, widths, None, [c.header for c in cols])] + [
-        _line(cols, widths, r, row) for r, row in zip(records, cells, strict=True)
+    return [_line(cols, widths, None, [c.header for c in cols], gap)] + [
+        _line(cols, widths, r, row, gap) for r, row in zip(records, cells, strict=True)
     ]
 
 
 def _line(
-    cols: Sequence[Column], widths: Sequence[int], record: Record | None, row: Sequence[str]
+    cols: Sequence[Column],
+    widths: Sequence[int],
+    record: Record | None,
+    row: Sequence[str],
+    gap: str = GAP,
 ) -> str:
     shown = []
     for c, w, raw in zip(cols, widths, row, strict=True):
         text = cut(raw, w)
         padded = text.rjust(w) if c.right else text.ljust(w)
         shown.append(c.paint(record, raw, padded) if record is not None and c.paint else padded)
-    return GAP.join(shown).rstrip()
+    return gap.join(shown).rstrip()

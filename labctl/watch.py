@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from labctl import figures, humane
-from labctl.layout import Column, cut, lay_out, visible
+from labctl.layout import ANSI, Column, cut, lay_out, visible
 from labctl.render import set_columns
 
 Out = Callable[[str], None]
@@ -128,9 +128,7 @@ def fit(lines: list[str], columns: int, rows: int) -> list[str]:
 
 
 def _plain(line: str) -> str:
-    import click
-
-    return click.unstyle(line)
+    return ANSI.sub("", line)
 
 
 def where(address: object) -> str:
@@ -218,5 +216,5 @@ def _draw(out: Out, lines: list[str], drawn: int) -> int:
 
 
 def _print(out: Out, lines: list[str]) -> int:
-    out("\n".join(lines) + "\n\n")
+    out("\n".join(_plain(line) for line in lines) + "\n\n")  # not a terminal: no colour
     return 0

@@ -27,7 +27,10 @@ from labctl.repl.session import Terminal, build_session
 from labctl.state import State
 from labd.errors import LabError
 
-WELCOME = "labd {version} at {address}. help lists the commands; Tab completes; Ctrl-D leaves."
+WELCOME = (
+    "labd {version} at {address}\n"
+    "help lists the commands, help figures the figures; Tab completes; Ctrl-D leaves."
+)
 DOWN = "labctl: the REPL is open and connects when labd answers (help and exit still work)"
 
 
