@@ -77,9 +77,7 @@ GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart")
 
 
 @click.group(cls=LabGroup, invoke_without_command=True, context_settings=CONTEXT)
-@click.version_option(
-    package_name="ipclab", prog_name="labctl", message="%(prog)s %(version)s"
-)
+@click.version_option(package_name="ipclab", prog_name="labctl", message="%(prog)s %(version)s")
 @click.option(
     "--connect",
     type=ADDRESS,

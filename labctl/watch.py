@@ -37,6 +37,8 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 ASCII_BLOCKS = " .:-=+*#%@"
 CLEAR_LINE, CLEAR_BELOW = "\x1b[K", "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+
+
 class StatusSource(Protocol):
     """What the view needs of a client (a fake in tests)."""
 

@@ -53,7 +53,15 @@ class Tmux:
         else:
             self.started = True
             target = self.tmux(
-                "new-session", "-d", "-x", str(size[0]), "-y", str(size[1]), "-s", "t", *show,
+                "new-session",
+                "-d",
+                "-x",
+                str(size[0]),
+                "-y",
+                str(size[1]),
+                "-s",
+                "t",
+                *show,
                 *argv,
             )
         return Pane(self, target.strip())

@@ -44,7 +44,7 @@ def run(state: State, *, terminal: Terminal | None = None, pace: Pace | None = N
     if terminal is None and not sys.stdin.isatty():
         return plain(state)
     cache = LiveCache()
-    state.on_shutdown = lambda: cache.update(expect_down=True)
+    state.on_shutdown = lambda: None if cache.update(expect_down=True) else None
     poller = Poller(state.target, cache, pace=pace or Pace())
     if not greet(state, cache):
         poller.told_down()
