@@ -44,7 +44,11 @@ def run(state: State, *, terminal: Terminal | None = None, pace: Pace | None = N
     if terminal is None and not sys.stdin.isatty():
         return plain(state)
     cache = LiveCache()
-    state.on_shutdown = lambda: None if cache.update(expect_down=True) else None
+
+    def expect_down() -> None:
+        cache.update(expect_down=True)
+
+    state.on_shutdown = expect_down
     poller = Poller(state.target, cache, pace=pace or Pace())
     if not greet(state, cache):
         poller.told_down()
