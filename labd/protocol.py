@@ -48,11 +48,14 @@ SET_KEYS = (
     "id",
     "name",
     "mechanism",
+    "variant",  # "shared 10 lock=yes": the mechanism, counters, non-default parameters
+    "messages",  # whether the mechanism passes messages (in flight, latency apply)
     "state",
     "counters",
     "printers",
     "params",
     *FIGURE_KEYS,
+    "sampled_at",  # time.time() when the figures were read
     "started_at",
     "stopped_at",
     "processes",

@@ -60,6 +60,8 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "name": row["name"],
         "mechanism": row["mechanism"],
+        "variant": f"{row['mechanism']} {row['counters']}",
+        "messages": None,
         "state": row["state"],
         "counters": row["counters"],
         "printers": row["printers"],
