@@ -211,6 +211,19 @@ def inspect(ctx: click.Context, set_id: int, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("set_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def explain(ctx: click.Context, set_id: int, as_json: bool) -> None:
+    """The story of a set: attempted, value, lost and why; with trace=yes, each lost
+    update (who read what, who overwrote whom) on a timeline."""
+    from labctl import explain as story
+
+    found = client_of(ctx).explain(set_id)
+    show(found, as_json, story.render)
+
+
+@cli.command()
 @click.argument(
     "ids",
     metavar="ID... | all",

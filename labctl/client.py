@@ -87,6 +87,9 @@ class Client:
     def inspect(self, set_id: int) -> Record:
         return self._call("inspect", set_id)
 
+    def explain(self, set_id: int) -> Record:
+        return self._call("explain", set_id)
+
     def stop(self, ids: Sequence[int] | Literal["all"]) -> list[Record]:
         which = ids if ids == "all" else tuple(ids)
         return self._call("stop", which, timeout=STOP_TIMEOUT)

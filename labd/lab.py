@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labd import __version__
+from labd import __version__, explain
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.leftovers import end_leftovers, record_workers
@@ -51,6 +51,7 @@ class Ended:
     status: dict[str, Any]
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
+    trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,16 @@ class Lab:
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
+
+    def explain(self, set_id: int) -> dict[str, Any]:
+        """The story of a set (labd.explain), from its trace if it ran with trace=yes."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
+        status = self.inspect(set_id)
+        live = pset is not None and pset.live
+        trace = pset.mechanism.trace() if pset is not None else ended.trace if ended else None
+        return explain.story(status, trace, live)
 
     def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
         with self._lock:
@@ -340,7 +351,9 @@ class Lab:
         self.store.finish(s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
-            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
+            self._ended[s.spec.id] = Ended(
+                final, per_counter, s.output.dropped, s.mechanism.trace()
+            )
             del self._sets[s.spec.id]
 
     def _stop_in_background(self, s: ProcessSet) -> None:

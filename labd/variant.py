@@ -28,5 +28,6 @@ def variant(
             continue
         value = values[p.name]
         if value != p.default:
-            words.append(f"{p.name}={p.show(value)}")
+            shown = f"{value:g}" if type(value) is float else p.show(value)
+            words.append(f"{p.name}={shown}")
     return " ".join(words)

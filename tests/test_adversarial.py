@@ -465,6 +465,7 @@ ARITY: dict[str, tuple[int, int]] = {
     "spawn": (2, 3),
     "status": (0, 1),
     "inspect": (1, 1),
+    "explain": (1, 1),
     "stop": (1, 1),
     "tail": (1, 3),
 }
@@ -474,6 +475,7 @@ POSITIONS: dict[str, list[st.SearchStrategy[Any]]] = {
     "spawn": [MECHANISMS, COUNTERS, PARAM_TEXTS],
     "status": [ID_TUPLES],
     "inspect": [SET_IDS],
+    "explain": [SET_IDS],
     "stop": [ID_TUPLES],
     "tail": [SET_IDS, OFFSETS, OFFSETS],
 }

@@ -82,7 +82,7 @@ def test_a_session_with_every_builtin_mechanism(
     # spawn: the plain form says the id and the variant, --json the set's status object
     first = ctl.run("spawn", EXPERIMENTS[0][0], str(EXPERIMENTS[0][1]), *EXPERIMENTS[0][2])
     said = re.match(r"started set (\d+): (\S+) (\d+)", first.stdout)
-    assert said and said[2:] == (EXPERIMENTS[0][0], str(EXPERIMENTS[0][1])), first.stdout
+    assert said and said.group(2, 3) == (EXPERIMENTS[0][0], str(EXPERIMENTS[0][1])), first.stdout
     ids = [int(said[1])]
     for mech, n, params in EXPERIMENTS[1:]:
         started = ctl.json("spawn", mech, str(n), *params)

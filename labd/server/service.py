@@ -17,7 +17,17 @@ from labd.lab import Lab
 
 log = logging.getLogger("labd.service")
 
-API = ("version", "mechanisms", "spawn", "status", "inspect", "stop", "tail", "shutdown")
+API = (
+    "version",
+    "mechanisms",
+    "spawn",
+    "status",
+    "inspect",
+    "explain",
+    "stop",
+    "tail",
+    "shutdown",
+)
 MAX_IDS = 10_000
 MAX_TAIL = 10_000
 MAX_JSON = 64 * 1024
@@ -134,6 +144,10 @@ class LabService(rpyc.Service):
     def exposed_inspect(self, set_id: object) -> str:
         sid = _int(set_id, "set id", 1, 2**62)
         return self._guard(lambda: self._lab.inspect(sid))
+
+    def exposed_explain(self, set_id: object) -> str:
+        sid = _int(set_id, "set id", 1, 2**62)
+        return self._guard(lambda: self._lab.explain(sid))
 
     def exposed_stop(self, ids: object) -> str:
         wanted: tuple[int, ...] | str = "all" if type(ids) is str and ids == "all" else _ids(ids)
