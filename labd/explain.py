@@ -7,7 +7,10 @@ the last write wrote, so a write of ``v + 1`` by a counter that read ``v`` while
 memory held ``m`` wipes ``m - v`` increments, those written by the others between its
 read and its write. Summed over the writes this is exactly ``increments - (last value -
 first value)``: the updates lost within the traced window. Collisions are shown grouped
-by the value read (``counters 2 and 7 both read 41 within 7 us; both wrote 42``).
+by the value read (``counters 2 and 7 both read 41 within 7 us; both wrote 42``). A
+write that takes the value back below what another counter had read can be undone in
+part by that counter's write (it writes above the overwrite): those increments count
+again, so the collisions add up to the updates lost, exactly.
 """
 
 from __future__ import annotations
@@ -36,14 +39,23 @@ class Write:
     over: list[int] = field(default_factory=list)  # counters whose increments it wiped
 
 
-def merged(records: Sequence[Sequence[Sequence[int]]], depth: int, live: bool) -> list[Write]:
+SETTLE_NS = 1_000_000  # a write this close to a live snapshot may not be stored yet
+
+
+def merged(
+    records: Sequence[Sequence[Sequence[int]]], written: Sequence[int], taken_ns: int | None
+) -> list[Write]:
     """Every traced increment within the window all counters' traces cover, by write."""
     rings = [r for r in records if r]
     if not rings:
         return []
-    full = [r for r in rings if len(r) >= depth]  # older records of these fell off
-    start = max((r[0][0] for r in full), default=0)
-    end = min(r[-1][2] for r in rings) if live else None  # after it, some are not in yet
+    # a counter that wrote more than its ring holds lost its oldest records: before its
+    # first one left, the trace is not whole
+    cut = [r for r, n in zip(records, written, strict=False) if r and n > len(r)]
+    start = max((r[0][0] for r in cut), default=0)
+    # live: the rings were copied one after the other from ``taken_ns`` on; the writes
+    # before it are in every copy
+    end = taken_ns - SETTLE_NS if taken_ns is not None else None
     writes = [
         Write(i, t0, v, t1)
         for i, ring in enumerate(records)
@@ -55,16 +67,37 @@ def merged(records: Sequence[Sequence[Sequence[int]]], depth: int, live: bool) -
 
 
 def replay(writes: list[Write]) -> int:
-    """Fill ``wiped`` and ``over`` of each write; return the updates lost in the window."""
+    """Fill ``wiped`` and ``over`` of each write; return the updates lost in the window
+    (over the whole run of a stopped set: its ``lost``, exactly)."""
     if not writes:
         return 0
     memory = writes[0].read
+    wiping: list[Write] = []  # writes that wiped increments, some maybe restored later
     for k, w in enumerate(writes):
-        w.wiped = max(0, memory - w.read)
-        if w.wiped:
-            w.over = [o.counter for o in writes[:k] if o.t_write > w.t_read][-w.wiped :]
+        gap = memory - w.read
+        if gap > 0:
+            w.wiped = gap
+            w.over = [o.counter for o in writes[:k] if o.t_write > w.t_read][-gap:]
+            wiping.append(w)
+        elif gap < 0:
+            _restore(wiping, -gap)
         memory = w.read + 1
-    return len(writes) - (memory - writes[0].read)
+    # = len(writes) - (memory - writes[0].read) when the window starts whole; a counter
+    # that read before the window may restore what was wiped before it: not counted
+    return sum(w.wiped for w in wiping)
+
+
+def _restore(wiping: list[Write], n: int) -> None:
+    """A counter read a value an overwrite later took back (it read before the
+    overwrite) and wrote above it: the last ``n`` increments wiped count again."""
+    while n and wiping:
+        last = wiping[-1]
+        take = min(n, last.wiped)
+        last.wiped -= take
+        last.over = last.over[: last.wiped]
+        n -= take
+        if not last.wiped:
+            wiping.pop()
 
 
 def collisions(writes: Sequence[Write]) -> list[dict[str, Any]]:
@@ -102,11 +135,13 @@ def collisions(writes: Sequence[Write]) -> list[dict[str, Any]]:
 def traced(trace: Mapping[str, Any], live: bool) -> dict[str, Any]:
     """What the trace shows: its window, its increments, its lost updates."""
     depth = int(trace.get("depth") or 0)
-    writes = merged(trace.get("records") or [], depth, live)
+    records = trace.get("records") or []
+    written = trace.get("written") or [depth + 1] * len(records)
+    writes = merged(records, written, int(trace.get("taken_ns") or 0) if live else None)
     lost = replay(writes)
     found = collisions(writes)
     span = (writes[-1].t_write - writes[0].t_read) / 1e9 if writes else 0.0
-    complete = all(len(r) < depth for r in trace.get("records") or [])
+    complete = all(n <= len(r) for r, n in zip(records, written, strict=False))
     return {
         "increments": len(writes),
         "lost": lost,
@@ -114,6 +149,7 @@ def traced(trace: Mapping[str, Any], live: bool) -> dict[str, Any]:
         "whole_run": complete and not live,
         "depth": trace.get("depth"),
         "collisions_total": len(found),
+        "collisions_lost": sum(c["lost"] for c in found),
         "collisions": found[:MAX_COLLISIONS],
         "cost": TRACE_COST,
     }

@@ -11,6 +11,7 @@ window=..., trace=writer(ctx, arg))`` in its counter loop.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from labd.params import Param
@@ -42,7 +43,7 @@ class Observed:
     _ring: Any = None
     _depth: int = 0
     _counters: int = 0
-    _kept: list[list[ring.Record]] | None = None
+    _kept: dict[str, Any] | None = None
 
     def setup_trace(self, env: Any, values: dict[str, Any]) -> None:
         if not values.get("trace", False):
@@ -56,15 +57,18 @@ class Observed:
 
     def trace(self) -> dict[str, Any] | None:
         """Each counter's traced increments (oldest first), or None without trace=yes."""
-        records = self._kept if self._kept is not None else self._read()
-        if records is None:
-            return None
-        return {"depth": self._depth, "records": records}
+        return self._kept if self._kept is not None else self._read()
 
-    def _read(self) -> list[list[ring.Record]] | None:
+    def _read(self) -> dict[str, Any] | None:
+        """``written`` is read first: a ring whose records start later than all it
+        wrote lost its oldest ones (to the ring, or to the counter going on)."""
         if self._ring is None:
             return None
-        return ring.read(board.view(self._ring), self._counters, self._depth)
+        view = board.view(self._ring)
+        taken_ns = time.monotonic_ns()  # every write before it is in (or on its way)
+        records = ring.read(view, self._counters, self._depth)
+        count = ring.written(view, self._counters, self._depth)
+        return {"depth": self._depth, "written": count, "records": records, "taken_ns": taken_ns}
 
     def keep_trace(self) -> None:
         """At teardown: keep what the ring holds, let go of the shared memory."""

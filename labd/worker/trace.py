@@ -19,14 +19,14 @@ from typing import Any
 
 FIELDS = 3
 MAX_RECORDS = 1 << 16  # for the whole set: the depth shrinks as counters grow
-MAX_DEPTH = 4096
+MAX_DEPTH = 16384
 MIN_DEPTH = 64
 
 Record = tuple[int, int, int]  # (t_read_ns, value_read, t_write_ns)
 
 
 def depth_for(counters: int) -> int:
-    """Records kept per counter: 4096 for up to 16 counters, fewer beyond, at least 64."""
+    """Records kept per counter: 16,384 for up to 4 counters, fewer beyond, at least 64."""
     return max(MIN_DEPTH, min(MAX_DEPTH, MAX_RECORDS // max(1, counters)))
 
 
@@ -53,18 +53,31 @@ class TraceWriter:
         v[self._base] = n + 1
 
 
+def written(view: Any, counters: int, depth: int) -> list[int]:
+    """How many increments each counter recorded in all (its ring keeps the last ones)."""
+    return [int(view[i * (1 + depth * FIELDS)]) for i in range(counters)]
+
+
 def read(view: Any, counters: int, depth: int) -> list[list[Record]]:
-    """Each counter's records still in its ring, oldest first (torn ones left out)."""
+    """Each counter's records still in its ring, oldest first.
+
+    The whole array is copied at once (a memcpy: the counters go on meanwhile, flat out
+    by hundreds of thousands of increments a second); a counter that wrote during the
+    copy may have overwritten its oldest records in it (and torn the next), so only
+    those it cannot have touched are kept.
+    """
+    snap = memoryview(bytes(view)).cast("q")
+    after = written(view, counters, depth)
     out: list[list[Record]] = []
     for i in range(counters):
         base = i * (1 + depth * FIELDS)
-        n = int(view[base])
-        copied = []
-        for k in range(max(0, n - depth), n):
+        n = int(snap[base])
+        oldest = max(n - depth, after[i] - depth + 1, 0)
+        records = []
+        for k in range(oldest, n):
             at = base + 1 + (k % depth) * FIELDS
-            copied.append((k, int(view[at]), int(view[at + 1]), int(view[at + 2])))
-        # the counter went on meanwhile: the slots it wrote since hold newer records
-        # (and the next one may be torn): keep only those it cannot have touched
-        oldest = int(view[base]) - depth + 1
-        out.append([(t0, v, t1) for k, t0, v, t1 in copied if k >= oldest and 0 < t0 <= t1])
+            t0, value, t1 = snap[at], snap[at + 1], snap[at + 2]
+            if 0 < t0 <= t1:
+                records.append((int(t0), int(value), int(t1)))
+        out.append(records)
     return out
