@@ -280,6 +280,29 @@ def repl(ctx: click.Context) -> None:
     open_repl(ctx)
 
 
+@cli.command()
+@click.argument("step", metavar="[STEP]", required=False)
+@click.option("--list", "as_list", is_flag=True, help="List the steps.")
+@click.option("--auto", is_flag=True, help="Do not wait for Enter between steps.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: each step's result.")
+@click.pass_context
+def lesson(ctx: click.Context, step: str | None, as_list: bool, auto: bool, as_json: bool) -> None:
+    """A guided tour of the lesson's sections with real sets: each step's claim, its
+    live figures, and the verdict with the numbers measured here."""
+    from labctl import lesson as tour
+
+    if as_list:
+        click.echo(tour.listing())
+        return
+    if step is not None and step not in tour.NAMES:
+        raise click.UsageError(f"no step {step!r} (steps: {', '.join(tour.NAMES)})")
+    names = [step] if step else list(tour.NAMES)
+    out = None if as_json else click.echo
+    results = tour.tour(client_of(ctx), names, out=out, pause=not (auto or as_json))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+
+
 @cli.command(name="help")
 @click.argument("topic", metavar="[COMMAND | figures]", required=False)
 @click.pass_context

@@ -147,18 +147,20 @@ class CounterContext(_Context):
 
     def _increment_observed(self, target: Any, lock: Any, window: float, trace: Any) -> None:
         """The read, the hold, the write, spelled out (timestamps outside the window)."""
-        held = lock if lock is not None else contextlib.nullcontext()
         now, sleep = time.monotonic_ns, time.sleep
         record = trace.record if trace is not None else None
         for n in self.batches():
             for _ in range(n):
-                with held:
-                    t_read = now()
-                    value = target.value
-                    if window > 0:
-                        sleep(window)
-                    target.value = value + 1
-                    t_write = now()
+                if lock is not None:
+                    lock.acquire()
+                t_read = now()
+                value = target.value
+                if window > 0:
+                    sleep(window)
+                target.value = value + 1
+                t_write = now()
+                if lock is not None:
+                    lock.release()
                 if record is not None:
                     record(t_read, value, t_write)
 
