@@ -205,13 +205,7 @@ def run_step(client: LessonClient, step: Step, out: Out | None) -> dict[str, Any
         "sets": ids,
         "held": held,
         "verdict": verdict,
-        "figures": [
-            {
-                k: s.get(k)
-                for k in ("id", "variant", "value", "attempted", "lost", "corrupt", "printer_cpu")
-            }
-            for s in finals
-        ],  # fmt: skip
+        "figures": [{k: s.get(k) for k in FIGURE_KEYS} for s in finals],
     }
 
 
