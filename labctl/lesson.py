@@ -17,21 +17,15 @@ import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import click
 
 from labctl import humane
+from labctl.client import Client
 
 Record = Mapping[str, Any]
 Out = Callable[[str], None]
-
-
-class LessonClient(Protocol):
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, str]) -> Record: ...
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]: ...
-    def stop(self, ids: Sequence[int]) -> list[Record]: ...
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> Record: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class Step:
     claim: str
     sets: tuple[tuple[str, int, tuple[str, ...]], ...]  # (mechanism, counters, KEY=VALUE)
     seconds: float
-    judge: Callable[[list[Record], list[str]], tuple[bool, str]]
+    judge: Callable[[Sequence[Record], list[str]], tuple[bool, str]]
 
 
 def _lost(s: Record) -> int:
@@ -64,13 +58,13 @@ def ticks(lines: Sequence[str]) -> list[int]:
     return [b - a for a, b in itertools.pairwise(values)]
 
 
-def judge_one(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
+def judge_one(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
     s = finals[0]
     held = _lost(s) == 0 and int(s.get("attempted") or 0) > 0
     return held, f"{_figures(s)}: one writer, nothing to collide with."
 
 
-def judge_race(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
+def judge_race(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
     s = finals[0]
     n = int(s.get("counters") or 0)
     per_tick = ticks(lines)
@@ -84,14 +78,14 @@ def judge_race(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
     )
 
 
-def judge_safe(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
+def judge_safe(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
     held = all(_lost(s) == 0 and int(s.get("attempted") or 0) > 0 for s in finals)
     return held, "; ".join(f"{s.get('variant')}: {_figures(s)}" for s in finals) + (
         ": nothing lost." if held else "."
     )
 
 
-def judge_join(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
+def judge_join(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
     s = finals[0]
     printed = len([t for t in lines if t.startswith("Time: ")])
     held = printed > 0 and _lost(s) == 0
@@ -102,7 +96,7 @@ def judge_join(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
     )
 
 
-def judge_queue(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
+def judge_queue(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
     cpu = [s.get("printer_cpu") for s in finals]
     held = all(_lost(s) == 0 for s in finals)
     shown = ", ".join(
@@ -115,7 +109,7 @@ def judge_queue(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
     )
 
 
-def judge_pipe(finals: list[Record], lines: list[str]) -> tuple[bool, str]:
+def judge_pipe(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
     own, shared = finals
     held = int(own.get("corrupt") or 0) == 0 and int(shared.get("corrupt") or 0) > 0
     return held, (
@@ -171,11 +165,11 @@ def _printer_cpu(s: Record) -> float | None:
     return next((p.get("cpu_percent") for p in procs if p.get("role") == "printer"), None)
 
 
-def _lines(client: LessonClient, sid: int) -> list[str]:
+def _lines(client: Client, sid: int) -> list[str]:
     return [str(t) for _seq, t in client.tail(sid, 0, 1000).get("lines") or []]
 
 
-def run_step(client: LessonClient, step: Step, out: Out | None) -> dict[str, Any]:
+def run_step(client: Client, step: Step, out: Out | None) -> dict[str, Any]:
     """Run one step's sets, show their figures each second, stop them, judge."""
     ids = []
     for mech, n, params in step.sets:
@@ -214,7 +208,7 @@ def _wrap(text: str) -> str:
 
 
 def tour(
-    client: LessonClient, names: Sequence[str], *, out: Out | None, pause: bool
+    client: Client, names: Sequence[str], *, out: Out | None, pause: bool
 ) -> list[dict[str, Any]]:
     """Run the named steps in the lesson's order; ``out`` None: quietly (``--json``)."""
     results = []
