@@ -7,9 +7,13 @@ PY ?= python3
 # command:package pairs
 DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2
 
-.PHONY: test deps debian-tools lint run
+.PHONY: test test-fast deps debian-tools lint run
 test: deps
 	"$$($(PY) install.py --test-python)" -m pytest
+
+# the fast layer: no real labd, no worker processes (tests marked daemon are left out)
+test-fast: deps
+	"$$($(PY) install.py --test-python)" -m pytest -m "not daemon"
 
 deps: debian-tools
 	$(PY) install.py --test

@@ -188,9 +188,9 @@ def run_step(client: Client, step: Step, out: Out | None) -> dict[str, Any]:
                 out("   " + " | ".join(f"#{s['id']} {_figures(s)}" for s in live))
         lines = _lines(client, ids[0])
     finally:
-        finals = [dict(s) for s in client.stop(ids)]
-    for s in finals:
-        s["printer_cpu"] = cpu.get(int(s["id"]))
+        finals: list[dict[str, Any]] = [dict(s) for s in client.stop(ids)]
+    for final in finals:
+        final["printer_cpu"] = cpu.get(int(final["id"]))
     held, verdict = step.judge(finals, lines)
     return {
         "step": step.name,

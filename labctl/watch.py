@@ -19,11 +19,12 @@ import tty
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from labctl import figures, humane
 from labctl.layout import ANSI, Column, cut, lay_out, visible
 from labctl.render import set_columns
+from labd.protocol import StatusRecord
 
 Out = Callable[[str], None]
 Record = Mapping[str, Any]
@@ -45,7 +46,7 @@ class StatusSource(Protocol):
     @property
     def address(self) -> object: ...
 
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]: ...
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]: ...
 
 
 class Sparks:
@@ -55,9 +56,9 @@ class Sparks:
         self._points = points
         self._every = every
         self._last: float | None = None
-        self._series: dict[Any, deque[float]] = {}
+        self._series: dict[int, deque[float]] = {}
 
-    def add(self, sets: Sequence[Record], now: float) -> None:
+    def add(self, sets: Sequence[StatusRecord], now: float) -> None:
         if self._last is not None and now - self._last < self._every:
             return
         self._last = now
@@ -65,7 +66,7 @@ class Sparks:
             series = self._series.setdefault(s.get("id"), deque(maxlen=self._points))
             series.append(float(s.get("rate") or 0.0))
 
-    def line(self, set_id: Any, blocks: str = BLOCKS) -> str:
+    def line(self, set_id: int, blocks: str = BLOCKS) -> str:
         return sparkline(self._series.get(set_id, ()), blocks)
 
 
@@ -78,7 +79,7 @@ def sparkline(values: Sequence[float] | deque[float], blocks: str = BLOCKS) -> s
     return "".join(blocks[min(last, max(0, round(v / top * last)))] for v in values)
 
 
-def alive(s: Record) -> str:
+def alive(s: StatusRecord) -> str:
     procs = s.get("processes")
     if not isinstance(procs, list) or not procs:
         return humane.MISSING
@@ -93,7 +94,7 @@ def columns(sets: Sequence[Record], sparks: Sparks, blocks: str) -> list[Column]
         return humane.rate(s.get("rate")) if figures.live(s) else humane.MISSING
 
     def spark(s: Record) -> str:
-        return sparks.line(s.get("id"), blocks) if figures.live(s) else ""
+        return sparks.line(int(s.get("id") or 0), blocks) if figures.live(s) else ""
 
     cols = set_columns(sets)
     cols.append(Column("RATE", rate, right=True))
@@ -104,7 +105,7 @@ def columns(sets: Sequence[Record], sparks: Sparks, blocks: str) -> list[Column]
         cols.append(
             Column("P99", lambda s: humane.micros(s.get("latency_p99_us")), right=True, drop=3)
         )
-    cols.append(Column("ALIVE", alive, right=True, drop=4))
+    cols.append(Column("ALIVE", lambda s: alive(cast(StatusRecord, s)), right=True, drop=4))
     cols.append(Column(f"LAST {SPARK_POINTS * SPARK_EVERY:g} S", spark, drop=2))
     return cols
 

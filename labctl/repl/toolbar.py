@@ -8,14 +8,17 @@ the words still say everything: ``DISCONNECTED``, ``stale``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from prompt_toolkit.application.current import get_app_or_none
 from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_width
 
 from labctl import figures, humane
 from labctl.layout import cut
-from labctl.repl.cache import LiveCache, Record, Snapshot
+from labctl.repl.cache import LiveCache, Snapshot
 
+Record = Mapping[str, Any]
 STALE_AFTER = 3.0  # seconds without a fresh status() before the figures are marked stale
 MAX_SHOWN = 6
 WIDTH = 80
