@@ -56,7 +56,13 @@ FORK_WARNING = (
     "thread held at the fork (use forkserver, the default, or spawn)"
 )
 #: what the forkserver imports once, so workers start warm (every module of labd.worker)
-PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
+PRELOAD = [
+    "labd.worker.process",
+    "labd.worker.contexts",
+    "labd.worker.board",
+    "labd.worker.pacing",
+    "labd.worker.trace",
+]
 
 
 @dataclass(frozen=True)
