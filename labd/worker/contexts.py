@@ -123,10 +123,19 @@ class CounterContext(_Context):
         else:
             yield from self._flat_out()
 
-    def increment(self, target: Any, lock: Any = None) -> None:
+    def increment(
+        self, target: Any, lock: Any = None, *, window: float = 0.0, trace: Any = None
+    ) -> None:
         """The lesson's counter loop: ``target.value += 1`` until the set stops, racy
-        (a read, then a write) or, given a ``lock``, each increment under it."""
-        if lock is None:
+        (a read, then a write) or, given a ``lock``, each increment under it.
+
+        ``window`` seconds are spent holding the value between the read and the write
+        (``window=``: the race at the lesson's pace, every time); ``trace`` (a
+        :class:`labd.worker.trace.TraceWriter`) records each increment after its write.
+        """
+        if window > 0 or trace is not None:
+            self._increment_observed(target, lock, window, trace)
+        elif lock is None:
             for n in self.batches():
                 for _ in range(n):
                     target.value += 1
@@ -135,6 +144,25 @@ class CounterContext(_Context):
                 for _ in range(n):
                     with lock:
                         target.value += 1
+
+    def _increment_observed(self, target: Any, lock: Any, window: float, trace: Any) -> None:
+        """The read, the hold, the write, spelled out (timestamps outside the window)."""
+        now, sleep = time.monotonic_ns, time.sleep
+        record = trace.record if trace is not None else None
+        for n in self.batches():
+            for _ in range(n):
+                if lock is not None:
+                    lock.acquire()
+                t_read = now()
+                value = target.value
+                if window > 0:
+                    sleep(window)
+                target.value = value + 1
+                t_write = now()
+                if lock is not None:
+                    lock.release()
+                if record is not None:
+                    record(t_read, value, t_write)
 
     def _paced(self) -> Iterator[int]:
         v, r, d = self._v, self._reserved, self._done
