@@ -5,6 +5,7 @@ update, printer=busy burns a core where the blocking printer sleeps."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,6 +119,12 @@ def test_a_shared_pipe_end_is_explained_as_corruption(rpc: rpyc.Connection) -> N
     assert story["kind"] == "corrupt"
     said = " ".join(story["story"])
     assert "PIPE_BUF" in said and f"{final['corrupt']:,}" in said
+    # the anatomy of a corrupt message: whose bytes were cut by whose
+    assert re.search(
+        r"counter \d's message [\d,]+ \(65,564 bytes\) (was cut after [\d,]+ "
+        r"bytes by counter \d's message|did not arrive whole)",
+        said,
+    ), said
 
 
 def test_the_busy_printer_burns_a_core_the_blocking_one_sleeps(rpc: rpyc.Connection) -> None:

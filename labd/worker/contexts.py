@@ -285,6 +285,12 @@ class PrinterContext(_Context):
             with contextlib.suppress(OSError):  # labd stopped reading; the tally still counts
                 os.write(1, f"Time: {value}\n".encode())
 
+    def note(self, text: str) -> None:
+        """A line of the printer's own in the set's output (e.g. a corrupt message's
+        anatomy, for labctl explain); the caller keeps it rare."""
+        with self._lock, contextlib.suppress(OSError):
+            os.write(1, (text + "\n").encode())
+
     def _set_total(self) -> int:
         return sum(self._v[board.printer_slot(self.counters, j)] for j in range(self.printers))
 
