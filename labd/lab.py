@@ -386,6 +386,8 @@ class Lab:
         """Record a set that is over, keep its final status, let go of the rest."""
         if s.stopped_at is None:  # it never ran a stop: failed before any process started
             s.stopped_at = time.time()
+        if s.output_done is None:  # its output never reached the collector, which closes it
+            s.output.close()
         final = self._status(s)
         self.store.finish(s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
