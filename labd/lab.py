@@ -202,7 +202,8 @@ class Lab:
         status = self.inspect(set_id)
         live = pset is not None and pset.live
         trace = pset.mechanism.trace() if pset is not None else ended.trace if ended else None
-        return explain.story(status, trace, live)
+        lines = [str(text) for _seq, text in self.tail(set_id, 0, 10_000)["lines"]]
+        return explain.story(status, trace, live, lines)
 
     def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
         with self._lock:
