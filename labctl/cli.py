@@ -193,8 +193,11 @@ def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool) -> None:
 
     Give ids to see only those sets.
     """
-    sets = client_of(ctx).status(ids)
+    client = client_of(ctx)
+    sets = client.status(ids)
     show(sets, as_json, render.status_table)
+    for line in render.daemon_warnings(client.version()):
+        click.echo(line, err=True)
 
 
 @cli.command()

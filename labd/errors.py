@@ -10,7 +10,9 @@
     ├── SetError                about one set
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
+    ├── HistoryError            the history store takes no writes now (disk full, ...)
     ├── ConfigError             the daemon cannot start as configured (bad socket, TLS ...)
+    │   └── StoreDamaged        the history file is damaged or read-only (moved aside)
     └── ConnectError            labctl cannot reach labd (exit code 3)
 
 Every exception keeps its data in ``args`` (the first item is the one-line,
@@ -64,8 +66,16 @@ class SetBusy(SetError):
     """Another operation on the same set is under way."""
 
 
+class HistoryError(LabError):
+    """The history store cannot take writes now; labd refuses new sets until it can."""
+
+
 class ConfigError(LabError):
     """labd cannot start as configured."""
+
+
+class StoreDamaged(ConfigError):
+    """The history file is damaged or cannot be written: labd moves it aside."""
 
 
 class ConnectError(LabError):

@@ -4,10 +4,14 @@ set, from its metrics and the sampler's process stats; of an earlier one, from t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labd.metrics import Figures
 from labd.processset import ProcessSet
+from labd.protocol import FIGURE_KEYS
+
+if TYPE_CHECKING:
+    from labd.history import History
 
 
 def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[str, Any]:
@@ -38,19 +42,33 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         **figures.as_dict(),
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
+        "duration": s.duration,
         "processes": procs,
         "error": s.error,
     }
 
 
-def stored_status(row: dict[str, Any]) -> dict[str, Any]:
-    """A set of an earlier daemon run, from the history store."""
+def stored_status(row: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A set of an earlier daemon run, from the history store: its final status, else
+    its ``last`` sample's figures (a set labd was killed under), else zeros."""
     final = row.get("final")
     if isinstance(final, dict):
         out = dict(final)
         out["state"] = row["state"]
         return out
     keys = ("value", "attempted", "lost", "in_flight", "corrupt")
+    figures: dict[str, Any] = {
+        **dict.fromkeys(keys, 0),
+        "rate": 0.0,
+        "latency_p50_us": None,
+        "latency_p99_us": None,
+    }
+    duration = None
+    if last is not None:
+        figures.update((k, last[k]) for k in FIGURE_KEYS)
+        started = row["started_at"]
+        if started is not None and last["at"] >= started:
+            duration = last["at"] - started  # up to its last sample: wall clock, the best left
     return {
         "id": row["id"],
         "name": row["name"],
@@ -59,12 +77,20 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "counters": row["counters"],
         "printers": row["printers"],
         "params": row["params"],
-        **dict.fromkeys(keys, 0),
-        "rate": 0.0,
-        "latency_p50_us": None,
-        "latency_p99_us": None,
+        **figures,
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
+        "duration": duration,
         "processes": [],
         "error": row.get("error"),
     }
+
+
+def keep_last_figures(history: History, set_ids: list[int]) -> None:
+    """Sets labd was killed under keep, as final, the figures of their last sample."""
+    for set_id in set_ids:
+        row = history.get(set_id)
+        if row is None:
+            continue
+        last = history.samples(set_id, limit=1)
+        history.finish(set_id, stored_status(row, last[0] if last else None))

@@ -30,10 +30,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labd.errors import ConfigError, NoSuchSet
+from labd.errors import ConfigError, NoSuchSet, StoreDamaged
 from labd.protocol import FIGURE_KEYS, LIVE_STATES, STATES
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 2.0  # seconds a write waits for another process's lock, then fails
 FILENAME = "history.sqlite3"
 FINISHED_STATES = ("stopped", "failed", "interrupted")
 INTERRUPTED_DETAIL = "labd stopped while it ran"
@@ -91,7 +92,14 @@ _SET_COLUMNS = (
 class Store:
     """The SQLite history of process sets; safe to call from any thread."""
 
-    def __init__(self, path: Path, *, keep_per_set: int = 86400, keep_sets: int = 500) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        keep_per_set: int = 86400,
+        keep_sets: int = 500,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
         if keep_per_set < 1 or keep_sets < 1:
             raise ValueError("keep_per_set and keep_sets must be at least 1")
         self.path = path
@@ -99,7 +107,9 @@ class Store:
         self.keep_sets = keep_sets
         self._lock = threading.Lock()
         self._unpruned: dict[int, int] = {}
-        self._conn = _open(path)
+        self._busy = busy_timeout
+        self._conn = _open(path, busy_timeout)
+        self.inode = os.stat(path).st_ino  # to notice the file deleted or replaced
 
     # -- sets and their states ------------------------------------------------------
 
@@ -112,14 +122,16 @@ class Store:
         params: dict[str, Any],
         *,
         at: float | None = None,
+        set_id: int | None = None,
     ) -> int:
-        """Record a new set in state ``starting`` and return its id (never reused)."""
+        """Record a new set in state ``starting`` and return its id (never reused): the
+        next AUTOINCREMENT one, or ``set_id`` (above every id given before)."""
         now = time.time() if at is None else at
         with self._lock, self._conn:
             cur = self._conn.execute(
-                "INSERT INTO sets (name, mechanism, counters, printers, params_json, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'starting', ?)",
-                (name, mechanism, counters, printers, json.dumps(params), now),
+                "INSERT INTO sets (id, name, mechanism, counters, printers, params_json, state,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'starting', ?)",
+                (set_id, name, mechanism, counters, printers, json.dumps(params), now),
             )
             set_id = cur.lastrowid
             assert set_id is not None
@@ -191,6 +203,20 @@ class Store:
 
     # -- reading --------------------------------------------------------------------
 
+    def max_id(self) -> int:
+        """The highest set id this file ever gave (0 for none)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(n) FROM (SELECT seq AS n FROM sqlite_sequence WHERE name = 'sets'"
+                " UNION ALL SELECT MAX(id) FROM sets)"
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def probe(self) -> None:
+        """A small real write: raises the error the next write would meet, if any."""
+        with self._lock, self._conn:
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     def get(self, set_id: int) -> dict[str, Any] | None:
         """The set's row (``params`` and ``final`` decoded) with its ``events``, or None."""
         with self._lock:
@@ -200,7 +226,7 @@ class Store:
             if row is None:
                 return None
             events = self._conn.execute(
-                "SELECT state, at, detail FROM events WHERE set_id = ? ORDER BY at, rowid",
+                "SELECT state, at, detail FROM events WHERE set_id = ? ORDER BY rowid",
                 (set_id,),
             ).fetchall()
         record = _set_record(row)
@@ -289,6 +315,19 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    def restore(self) -> None:
+        """The file was deleted or replaced: write what this connection still holds
+        (the old file stays readable through it) to ``path`` again, and go on there."""
+        with self._lock:
+            fresh = sqlite3.connect(self.path)
+            try:
+                self._conn.backup(fresh)
+            finally:
+                fresh.close()
+            old, self._conn = self._conn, _open(self.path, self._busy)
+            old.close()
+            self.inode = os.stat(self.path).st_ino
+
     def _trim(self, set_ids: Iterable[int], keep: int) -> None:
         """Delete all but the newest ``keep`` samples of each set (lock held)."""
         for set_id in list(set_ids):
@@ -308,11 +347,18 @@ class Store:
             self._conn.execute("DELETE FROM samples WHERE set_id <= ?", (row[0],))
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    """Open (creating with mode 0600, in a 0700 directory) and migrate the store."""
+def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """Open (creating with mode 0600, in a 0700 directory), check and migrate the store.
+
+    Damage anywhere in the file (``PRAGMA quick_check`` reads every page: damage in a
+    middle page shows only when read) and a file labd cannot write raise
+    :class:`StoreDamaged`; a newer schema raises :class:`ConfigError`."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except PermissionError as exc:
+        raise StoreDamaged(f"history store {path} is read-only: {exc.strerror}") from None
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -325,9 +371,24 @@ def _open(path: Path) -> sqlite3.Connection:
             )
         if version < SCHEMA_VERSION:
             conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            raise StoreDamaged(f"history store {path} is damaged: {'; '.join(problems)}")
+        with conn:  # a write, so a read-only file shows now and not at the first set
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise ConfigError(f"cannot open history store {path}: {exc} (move it aside)") from exc
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+            sqlite3.SQLITE_FULL,
+            sqlite3.SQLITE_IOERR,
+        ):
+            raise ConfigError(f"cannot open history store {path}: {exc}") from None
+        raise StoreDamaged(f"history store {path} cannot be used: {exc}") from None
+    except StoreDamaged:
+        conn.close()
+        raise
     except BaseException:
         conn.close()
         raise
