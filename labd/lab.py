@@ -39,8 +39,8 @@ from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
 from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
 from labd.reaper import Reaper
 from labd.registry import Registry
-from labd.sampler import Sampler
 from labd.remains import clear_remains
+from labd.sampler import Sampler
 from labd.setstatus import keep_last_figures, live_status, stored_status
 from labd.statedir import lock_state_dir
 
