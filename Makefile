@@ -3,7 +3,7 @@
 # drive) and runs the whole suite.
 PY ?= python3
 # command:package pairs
-DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2
+DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 setpriv:util-linux mount:mount
 
 .PHONY: test deps debian-tools lint run
 test: deps

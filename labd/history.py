@@ -68,8 +68,9 @@ class History:
     @classmethod
     def open(cls, state_dir: Path, *, clock: Callable[[], float] = time.time) -> History:
         """The history of ``state_dir``; a damaged or read-only file is moved aside."""
-        store, warning = open_store(state_dir / FILENAME)
+        store, warning, highest = open_store(state_dir / FILENAME)
         mark = idmark.IdMark(state_dir / idmark.FILENAME)
+        mark.raise_to(highest)
         return cls(store, mark, warnings=[warning] if warning else [], clock=clock)
 
     def start(self) -> None:

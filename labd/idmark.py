@@ -23,6 +23,15 @@ class IdMark:
         self.path = path
         self.value = _read(path)
 
+    def raise_to(self, value: int) -> None:
+        """Keep ``value`` as given already (from a history file moved aside)."""
+        if value > self.value:
+            try:
+                _write(self.path, value)
+            except OSError as exc:
+                log.warning("cannot write the set id mark %s: %s", self.path, exc)
+            self.value = value
+
     def take(self, store_max: int) -> int:
         """The next id, recorded before it is returned (OSError if it cannot be)."""
         next_id = max(self.value, store_max) + 1

@@ -73,18 +73,38 @@ def move_aside(path: Path, why: str) -> Path:
     return dest
 
 
-def open_store(path: Path) -> tuple[Store, str | None]:
-    """The history store, and a warning if the file found there had to be moved aside."""
+def open_store(path: Path) -> tuple[Store, str | None, int]:
+    """The history store; a warning if the file found there had to be moved aside, and
+    the highest set id that file still shows (so that none is given again)."""
     try:
-        return Store(path), None
+        return Store(path), None, 0
     except StoreDamaged as exc:
         problem = exc.message
+    highest = _highest_id(path)
     try:
-        dest = move_aside(path, "damaged")
+        dest = move_aside(path, "readonly" if "read-only" in problem else "damaged")
     except OSError as err:
         raise ConfigError(
             f"{problem}; cannot move it aside ({err.strerror}): move or repair it by hand"
         ) from None
     warning = f"{problem}: moved aside to {dest.name}, a new history begun"
     log.warning("%s", warning)
-    return Store(path), warning
+    return Store(path), warning, highest
+
+
+def _highest_id(path: Path) -> int:
+    """The highest set id a damaged file still shows, read only; 0 if none can be read."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.5)
+    except sqlite3.Error:
+        return 0
+    try:
+        row = conn.execute(
+            "SELECT MAX(n) FROM (SELECT seq AS n FROM sqlite_sequence WHERE name = 'sets'"
+            " UNION ALL SELECT MAX(id) FROM sets)"
+        ).fetchone()
+        return int(row[0] or 0)
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
