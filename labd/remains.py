@@ -75,13 +75,18 @@ def orphan_semaphores(before: float) -> list[Path]:
     uid = os.getuid()
     candidates = {}
     try:
-        for entry in os.scandir(SHM):
-            if entry.name.startswith("sem.mp-"):
-                st = entry.stat(follow_symlinks=False)
-                if st.st_uid == uid and st.st_mtime <= before:
-                    candidates[entry.name] = Path(entry.path)
+        entries = list(os.scandir(SHM))
     except OSError:
         return []
+    for entry in entries:
+        if not entry.name.startswith("sem.mp-"):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # gone meanwhile
+        if st.st_uid == uid and st.st_mtime <= before:
+            candidates[entry.name] = Path(entry.path)
     if candidates:
         for name in mapped_shm():
             candidates.pop(name, None)
