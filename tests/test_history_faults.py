@@ -82,7 +82,9 @@ def damage(path: Path, where: str) -> None:
     pages = len(data) // page
     if where == "middle":
         conn = sqlite3.connect(path)
-        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'samples'").fetchone()
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'samples'"
+        ).fetchone()
         conn.close()
         index = root - 1
         assert 0 < index < pages - 1, (index, pages)
@@ -127,7 +129,9 @@ def labctl_status(socket: str) -> subprocess.CompletedProcess[str]:
 
 # --- at run time -------------------------------------------------------------------------
 @pytest.mark.daemon
-def test_a_full_disk_degrades_the_history_then_it_catches_up(small_disk: Path, labd_factory) -> None:
+def test_a_full_disk_degrades_the_history_then_it_catches_up(
+    small_disk: Path, labd_factory
+) -> None:
     d = labd_factory(fakes=True, state_dir=small_disk / "state")
     db = d.state_dir / FILENAME
     conn = d.connect()
@@ -156,7 +160,9 @@ def test_a_full_disk_degrades_the_history_then_it_catches_up(small_disk: Path, l
         os.unlink(filler)
         wait_for(lambda: not degraded(conn), 15, "the history to recover")
         assert "history store recovered" in d.log_text()
-        (state, final_json), *_ = stored(db, "SELECT state, final_json FROM sets WHERE id = ?", set_id)
+        (state, final_json), *_ = stored(
+            db, "SELECT state, final_json FROM sets WHERE id = ?", set_id
+        )
         assert state == "stopped" and json.loads(final_json)["attempted"] == final["attempted"]
         during = stored(db, "SELECT at FROM samples WHERE set_id = ? AND at > ?", set_id, full_at)
         assert len(during) >= 3, "samples taken while the disk was full are in the history"
@@ -218,7 +224,9 @@ def _a_history(labd_factory, sets: int = 3) -> tuple[Path, int]:
     """A state dir whose history holds ``sets`` stopped sets; and their highest id."""
     d = labd_factory()
     conn = d.connect()
-    ids = [json.loads(conn.root.spawn("queue", 1, '{"interval": "0.05"}'))["id"] for _ in range(sets)]
+    ids = [
+        json.loads(conn.root.spawn("queue", 1, '{"interval": "0.05"}'))["id"] for _ in range(sets)
+    ]
     wait_for(lambda: stored(d.state_dir / FILENAME, "SELECT * FROM samples"), 10, "samples")
     conn.root.stop("all")
     conn.close()
@@ -290,8 +298,11 @@ def test_set_ids_are_never_reused_when_the_history_is_deleted(labd_factory) -> N
             Path(f"{db}{side}").unlink(missing_ok=True)
         third = json.loads(conn.root.spawn("queue", 1, "{}"))["id"]
         assert third == max(first) + 1
-        wait_for(lambda: db.exists() and "deleted" in " ".join(version(conn)["warnings"]), 10,
-                 "labd to write its history back")
+        wait_for(
+            lambda: db.exists() and "deleted" in " ".join(version(conn)["warnings"]),
+            10,
+            "labd to write its history back",
+        )
         conn.root.stop("all")
         wait_for(
             lambda: [r[0] for r in stored(db, "SELECT id FROM sets")] == [*first, third],

@@ -60,9 +60,7 @@ def test_a_killed_labd_leaves_figures_and_no_remains(labd_factory) -> None:
     conn = first.connect()
     ids = [json.loads(conn.root.spawn(*spec))["id"] for spec in SETS]
     conn.close()
-    wait_for(
-        lambda: all(len(last_samples(db, i)) == 2 for i in ids), 15, "two samples of each set"
-    )
+    wait_for(lambda: all(len(last_samples(db, i)) == 2 for i in ids), 15, "two samples of each set")
     everything = [psutil.Process(first.pid), *first.descendants()]
     sems = semaphores_of(everything)
     assert sems, "the sets hold semaphores"
