@@ -31,7 +31,8 @@ from typing import Any
 
 from labd import idmark
 from labd.errors import HistoryError, NoSuchSet
-from labd.store import FILENAME, Store
+from labd.protocol import EventRecord, HistoryRecord, StatusRecord
+from labd.store import FILENAME, SetRow, Store
 from labd.storefaults import kind_of, move_aside, open_store, reason_of
 
 log = logging.getLogger("labd.history")
@@ -92,7 +93,7 @@ class History:
         self.store.close()
 
     # --- health ------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
+    def health(self) -> HistoryRecord:
         """``{"state": "ok" | "degraded", "reason", "since", "pending"}``."""
         with self._lock:
             return {
@@ -136,7 +137,7 @@ class History:
         now = self._clock() if at is None else at
         self._write(self.store.set_state, (set_id, state, detail, now))
 
-    def finish(self, set_id: int, final: dict[str, Any]) -> None:
+    def finish(self, set_id: int, final: StatusRecord) -> None:
         self._write(self.store.finish, (set_id, final))
 
     def add_workers(self, set_id: int, rows: Sequence[tuple[int, float]]) -> None:
@@ -253,10 +254,10 @@ class History:
         self.warnings.append(warning)
 
     # --- reading -----------------------------------------------------------------------
-    def get(self, set_id: int) -> dict[str, Any] | None:
-        record: dict[str, Any] | None = self._read(self.store.get, set_id)
+    def get(self, set_id: int) -> SetRow | None:
+        record: SetRow | None = self._read(self.store.get, set_id)
         if record is not None:
-            record["events"] += self._pending_events(set_id)
+            record["events"] = record.get("events", []) + self._pending_events(set_id)
         return record
 
     def samples(self, set_id: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -267,7 +268,7 @@ class History:
         rows: list[tuple[int, int, float]] = self._read(self.store.workers, set_ids)
         return rows
 
-    def _pending_events(self, set_id: int) -> list[dict[str, Any]]:
+    def _pending_events(self, set_id: int) -> list[EventRecord]:
         with self._lock:
             waiting = [args for fn, args, _ in self._pending if fn == self.store.set_state]
         return [

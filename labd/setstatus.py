@@ -8,16 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from labd.metrics import Figures
 from labd.processset import ProcessSet
-from labd.protocol import FIGURE_KEYS
+from labd.protocol import FIGURE_KEYS, ProcessRecord, StatusRecord
+from labd.store import SetRow
 
 if TYPE_CHECKING:
     from labd.history import History
 
 
-def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[str, Any]:
+def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> StatusRecord:
     """The status of a set this daemon runs; ``stats`` maps pid to (cpu %, rss)."""
     figures = s.metrics.figures if s.metrics is not None else Figures()
-    procs = []
+    procs: list[ProcessRecord] = []
     for w in s.workers:
         cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
         procs.append(
@@ -39,7 +40,7 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         "counters": s.spec.counters,
         "printers": s.spec.printers,
         "params": dict(s.spec.values),
-        **figures.as_dict(),
+        **figures.as_record(),
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
         "duration": s.duration,
@@ -48,17 +49,20 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
     }
 
 
-def stored_status(row: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusRecord:
     """A set of an earlier daemon run, from the history store: its final status, else
     its ``last`` sample's figures (a set labd was killed under), else zeros."""
-    final = row.get("final")
+    final = row["final"]
     if isinstance(final, dict):
-        out = dict(final)
+        out = final.copy()
         out["state"] = row["state"]
         return out
-    keys = ("value", "attempted", "lost", "in_flight", "corrupt")
     figures: dict[str, Any] = {
-        **dict.fromkeys(keys, 0),
+        "value": 0,
+        "attempted": 0,
+        "lost": 0,
+        "in_flight": 0,
+        "corrupt": 0,
         "rate": 0.0,
         "latency_p50_us": None,
         "latency_p99_us": None,
@@ -77,12 +81,12 @@ def stored_status(row: dict[str, Any], last: dict[str, Any] | None = None) -> di
         "counters": row["counters"],
         "printers": row["printers"],
         "params": row["params"],
-        **figures,
+        **figures,  # type: ignore[typeddict-item]
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
         "duration": duration,
         "processes": [],
-        "error": row.get("error"),
+        "error": row["error"],
     }
 
 
