@@ -14,11 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 from fakes import FakeCounter
-from helpers import alive, short_dir, wait_for
+from helpers import short_dir, wait_for
 
 from labctl import render
 from labd.lab import Lab
 from labd.registry import Registry
+from labd.testing import running
 
 STEP = -3600.0
 
@@ -54,7 +55,7 @@ def lab(tmp_path: Path, clock: SteppingClock) -> Iterator[Lab]:
         pids = [p["pid"] for s in lab.status() for p in s["processes"]]
         procs = [psutil.Process(p) for p in [*pids, manager] if p and psutil.pid_exists(p)]
         lab.close()
-        wait_for(lambda: not alive(procs), 10, "the Lab's processes to end")
+        wait_for(lambda: not running(procs), 10, "the Lab's processes to end")
 
 
 @pytest.mark.daemon

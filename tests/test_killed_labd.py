@@ -14,9 +14,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import alive, wait_for
+from helpers import wait_for
 
 from labd.store import FILENAME
+from labd.testing import running, shm_mapped
 
 SETS = (
     ("shared", 2, '{"interval": "0", "lock": "yes"}'),  # the Value's lock: a semaphore
@@ -37,22 +38,6 @@ def last_samples(db: Path, set_id: int) -> list[tuple[int, int, int]]:
         conn.close()
 
 
-def semaphores_of(procs: list[psutil.Process]) -> set[str]:
-    """The multiprocessing semaphores these processes map."""
-    names = set()
-    for p in procs:
-        try:
-            with open(f"/proc/{p.pid}/maps") as f:
-                maps = f.read()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            at = line.find("/dev/shm/sem.mp-")
-            if at >= 0:
-                names.add(line[at + 9 :].removesuffix(" (deleted)").strip())
-    return names
-
-
 @pytest.mark.daemon
 def test_a_killed_labd_leaves_figures_and_no_remains(labd_factory) -> None:
     first = labd_factory()
@@ -62,12 +47,12 @@ def test_a_killed_labd_leaves_figures_and_no_remains(labd_factory) -> None:
     conn.close()
     wait_for(lambda: all(len(last_samples(db, i)) == 2 for i in ids), 15, "two samples of each set")
     everything = [psutil.Process(first.pid), *first.descendants()]
-    sems = semaphores_of(everything)
+    sems = {n for n in shm_mapped(everything) if n.startswith("sem.mp-")}
     assert sems, "the sets hold semaphores"
     first.allow_tracebacks = True  # the Manager set's workers meet the killed Manager
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    wait_for(lambda: not alive(everything), 10, "the killed labd's processes to end")
+    wait_for(lambda: not running(everything), 10, "the killed labd's processes to end")
     left = {n for n in sems if os.path.exists(f"/dev/shm/{n}")}
     assert left, "a kill of the whole group leaves semaphores behind"
     assert [p.name for p in first.root.glob("manager-*")] == [f"manager-{first.pid}"]
