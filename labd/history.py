@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from labd import idmark
-from labd.errors import HistoryError, NoSuchSet
+from labd.errors import HistoryError, NoSuchSet, StoreDamaged
 from labd.protocol import EventRecord, HistoryRecord, StatusRecord
 from labd.store import FILENAME, SetRow, Store
-from labd.storefaults import kind_of, move_aside, open_store, reason_of
+from labd.storefaults import damage_note, kind_of, move_aside, open_store, reason_of
 
 log = logging.getLogger("labd.history")
 MAX_PENDING_ROWS = 100_000
@@ -104,9 +104,15 @@ class History:
             }
 
     def _refusal(self) -> HistoryError:
+        reason = self._reason or ""
+        where = self.store.path
+        hint = {
+            "disk full": f"free space for {where.parent}",
+            "locked by another process": f"end the process that holds {where} open for writing",
+        }.get(reason.split(" (")[0], "see labd's log")
         return HistoryError(
-            f"the history store is degraded: {self._reason}; labd starts no new set until "
-            f"it recovers (running sets go on; see the log, free space in {self.store.path.parent})"
+            f"the history store is degraded: {reason}; labd starts no new set until it "
+            f"recovers, running sets go on ({hint})"
         )
 
     # --- writes ------------------------------------------------------------------------
@@ -150,11 +156,15 @@ class History:
         self._write(self.store.add_samples, (list(rows),), len(rows))
 
     def mark_interrupted(self, at: float | None = None) -> list[int]:
-        """At start: sets a dead labd ran are marked interrupted (see Store)."""
+        """At start: sets a dead labd ran are marked interrupted (see Store); none if
+        the history cannot say (labd starts anyway, and says why)."""
         try:
             return self.store.mark_interrupted(self._clock() if at is None else at)
         except FAULTS as exc:
-            raise HistoryError(f"cannot mark interrupted sets: {reason_of(exc)}") from None
+            if kind_of(exc) == "damaged":
+                self._note_damage(f"history store {self.store.path}: {reason_of(exc)}")
+            log.error("cannot mark the sets of an earlier labd interrupted: %s", reason_of(exc))
+            return []
 
     def _write(self, fn: Callable[..., Any], args: tuple[Any, ...], rows: int = 0) -> None:
         with self._lock:
@@ -196,6 +206,12 @@ class History:
 
     # --- catching up -----------------------------------------------------------------
     def _run(self) -> None:
+        if not self.store.checked:  # a large file, not checked page by page at open
+            try:
+                self.store.check()
+            except StoreDamaged as exc:
+                self._note_damage(exc.message)
+            self.store.checked = True
         while not self._stop.wait(RETRY_EVERY):
             try:
                 self._check_file()
@@ -282,16 +298,18 @@ class History:
             return fn(*args)
         except FAULTS as exc:
             if kind_of(exc) == "damaged":
-                self._note_damage(reason_of(exc))
+                self._note_damage(f"history store {self.store.path}: {reason_of(exc)}")
             raise HistoryError(f"the history store cannot be read: {reason_of(exc)}") from None
 
-    def _note_damage(self, reason: str) -> None:
-        warning = (
-            f"history store {self.store.path} is damaged ({reason}): "
-            "it is moved aside when labd next starts"
-        )
+    def _note_damage(self, problem: str) -> None:
+        """Say it once; and note it, so that the next start moves the file aside."""
+        warning = f"{problem}: it is moved aside when labd next starts"
         with self._lock:
             if warning in self.warnings:
                 return
             self.warnings.append(warning)
         log.error("%s", warning)
+        try:
+            damage_note(self.store.path).write_text(problem + "\n")
+        except OSError as exc:
+            log.error("cannot note the damage for the next start: %s", exc)

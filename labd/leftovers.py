@@ -19,6 +19,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from labd.errors import HistoryError
 from labd.worker import process as worker_process
 
 if TYPE_CHECKING:
@@ -48,7 +49,11 @@ def end_leftovers(store: History, set_ids: list[int]) -> int:
     number cannot have been reused)."""
     import psutil
 
-    rows = store.workers(set_ids)
+    try:
+        rows = store.workers(set_ids)
+    except HistoryError as exc:
+        log.error("the processes of sets %s cannot be read: %s", set_ids, exc.message)
+        return 0
     workers = {(set_id, pid) for set_id, pid, _ in rows}
     ended = 0
     for set_id, pid, created in rows:

@@ -3,9 +3,11 @@ set, from its metrics and the sampler's process stats; of an earlier one, from t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from labd.errors import HistoryError
 from labd.metrics import Figures
 from labd.processset import ProcessSet
 from labd.protocol import FIGURE_KEYS, ProcessRecord, StatusRecord
@@ -13,6 +15,8 @@ from labd.store import SetRow
 
 if TYPE_CHECKING:
     from labd.history import History
+
+log = logging.getLogger("labd.lab")
 
 
 def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> StatusRecord:
@@ -93,8 +97,11 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
 def keep_last_figures(history: History, set_ids: list[int]) -> None:
     """Sets labd was killed under keep, as final, the figures of their last sample."""
     for set_id in set_ids:
-        row = history.get(set_id)
-        if row is None:
+        try:
+            row = history.get(set_id)
+            last = history.samples(set_id, limit=1) if row is not None else []
+        except HistoryError as exc:
+            log.warning("set %d: its last figures cannot be read: %s", set_id, exc.message)
             continue
-        last = history.samples(set_id, limit=1)
-        history.finish(set_id, stored_status(row, last[0] if last else None))
+        if row is not None:
+            history.finish(set_id, stored_status(row, last[0] if last else None))

@@ -44,6 +44,9 @@ from labd.protocol import (
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 2.0  # seconds a write waits for another process's lock, then fails
+#: files up to this size are checked page by page when opened (about 1 s per 40 MiB
+#: here); larger ones after labd started (:meth:`Store.check`), so that it starts in time
+CHECK_AT_OPEN = 64 << 20
 FILENAME = "history.sqlite3"
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
@@ -135,7 +138,9 @@ class Store:
         self._lock = threading.Lock()
         self._unpruned: dict[int, int] = {}
         self._busy = busy_timeout
-        self._conn = _open(path, busy_timeout)
+        #: checked page by page at open; if not, the caller runs check() later
+        self.checked = not path.exists() or path.stat().st_size <= CHECK_AT_OPEN
+        self._conn = _open(path, busy_timeout, check=self.checked)
         self.inode = os.stat(path).st_ino  # to notice the file deleted or replaced
 
     # -- sets and their states ------------------------------------------------------
@@ -238,6 +243,12 @@ class Store:
                 " UNION ALL SELECT MAX(id) FROM sets)"
             ).fetchone()
         return int(row[0] or 0)
+
+    def check(self) -> None:
+        """Read every page (``PRAGMA quick_check``): damage in a middle page shows only
+        when read. Raises :class:`StoreDamaged` naming the first problems."""
+        with self._lock:
+            _quick_check(self._conn, self.path)
 
     def probe(self) -> None:
         """A small real write: raises the error the next write would meet, if any."""
@@ -351,7 +362,7 @@ class Store:
                 self._conn.backup(fresh)
             finally:
                 fresh.close()
-            old, self._conn = self._conn, _open(self.path, self._busy)
+            old, self._conn = self._conn, _open(self.path, self._busy, check=False)
             old.close()
             self.inode = os.stat(self.path).st_ino
 
@@ -374,12 +385,12 @@ class Store:
             self._conn.execute("DELETE FROM samples WHERE set_id <= ?", (row[0],))
 
 
-def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
+def _open(path: Path, busy_timeout: float, *, check: bool) -> sqlite3.Connection:
     """Open (creating with mode 0600, in a 0700 directory), check and migrate the store.
 
-    Damage anywhere in the file (``PRAGMA quick_check`` reads every page: damage in a
-    middle page shows only when read) and a file labd cannot write raise
-    :class:`StoreDamaged`; a newer schema raises :class:`ConfigError`."""
+    A damaged file (with ``check``, every page is read first: see :meth:`Store.check`)
+    or one labd cannot write raises :class:`StoreDamaged`; a newer schema raises
+    :class:`ConfigError`."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -398,9 +409,8 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
             )
         if version < SCHEMA_VERSION:
             conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
-        if problems != ["ok"]:
-            raise StoreDamaged(f"history store {path} is damaged: {'; '.join(problems)}")
+        if check:
+            _quick_check(conn, path)
         with conn:  # a write, so a read-only file shows now and not at the first set
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as exc:
@@ -420,6 +430,21 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        rows = [(str(exc),)]
+    problems = [
+        line.strip()
+        for row in rows
+        for line in str(row[0]).splitlines()
+        if line.strip() and not line.startswith("***")
+    ]
+    if problems != ["ok"]:
+        raise StoreDamaged(f"history store {path} is damaged: {'; '.join(problems[:3])}")
 
 
 def _set_record(row: tuple[Any, ...]) -> SetRow:

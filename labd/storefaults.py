@@ -76,10 +76,16 @@ def move_aside(path: Path, why: str) -> Path:
 def open_store(path: Path) -> tuple[Store, str | None, int]:
     """The history store; a warning if the file found there had to be moved aside, and
     the highest set id that file still shows (so that none is given again)."""
+    found = damage_note(path)
     try:
-        return Store(path), None, 0
-    except StoreDamaged as exc:
-        problem = exc.message
+        problem = found.read_text().strip() if found.exists() else ""
+    except OSError:
+        problem = ""
+    if not problem:
+        try:
+            return Store(path), None, 0
+        except StoreDamaged as exc:
+            problem = exc.message
     highest = _highest_id(path)
     try:
         dest = move_aside(path, "readonly" if "read-only" in problem else "damaged")
@@ -87,9 +93,15 @@ def open_store(path: Path) -> tuple[Store, str | None, int]:
         raise ConfigError(
             f"{problem}; cannot move it aside ({err.strerror}): move or repair it by hand"
         ) from None
+    found.unlink(missing_ok=True)
     warning = f"{problem}: moved aside to {dest.name}, a new history begun"
     log.warning("%s", warning)
     return Store(path), warning, highest
+
+
+def damage_note(path: Path) -> Path:
+    """Where labd notes damage it found while running, for the next start to act on."""
+    return path.with_name(path.name + ".damage-found")
 
 
 def _highest_id(path: Path) -> int:

@@ -24,7 +24,7 @@ import rpyc
 from helpers import labctl_command, one_line, short_dir, wait_for
 
 from labd.errors import LabError
-from labd.store import FILENAME
+from labd.store import CHECK_AT_OPEN, FILENAME, Store
 
 #: 16 printers of the fake mechanism print ~160 lines a second: a full disk soon refuses them
 CHATTY = '{"interval": "0.01", "printers": "16"}'
@@ -318,5 +318,43 @@ def test_set_ids_are_never_reused_when_the_history_is_deleted(labd_factory) -> N
     conn = again.connect()
     try:
         assert json.loads(conn.root.spawn("queue", 1, "{}"))["id"] == third + 1
+    finally:
+        conn.close()
+
+
+@pytest.mark.daemon
+def test_a_large_damaged_history_is_checked_after_start(labd_factory) -> None:
+    """A file too large to read through before labd answers is checked once it runs:
+    the damage is reported at once, and the file moved aside at the next start."""
+    state = short_dir() / "state"
+    state.mkdir(mode=0o700)
+    db = state / FILENAME
+    store = Store(db)
+    for _ in range(3):
+        store.new_set("queue", "", 1, 1, {})
+    store.add_samples([(2, float(t), 1, 1, 0, 0, 0, 1.0, None, None) for t in range(500)])
+    store.close()
+    conn = sqlite3.connect(db)  # and 70 MiB more, beyond what is checked at open
+    conn.executescript(f"CREATE TABLE pad (b BLOB); INSERT INTO pad VALUES (zeroblob({70 << 20}));")
+    conn.close()
+    assert db.stat().st_size > CHECK_AT_OPEN
+    damage(db, "middle")
+    d = labd_factory(state_dir=state)
+    conn = d.connect()
+    try:
+        warning = wait_for(
+            lambda: " ".join(version(conn)["warnings"]), 30, "the damage to be reported"
+        )
+        assert "damaged" in warning and "moved aside when labd next starts" in warning
+        assert "moved aside when labd next starts" in labctl_status(d.socket).stderr
+    finally:
+        conn.close()
+    assert d.stop() == 0
+    again = labd_factory(state_dir=state)
+    conn = again.connect()
+    try:
+        assert "moved aside to" in " ".join(version(conn)["warnings"])
+        assert len(_moved_aside(state, "damaged")) == 1
+        assert json.loads(conn.root.spawn("queue", 1, "{}"))["id"] == 4
     finally:
         conn.close()
