@@ -220,18 +220,20 @@ def test_a_write_lock_held_by_another_process_degrades_then_catches_up(labd_fact
 
 
 # --- at start ----------------------------------------------------------------------------
-def _a_history(labd_factory, sets: int = 3) -> tuple[Path, int]:
-    """A state dir whose history holds ``sets`` stopped sets; and their highest id."""
-    d = labd_factory()
-    conn = d.connect()
-    ids = [
-        json.loads(conn.root.spawn("queue", 1, '{"interval": "0.05"}'))["id"] for _ in range(sets)
-    ]
-    wait_for(lambda: stored(d.state_dir / FILENAME, "SELECT * FROM samples"), 10, "samples")
-    conn.root.stop("all")
-    conn.close()
-    assert d.stop() == 0
-    return d.state_dir, max(ids)
+def _a_history(sets: int = 3, samples: int = 300) -> tuple[Path, int]:
+    """A state dir whose history holds ``sets`` stopped sets with their samples, as an
+    earlier labd left it; and their highest id."""
+    state = short_dir() / "state"
+    state.mkdir(mode=0o700)
+    store = Store(state / FILENAME)
+    ids = [store.new_set("queue", "", 1, 1, {}) for _ in range(sets)]
+    for set_id in ids:
+        store.add_samples(
+            [(set_id, float(t), t, t, 0, 0, 0, 1.0, None, None) for t in range(samples)]
+        )
+        store.set_state(set_id, "stopped")
+    store.close()
+    return state, max(ids)
 
 
 def _moved_aside(state: Path, kind: str) -> list[Path]:
@@ -241,7 +243,7 @@ def _moved_aside(state: Path, kind: str) -> list[Path]:
 @pytest.mark.daemon
 @pytest.mark.parametrize("where", ["middle", "last"])
 def test_a_damaged_history_is_moved_aside_at_start(labd_factory, where: str) -> None:
-    state, highest = _a_history(labd_factory)
+    state, highest = _a_history()
     db = state / FILENAME
     damage(db, where)
     damaged = db.read_bytes()
