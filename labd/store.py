@@ -5,8 +5,9 @@ One SQLite file, ``STATE_DIR/history.sqlite3``, in WAL mode with ``synchronous=N
 by one lock serves every thread of the daemon. Tables::
 
     sets     one row per set; AUTOINCREMENT, so an id is never reused, not after a
-             delete and not across restarts
-    events   (set_id, at, state, detail): every state the set entered
+             delete and not across restarts (and labd.idmark, not with a new file)
+    events   (set_id, at, state, detail): every state the set entered, listed in
+             the order written (``at`` is the wall clock, which may step back)
     samples  (set_id, at, value, attempted, lost, in_flight, corrupt, rate,
              latency_p50_us, latency_p99_us): the once-a-second time series
 
@@ -17,6 +18,8 @@ outgrown it by an eighth), and only the newest ``keep_sets`` sets keep samples a
 always there to inspect. :meth:`Store.prune` applies both limits to every set at once.
 
 Timestamps are unix time floats, given by the caller or taken from ``time.time()``.
+Opening and checking the file: :mod:`labd.storefile`; riding out faults:
+:mod:`labd.history`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from labd.errors import ConfigError, NoSuchSet, StoreDamaged
+from labd.errors import NoSuchSet
 from labd.protocol import (
     FIGURE_KEYS,
     FINISHED_STATES,
@@ -41,8 +44,8 @@ from labd.protocol import (
     State,
     StatusRecord,
 )
+from labd.storefile import SCHEMA_VERSION, open_db, quick_check
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 2.0  # seconds a write waits for another process's lock, then fails
 #: files up to this size are checked page by page when opened (about 1 s per 40 MiB
 #: here); larger ones after labd started (:meth:`Store.check`), so that it starts in time
@@ -50,49 +53,6 @@ CHECK_AT_OPEN = 64 << 20
 FILENAME = "history.sqlite3"
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sets (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    mechanism TEXT NOT NULL,
-    counters INTEGER NOT NULL,
-    printers INTEGER NOT NULL,
-    params_json TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    stopped_at REAL,
-    final_json TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS sets_by_state ON sets(state);
-CREATE TABLE IF NOT EXISTS events (
-    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    at REAL NOT NULL,
-    state TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_set ON events(set_id, at);
-CREATE TABLE IF NOT EXISTS samples (
-    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    at REAL NOT NULL,
-    value INTEGER,
-    attempted INTEGER,
-    lost INTEGER,
-    in_flight INTEGER,
-    corrupt INTEGER,
-    rate REAL,
-    latency_p50_us REAL,
-    latency_p99_us REAL
-);
-CREATE INDEX IF NOT EXISTS samples_by_set ON samples(set_id, at);
-CREATE TABLE IF NOT EXISTS workers (
-    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    pid INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-"""
 
 
 class SetRow(TypedDict):
@@ -140,7 +100,7 @@ class Store:
         self._busy = busy_timeout
         #: checked page by page at open; if not, the caller runs check() later
         self.checked = not path.exists() or path.stat().st_size <= CHECK_AT_OPEN
-        self._conn = _open(path, busy_timeout, check=self.checked)
+        self._conn = open_db(path, busy_timeout, check=self.checked)
         self.inode = os.stat(path).st_ino  # to notice the file deleted or replaced
 
     # -- sets and their states ------------------------------------------------------
@@ -248,7 +208,7 @@ class Store:
         """Read every page (``PRAGMA quick_check``): damage in a middle page shows only
         when read. Raises :class:`StoreDamaged` naming the first problems."""
         with self._lock:
-            _quick_check(self._conn, self.path)
+            quick_check(self._conn, self.path)
 
     def probe(self) -> None:
         """A small real write: raises the error the next write would meet, if any."""
@@ -362,7 +322,7 @@ class Store:
                 self._conn.backup(fresh)
             finally:
                 fresh.close()
-            old, self._conn = self._conn, _open(self.path, self._busy, check=False)
+            old, self._conn = self._conn, open_db(self.path, self._busy, check=False)
             old.close()
             self.inode = os.stat(self.path).st_ino
 
@@ -383,68 +343,6 @@ class Store:
         ).fetchone()
         if row is not None:
             self._conn.execute("DELETE FROM samples WHERE set_id <= ?", (row[0],))
-
-
-def _open(path: Path, busy_timeout: float, *, check: bool) -> sqlite3.Connection:
-    """Open (creating with mode 0600, in a 0700 directory), check and migrate the store.
-
-    A damaged file (with ``check``, every page is read first: see :meth:`Store.check`)
-    or one labd cannot write raises :class:`StoreDamaged`; a newer schema raises
-    :class:`ConfigError`."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    except PermissionError as exc:
-        raise StoreDamaged(f"history store {path} is read-only: {exc.strerror}") from None
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"history store {path} has schema {version}, newer than this labd's "
-                f"{SCHEMA_VERSION}: upgrade ipclab or use another --state-dir"
-            )
-        if version < SCHEMA_VERSION:
-            conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
-        if check:
-            _quick_check(conn, path)
-        with conn:  # a write, so a read-only file shows now and not at the first set
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
-            sqlite3.SQLITE_BUSY,
-            sqlite3.SQLITE_LOCKED,
-            sqlite3.SQLITE_FULL,
-            sqlite3.SQLITE_IOERR,
-        ):
-            raise ConfigError(f"cannot open history store {path}: {exc}") from None
-        raise StoreDamaged(f"history store {path} cannot be used: {exc}") from None
-    except StoreDamaged:
-        conn.close()
-        raise
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
-    except sqlite3.DatabaseError as exc:
-        rows = [(str(exc),)]
-    problems = [
-        line.strip()
-        for row in rows
-        for line in str(row[0]).splitlines()
-        if line.strip() and not line.startswith("***")
-    ]
-    if problems != ["ok"]:
-        raise StoreDamaged(f"history store {path} is damaged: {'; '.join(problems[:3])}")
 
 
 def _set_record(row: tuple[Any, ...]) -> SetRow:
