@@ -10,6 +10,7 @@
     ├── SetError                about one set
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
+    ├── NoSuchExperiment        no experiment with that id
     ├── HistoryError            the history store takes no writes now (disk full, ...)
     ├── ConfigError             labd cannot start as configured (bad socket, TLS ...): 2
     │   └── StoreDamaged        the history file is damaged or read-only (moved aside)
@@ -67,6 +68,10 @@ class NoSuchSet(SetError):
 
 class SetBusy(SetError):
     """Another operation on the same set is under way."""
+
+
+class NoSuchExperiment(LabError):
+    """No experiment with that id."""
 
 
 class HistoryError(LabError):

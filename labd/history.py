@@ -276,6 +276,14 @@ class History:
             record["events"] = record.get("events", []) + self._pending_events(set_id)
         return record
 
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    def history(self, limit: int = 20, mechanism: str | None = None) -> list[SetRow]:
+        rows: list[SetRow] = self._read(self.store.history, limit, mechanism)
+        return rows
+
     def samples(self, set_id: int, limit: int | None = None) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self._read(self.store.samples, set_id, limit)
         return rows

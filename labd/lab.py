@@ -30,6 +30,7 @@ from labd.errors import (
     SetError,
     UsageError,
 )
+from labd.experiments.core import Experiments
 from labd.history import History
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
@@ -114,6 +115,7 @@ class Lab:
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
@@ -136,9 +138,11 @@ class Lab:
         self._collector.start()
         self._sampler.start()
         self.manager.get()
+        self.experiments.start()
 
     def close(self) -> None:
         """Stop every set (counters first, then printers), then release everything."""
+        self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
         self.stop("all")
@@ -212,6 +216,18 @@ class Lab:
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
         return {"id": set_id, "lines": list(lines), "last": last, "state": state}
+
+    def tallies(self, set_id: int) -> dict[str, Any]:
+        """A running set's exact tallies read now (see SetMetrics.tallies)."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is None or pset.metrics is None or pset.state != "running":
+            state = pset.state if pset is not None else "not running"
+            raise SetError(f"set {set_id} is {state}, not running (see: labctl status {set_id})")
+        try:
+            return pset.metrics.tallies()
+        except ValueError:
+            raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
     def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> StatusRecord:
