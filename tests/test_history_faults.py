@@ -214,9 +214,13 @@ def test_a_write_lock_held_by_another_process_degrades_then_catches_up(labd_fact
         assert len(during) >= 2, "samples taken under the lock are in the history"
     finally:
         conn.close()
-        if locker is not None and locker.poll() is None:
-            locker.kill()
-            locker.wait()
+        if locker is not None:
+            if locker.poll() is None:
+                locker.kill()
+                locker.wait()
+            for pipe in (locker.stdin, locker.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 # --- at start ----------------------------------------------------------------------------
