@@ -134,8 +134,7 @@ class History:
                     mechanism, name, counters, printers, params, at=self._clock(), set_id=set_id
                 )
             except FAULTS as exc:
-                self._degrade(exc)
-                self._pending.append((self.store.probe, (), 0))
+                self._degrade(exc, probe=True)
                 raise self._refusal() from None
         return set_id
 
@@ -190,8 +189,9 @@ class History:
             else:
                 return
 
-    def _degrade(self, exc: BaseException) -> None:
-        """Note a fault (lock held): say so once, and again if its kind changes."""
+    def _degrade(self, exc: BaseException, *, probe: bool = False) -> None:
+        """Note a fault (lock held): say so once, and again if its kind changes. With
+        ``probe`` (no write of ours waits), a small write waits, to tell when it clears."""
         reason = reason_of(exc)
         if self._reason is None:
             self._since = self._clock()
@@ -203,6 +203,8 @@ class History:
         elif self._reason.split(" (")[0] != reason.split(" (")[0]:
             log.warning("history store still degraded, now: %s", reason)
         self._reason = reason
+        if probe and not self._pending:
+            self._pending.append((self.store.probe, (), 0))
 
     # --- catching up -----------------------------------------------------------------
     def _run(self) -> None:
@@ -262,7 +264,7 @@ class History:
             self.store.restore()
         except FAULTS as exc:
             with self._lock:
-                self._degrade(exc)
+                self._degrade(exc, probe=True)
             return
         what = f"replaced (the new file moved aside to {aside.name})" if aside else "deleted"
         warning = f"history store {path} was {what} while labd ran: labd wrote its history back"
