@@ -12,6 +12,7 @@ from labd.metrics import Figures
 from labd.processset import ProcessSet
 from labd.protocol import FIGURE_KEYS, ProcessRecord, StatusRecord
 from labd.store import SetRow
+from labd.variant import variant
 
 if TYPE_CHECKING:
     from labd.history import History
@@ -40,11 +41,16 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> Status
         "id": s.spec.id,
         "name": s.spec.name,
         "mechanism": s.spec.mechanism,
+        "variant": variant(
+            s.spec.mechanism, s.spec.counters, s.spec.values, type(s.mechanism).params
+        ),
+        "messages": type(s.mechanism).messages,
         "state": s.state,
         "counters": s.spec.counters,
         "printers": s.spec.printers,
         "params": dict(s.spec.values),
         **figures.as_record(),
+        "sampled_at": figures.sampled_at,
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
         "duration": s.duration,
@@ -81,11 +87,14 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
         "id": row["id"],
         "name": row["name"],
         "mechanism": row["mechanism"],
+        "variant": f"{row['mechanism']} {row['counters']}",
+        "messages": None,
         "state": row["state"],
         "counters": row["counters"],
         "printers": row["printers"],
         "params": row["params"],
         **figures,  # type: ignore[typeddict-item]
+        "sampled_at": last["at"] if last is not None else row["stopped_at"],
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
         "duration": duration,
