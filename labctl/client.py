@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -23,13 +24,24 @@ from rpyc.utils.factory import connect_stream
 
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
 from labctl.tls import TlsFiles, client_context
-from labd.errors import ConnectError, LabError, message_of
-from labd.protocol import STOP_CALL_TIMEOUT, Address
+from labd.errors import BusyError, ConnectError, LabError, message_of
+from labd.protocol import (
+    REFUSAL_BUSY,
+    REFUSAL_MAX,
+    REFUSAL_PREFIX,
+    STOP_CALL_TIMEOUT,
+    Address,
+    parse_refusal,
+)
 
 Record = dict[str, Any]
 
 CALL_TIMEOUT = 30.0
 STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
+#: a spawn waits for every worker to start: ~60 ms each under forkserver on a busy host,
+#: so it gets a budget of its own, by the set's size, far above that
+SPAWN_BASE_S = 60.0
+SPAWN_PER_PROCESS_S = 0.5
 
 RPYC_CONFIG: dict[str, Any] = {
     "allow_public_attrs": False,
@@ -53,13 +65,88 @@ def unreachable(address: Address, reason: str | None = None) -> ConnectError:
     )
 
 
+def spawn_budget(counters: int, params: dict[str, str]) -> float:
+    """How long a spawn of this size may take before labctl stops waiting."""
+    printers = str(params.get("printers", "1"))
+    extra = int(printers) if printers.isdecimal() else 1
+    return SPAWN_BASE_S + SPAWN_PER_PROCESS_S * (max(counters, 0) + extra)
+
+
+class Refused(EOFError):
+    """labd accepted the connection and turned it away, saying why in one line."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def error(self, address: Address) -> ConnectError:
+        text = str(self.args[0])
+        if text.startswith("labd "):
+            text = f"labd at {address} {text[5:]}"
+        else:
+            text = f"labd at {address} refused the connection: {text}"
+        return BusyError(text) if self.kind == REFUSAL_BUSY else ConnectError(text)
+
+
+class LabStream(SocketStream):
+    """rpyc's socket stream, reading labd's refusal line where the first frame would be.
+
+    labd refuses after accepting (at its connection limit, say) by writing one line and
+    closing. It comes when the client first reads, or, if labd closed before the client
+    wrote its request, it is waiting to be read when that write fails.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self._first = True
+
+    def read(self, count: int) -> bytes:
+        data: bytes = super().read(count)
+        if self._first:
+            self._first = False
+            if data and REFUSAL_PREFIX.startswith(data[: len(REFUSAL_PREFIX)]):
+                raise self._refusal(data) or EOFError("labd sent no rpyc")
+        return data
+
+    def write(self, data: bytes) -> None:
+        try:
+            while data:
+                data = data[self.sock.send(data[: self.MAX_IO_CHUNK]) :]
+        except OSError as exc:
+            refused = self._refusal(b"") if self._first else None
+            self.close()
+            raise refused or EOFError(exc) from None
+
+    def _refusal(self, head: bytes) -> Refused | None:
+        """The rest of a refusal line (``head`` is what was read of it), if any."""
+        buf = head
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError, ValueError):
+            while b"\n" not in buf and len(buf) < REFUSAL_MAX:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self.sock.recv(REFUSAL_MAX)
+                if not chunk:
+                    break
+                buf += chunk
+        self.close()
+        parsed = parse_refusal(buf)
+        return Refused(*parsed) if parsed else None
+
+
 class Client:
     """The daemon's API as Python calls; one connection, used by one thread."""
 
-    def __init__(self, conn: Any, address: Address, call_timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        address: Address,
+        call_timeout: float = CALL_TIMEOUT,
+        spawn_timeout: float | None = None,
+    ) -> None:
         self._conn = conn
         self.address = address
         self.call_timeout = call_timeout  # stop() waits up to STOP_TIMEOUT instead
+        self.spawn_timeout = spawn_timeout  # None: by the set's size (spawn_budget)
         self._methods: dict[str, Any] = {}
         self._broken = False
 
@@ -79,7 +166,8 @@ class Client:
         return self._call("mechanisms")
 
     def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> Record:
-        return self._call("spawn", mechanism, counters, json.dumps(params))
+        budget = self.spawn_timeout or spawn_budget(counters, params)
+        return self._call("spawn", mechanism, counters, json.dumps(params), timeout=budget)
 
     def status(self, ids: Sequence[int] = ()) -> list[Record]:
         return self._call("status", tuple(ids))
@@ -119,8 +207,16 @@ class Client:
             return local_error(exc)
         if hasattr(exc, "_remote_tb"):  # any other exception raised in labd
             return LabError(f"labd failed: {type(exc).__name__}: {message_of(exc)}")
+        if isinstance(exc, Refused):
+            self._broken = True
+            return exc.error(self.address)
         if isinstance(exc, TimeoutError):
             self._broken = True  # a late answer would arrive out of turn
+            if call == "spawn()":  # labd is there: it is still starting the set
+                return LabError(
+                    f"labd at {self.address} has not finished spawn() after {timeout:g} s: "
+                    "it may still be starting the set (see: labctl status, and labd's log)"
+                )
             return unreachable(self.address, f"no answer to {call} within {timeout:g} s")
         if isinstance(exc, EOFError | OSError):
             self._broken = True
@@ -205,7 +301,7 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
     except OSError as exc:
         raise unreachable(address, (exc.strerror or str(exc)).lower()) from exc
     try:
-        conn = connect_stream(SocketStream(sock), config=RPYC_CONFIG)
+        conn = connect_stream(LabStream(sock), config=RPYC_CONFIG)
     except (EOFError, OSError) as exc:
         sock.close()
         raise unreachable(address, _lost(exc)) from exc

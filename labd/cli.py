@@ -24,6 +24,7 @@ from labd.protocol import (
     parse_address,
 )
 from labd.server.access import SocketAccess, gid_of, uid_of
+from labd.server.admission import PER_USER
 
 log = logging.getLogger("labd")
 
@@ -99,6 +100,13 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     help="connections served at once; more are closed at once",
 )
 @click.option(
+    "--max-clients-per-user",
+    type=click.IntRange(1, 65536),
+    default=PER_USER,
+    show_default=True,
+    help="connections served at once to one local user (uid), or one TCP client host",
+)
+@click.option(
     "--max-per-set",
     type=click.IntRange(1, PER_SET_CEILING),
     default=MAX_PER_SET,
@@ -133,6 +141,7 @@ def cli(
     allow_uid: tuple[int, ...],
     allow_group: tuple[int, ...],
     max_clients: int,
+    max_clients_per_user: int,
     max_per_set: int,
     max_processes: int,
     tls_cert: str | None,
@@ -155,6 +164,7 @@ def cli(
         state_dir=state_dir or default_state_dir(),
         access=SocketAccess.of(allow_uid, allow_group),
         max_clients=max_clients,
+        clients_per_user=max_clients_per_user,
         per_set=max_per_set,
         total=max_processes,
         tls=(tls_cert, tls_key, tls_ca),

@@ -14,6 +14,7 @@ from labd import __version__
 from labd.errors import ConfigError
 from labd.protocol import MAX_CLIENTS, MAX_PER_SET, MAX_PROCESSES, Address
 from labd.server.access import PRIVATE, SocketAccess
+from labd.server.admission import PER_USER, ClientLimits
 
 log = logging.getLogger("labd")
 
@@ -25,6 +26,7 @@ class DaemonConfig:
     state_dir: Path
     access: SocketAccess = PRIVATE
     max_clients: int = MAX_CLIENTS
+    clients_per_user: int = PER_USER
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
@@ -46,12 +48,12 @@ def serve(config: DaemonConfig) -> int:
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
     )
-    clients = config.max_clients
+    clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
-        listen(Address(path=str(config.socket)), lab, stop.set, config.access, max_clients=clients)
+        listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)
     ]
     try:
-        listeners += [listen(a, lab, stop.set, tls=tls, max_clients=clients) for a in config.listen]
+        listeners += [listen(a, lab, stop.set, tls=tls, limits=clients) for a in config.listen]
     except ConfigError:
         for item in listeners:
             item.close()

@@ -10,8 +10,10 @@
     ├── SetError                about one set
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
+    ├── NotAllowed              the caller may not do that (another user's set, shutdown)
     ├── ConfigError             the daemon cannot start as configured (bad socket, TLS ...)
     └── ConnectError            labctl cannot reach labd (exit code 3)
+        └── BusyError           labd is at its connection limit (exit code 4)
 
 Every exception keeps its data in ``args`` (the first item is the one-line,
 user-facing message), because rpyc rebuilds exceptions on the client without
@@ -24,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_BUSY = 4
 
 
 class LabError(Exception):
@@ -64,6 +67,10 @@ class SetBusy(SetError):
     """Another operation on the same set is under way."""
 
 
+class NotAllowed(LabError):
+    """The caller may not do this: stop another user's set, shut labd down."""
+
+
 class ConfigError(LabError):
     """labd cannot start as configured."""
 
@@ -72,6 +79,12 @@ class ConnectError(LabError):
     """labctl cannot reach labd."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class BusyError(ConnectError):
+    """labd answered, but is at its connection limit: try again later."""
+
+    exit_code = EXIT_BUSY
 
 
 def message_of(exc: BaseException) -> str:

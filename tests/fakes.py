@@ -34,6 +34,7 @@ class FakeCounter(Mechanism):
         Param("label", str, "", "free text, ignored"),
         Param("level", int, 1, "an int in 1..5, ignored", min=1, max=5),
         Param("helper", bool, False, "each counter starts `sleep 600` and leaves it behind"),
+        Param("setup_delay", float, 0.0, "seconds setup() takes (a slow spawn)", min=0, max=30),
     )
     messages = False
 
@@ -43,6 +44,8 @@ class FakeCounter(Mechanism):
         self._lock: Any = None
 
     def setup(self, env: SetupEnv) -> None:
+        if self.values.get("setup_delay"):
+            time.sleep(float(self.values["setup_delay"]))
         self._value = env.context.RawValue("q", 0)
         self._lock = env.context.Lock()
 

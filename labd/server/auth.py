@@ -20,10 +20,11 @@ from typing import Any
 from rpyc.utils.authenticators import AuthenticationError
 
 from labd.server.access import PRIVATE, SocketAccess
+from labd.server.admission import HANDSHAKE_DEADLINE
 from labd.server.tls import peer_subject
 
 log = logging.getLogger("labd.server")
-HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE  # per read here; in all, LabServer's janitor
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's number; Python 3.11 lacks it
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 LINGER = 1.0  # at most this long reading a refused client's last bytes

@@ -1,0 +1,125 @@
+"""Who gets a place: labd's connection budgets, by stage and by source.
+
+A connection is first *pending* (accepted, being authenticated: a TLS handshake may
+take a while) and then *served* (authenticated, one rpyc thread). Each stage has a budget
+of its own, so peers that never finish a handshake take no place of served clients, and
+each budget is also shared out by source (a local peer's uid, a TCP peer's address), so
+one user or one host cannot take all of it:
+
+* pending: at most ``max_pending`` in all, ``pending_per_source`` per source, each for at
+  most ``handshake_deadline`` seconds in all (not per read: a peer trickling one byte at a
+  time is cut off at the deadline too);
+* served: at most ``max_clients`` in all, ``per_user`` per source.
+
+Pure bookkeeping: :class:`labd.server.rpyc_server.LabServer` asks, and closes the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from labd.protocol import MAX_CLIENTS
+
+MIN_PENDING = 64  # handshakes at once, at least
+PENDING_PER_SOURCE = 8  # handshakes at once from one uid or address
+PER_USER = 64  # served at once to one uid or address (labd --max-clients-per-user)
+HANDSHAKE_DEADLINE = 3.0  # seconds from accept to authenticated, in all
+_UCRED = struct.Struct("iII")
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    max_clients: int = MAX_CLIENTS
+    per_user: int = PER_USER
+    pending_per_source: int = PENDING_PER_SOURCE
+    handshake_deadline: float = HANDSHAKE_DEADLINE
+
+    @property
+    def max_pending(self) -> int:
+        return max(self.max_clients, MIN_PENDING)
+
+    @property
+    def user_cap(self) -> int:
+        return min(self.per_user, self.max_clients)
+
+
+def source_of(sock: socket.socket) -> str:
+    """``uid 1000`` for a local peer, ``host 192.0.2.7`` for a TCP one."""
+    try:
+        if sock.family == socket.AF_UNIX:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            return f"uid {_UCRED.unpack(raw)[1]}"
+        return f"host {sock.getpeername()[0]}"
+    except (OSError, ValueError, IndexError):
+        return "(unknown source)"
+
+
+class Admission:
+    """The counts; thread-safe. Each ``enter_*`` that returns None must be matched by
+    its ``leave_*``; a string is the refusal, in the words of the log."""
+
+    def __init__(self, limits: ClientLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._pending: dict[socket.socket, tuple[str, float]] = {}
+        self._pending_by = Counter[str]()
+        self._served_by = Counter[str]()
+        self._served = 0
+
+    def enter_pending(self, sock: socket.socket, source: str) -> str | None:
+        lim = self.limits
+        with self._lock:
+            if len(self._pending) >= lim.max_pending:
+                return f"{lim.max_pending} handshakes are under way already"
+            if self._pending_by[source] >= lim.pending_per_source:
+                return f"{lim.pending_per_source} handshakes from {source} are under way already"
+            self._pending[sock] = (source, time.monotonic() + lim.handshake_deadline)
+            self._pending_by[source] += 1
+        return None
+
+    def leave_pending(self, sock: socket.socket) -> None:
+        with self._lock:
+            entry = self._pending.pop(sock, None)
+            if entry is not None:
+                self._pending_by[entry[0]] -= 1
+                if not self._pending_by[entry[0]]:
+                    del self._pending_by[entry[0]]
+
+    def overdue(self) -> list[tuple[socket.socket, str]]:
+        """Pending connections past their deadline (cut them: their thread then ends)."""
+        now = time.monotonic()
+        with self._lock:
+            return [(s, src) for s, (src, end) in self._pending.items() if end <= now]
+
+    def enter_served(self, source: str) -> str | None:
+        lim = self.limits
+        with self._lock:
+            if self._served >= lim.max_clients:
+                return f"{lim.max_clients} clients are served already (--max-clients)"
+            if self._served_by[source] >= lim.user_cap:
+                return (
+                    f"{lim.user_cap} clients of {source} are served already "
+                    "(--max-clients-per-user)"
+                )
+            self._served += 1
+            self._served_by[source] += 1
+        return None
+
+    def leave_served(self, source: str) -> None:
+        with self._lock:
+            self._served -= 1
+            self._served_by[source] -= 1
+            if not self._served_by[source]:
+                del self._served_by[source]
+
+
+def cut(sock: socket.socket) -> None:
+    """End a connection another thread may be blocked on (its read fails at once)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
