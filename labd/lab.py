@@ -25,9 +25,15 @@ from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, Usag
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, resolve
-from labd.printlog import PrintLog, read_log_tail
+from labd.printlog import PrintLog, read_log_tail, within_bytes
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
-from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
+from labd.protocol import (
+    MAX_PER_SET,
+    MAX_PROCESSES,
+    PROTOCOL_VERSION,
+    TAIL_MAX_BYTES,
+    WAIT_HELD_S,
+)
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
@@ -178,6 +184,7 @@ class Lab:
                 state, dropped = row["state"], 0
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
+        lines = within_bytes(lines, TAIL_MAX_BYTES, newest=after <= 0)
         return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
 
     # --- spawn -----------------------------------------------------------------------

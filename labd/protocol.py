@@ -37,6 +37,9 @@ REFUSAL_PREFIX = b"labd refused "
 REFUSAL_BUSY = "busy"  # at its connection limit: try again later
 REFUSAL_DENIED = "denied"  # this client may not connect (its certificate, say)
 REFUSAL_MAX = 1024  # bytes a refusal line may take
+#: at most this many bytes of lines in one ``tail`` answer (fewer lines than asked for
+#: then; the caller goes on after the last one it got)
+TAIL_MAX_BYTES = 256 * 1024
 SOCKET_NAME = "labd.sock"
 
 # JSON keys of one set, as in `labctl status --json` and the rpyc `status()` (contract).
@@ -83,7 +86,7 @@ def typed_value(value: object) -> str:
 def refusal_line(kind: str, message: str) -> bytes:
     """The line labd writes to a client it turns away."""
     text = " ".join(message.split())
-    return (REFUSAL_PREFIX + f"{kind}: {text}".encode()[: REFUSAL_MAX - 20] + b"\n")
+    return REFUSAL_PREFIX + f"{kind}: {text}".encode()[: REFUSAL_MAX - 20] + b"\n"
 
 
 def parse_refusal(data: bytes) -> tuple[str, str] | None:

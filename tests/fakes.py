@@ -8,6 +8,7 @@ the deliberately broken ones, which prove that a bad plugin is reported by name.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ class FakeCounter(Mechanism):
         Param("level", int, 1, "an int in 1..5, ignored", min=1, max=5),
         Param("helper", bool, False, "each counter starts `sleep 600` and leaves it behind"),
         Param("setup_delay", float, 0.0, "seconds setup() takes (a slow spawn)", min=0, max=30),
+        Param("shout", int, 0, "each printer tick also prints a line this long", min=0, max=8192),
     )
     messages = False
 
@@ -78,8 +80,11 @@ class FakeCounter(Mechanism):
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
         (value,) = args
+        shout = int(ctx.values.get("shout", 0))
         for _ in ctx.ticks(phase=0.5):
             ctx.show(value.value)
+            if shout:  # a plugin may print what it likes, as long as it likes (random:
+                os.write(1, os.urandom(shout // 2 + 1).hex()[:shout].encode() + b"\n")
 
 
 CRASH_CODE = 3

@@ -14,10 +14,13 @@ import select
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
+import psutil
 import pytest
+import rpyc
 from conftest import DaemonFactory
 from helpers import Daemon, connect, free_port, labctl_command, wait_for
 from rpyc.core.stream import SocketStream
@@ -28,7 +31,7 @@ from test_tls import Pki, client_context, new_pki, tls_ready
 from labctl.client import Client
 from labctl.client import connect as labctl_connect
 from labd.errors import EXIT_BUSY, BusyError, ConnectError, LabError
-from labd.protocol import Address
+from labd.protocol import TAIL_MAX_BYTES, Address
 
 pytestmark = pytest.mark.daemon
 NOBODY = 65534
@@ -254,3 +257,37 @@ def test_a_slow_spawn_is_not_reported_as_unreachable(labd_daemon: Daemon) -> Non
             "the slow set to start",
         )
         conn.root.stop("all")
+
+
+# --- slow readers of large answers ---------------------------------------------------------
+def rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+def test_thirty_slow_tail_readers_cost_labd_little_memory(labd_daemon: Daemon) -> None:
+    with labd_daemon.connect() as conn:
+        params = {"printers": 8, "interval": 0.01, "shout": 4000}
+        sid = json.loads(conn.root.spawn("fake", 1, json.dumps(params)))["id"]
+        wait_for(lambda: json.loads(conn.root.tail(sid, 0, 1))["last"] >= 2500, 30, "a full ring")
+        base = rss_mb(labd_daemon.pid)
+        readers = [labd_daemon.connect() for _ in range(30)]
+        try:
+            for reader in readers:  # ask, and never read the answer
+                rpyc.async_(reader.root.tail)(sid, 0, 10_000)
+            peak = base
+            deadline = time.monotonic() + 2.0  # a window to measure in, not to wait for
+            while time.monotonic() < deadline:
+                peak = max(peak, rss_mb(labd_daemon.pid))
+                time.sleep(0.05)
+        finally:
+            for reader in readers:
+                reader.close()
+        answer = json.loads(conn.root.tail(sid, 0, 10_000))
+        size = sum(len(text) + 1 for _, text in answer["lines"])
+        conn.root.stop((sid,))
+        after = rss_mb(labd_daemon.pid)
+    print(f"\n30 tail readers: labd RSS {base:.0f} MB, peak {peak:.0f} MB, after {after:.0f} MB;")
+    print(f"one answer holds {size} bytes of lines")
+    assert size <= TAIL_MAX_BYTES, size
+    assert peak - base < 40, (base, peak)
+    assert after - base < 20, (base, after)

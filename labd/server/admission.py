@@ -6,8 +6,9 @@ of its own, so peers that never finish a handshake take no place of served clien
 each budget is also shared out by source (a local peer's uid, a TCP peer's address), so
 one user or one host cannot take all of it:
 
-* pending: at most ``max_pending`` in all, ``pending_per_source`` per source, each for at
-  most ``handshake_deadline`` seconds in all (not per read: a peer trickling one byte at a
+* pending: at most ``max_pending`` in all, ``pending_per_source`` per source (beyond it,
+  the source's oldest handshake is cut for its newest), each for at most
+  ``handshake_deadline`` seconds in all (not per read: a peer trickling one byte at a
   time is cut off at the deadline too);
 * served: at most ``max_clients`` in all, ``per_user`` per source.
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from labd.protocol import MAX_CLIENTS
 
 MIN_PENDING = 64  # handshakes at once, at least
-PENDING_PER_SOURCE = 8  # handshakes at once from one uid or address
+PENDING_PER_SOURCE = 16  # handshakes at once from one uid or address
 PER_USER = 64  # served at once to one uid or address (labd --max-clients-per-user)
 HANDSHAKE_DEADLINE = 3.0  # seconds from accept to authenticated, in all
 _UCRED = struct.Struct("iII")
@@ -49,6 +50,9 @@ class ClientLimits:
         return min(self.per_user, self.max_clients)
 
 
+DEFAULT_LIMITS = ClientLimits()
+
+
 def source_of(sock: socket.socket) -> str:
     """``uid 1000`` for a local peer, ``host 192.0.2.7`` for a TCP one."""
     try:
@@ -68,34 +72,59 @@ class Admission:
         self.limits = limits
         self._lock = threading.Lock()
         self._pending: dict[socket.socket, tuple[str, float]] = {}
-        self._pending_by = Counter[str]()
+        self._live_by = Counter[str]()  # pending, not marked to be cut
+        self._cut: set[socket.socket] = set()
         self._served_by = Counter[str]()
         self._served = 0
 
-    def enter_pending(self, sock: socket.socket, source: str) -> str | None:
+    def enter_pending(
+        self, sock: socket.socket, source: str
+    ) -> tuple[str | None, socket.socket | None]:
+        """(refusal, None), or (None, a connection to cut): when ``source`` has its
+        share of handshakes under way, its oldest one makes room for this one, so a
+        peer's stuck connections cannot keep a quick handshake from its own host out."""
         lim = self.limits
+        evicted = None
         with self._lock:
             if len(self._pending) >= lim.max_pending:
-                return f"{lim.max_pending} handshakes are under way already"
-            if self._pending_by[source] >= lim.pending_per_source:
-                return f"{lim.pending_per_source} handshakes from {source} are under way already"
+                return f"{lim.max_pending} handshakes are under way already", None
+            if self._live_by[source] >= lim.pending_per_source:
+                evicted = next(
+                    s
+                    for s, (src, _) in self._pending.items()
+                    if src == source and s not in self._cut
+                )
+                self._mark_cut(evicted)
             self._pending[sock] = (source, time.monotonic() + lim.handshake_deadline)
-            self._pending_by[source] += 1
-        return None
+            self._live_by[source] += 1
+        return None, evicted
 
     def leave_pending(self, sock: socket.socket) -> None:
         with self._lock:
             entry = self._pending.pop(sock, None)
-            if entry is not None:
-                self._pending_by[entry[0]] -= 1
-                if not self._pending_by[entry[0]]:
-                    del self._pending_by[entry[0]]
+            if entry is not None and sock not in self._cut:
+                self._live_by[entry[0]] -= 1
+            self._cut.discard(sock)
+            if entry is not None and not self._live_by[entry[0]]:
+                del self._live_by[entry[0]]
 
     def overdue(self) -> list[tuple[socket.socket, str]]:
-        """Pending connections past their deadline (cut them: their thread then ends)."""
+        """Pending connections past their deadline, now marked to be cut (their thread
+        then ends, and leaves)."""
         now = time.monotonic()
         with self._lock:
-            return [(s, src) for s, (src, end) in self._pending.items() if end <= now]
+            late = [
+                (s, src)
+                for s, (src, end) in self._pending.items()
+                if end <= now and s not in self._cut
+            ]
+            for s, _ in late:
+                self._mark_cut(s)
+        return late
+
+    def _mark_cut(self, sock: socket.socket) -> None:
+        self._cut.add(sock)
+        self._live_by[self._pending[sock][0]] -= 1
 
     def enter_served(self, source: str) -> str | None:
         lim = self.limits

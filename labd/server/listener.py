@@ -27,7 +27,7 @@ from labd.errors import ConfigError
 from labd.lab import Lab
 from labd.protocol import Address
 from labd.server.access import PRIVATE, SocketAccess
-from labd.server.admission import ClientLimits
+from labd.server.admission import DEFAULT_LIMITS, ClientLimits
 from labd.server.auth import LoopbackAuthenticator, PeerCredAuthenticator, TlsAuthenticator
 from labd.server.rpyc_server import LabServer
 from labd.server.service import PROTOCOL_CONFIG, LabService
@@ -178,7 +178,7 @@ def listen(
     on_shutdown: Callable[[], None],
     access: SocketAccess = PRIVATE,
     tls: ssl.SSLContext | None = None,
-    limits: ClientLimits = ClientLimits(),
+    limits: ClientLimits = DEFAULT_LIMITS,
 ) -> Listener:
     """A listener on ``address``; TCP is mutual TLS with ``tls``, else loopback only."""
     service = classpartial(LabService, lab, on_shutdown)

@@ -17,7 +17,7 @@ from rpyc.utils.authenticators import AuthenticationError
 from rpyc.utils.server import ThreadedServer
 
 from labd.protocol import REFUSAL_BUSY, refusal_line
-from labd.server.admission import Admission, ClientLimits, cut, source_of
+from labd.server.admission import DEFAULT_LIMITS, Admission, ClientLimits, cut, source_of
 
 log = logging.getLogger("labd.server")
 JANITOR_EVERY = 0.25  # seconds between looks for handshakes past their deadline
@@ -36,7 +36,7 @@ class LabServer(ThreadedServer):
     GONE = frozenset({errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE, errno.EBADF})
 
     def __init__(
-        self, *args: Any, limits: ClientLimits = ClientLimits(), tls: bool = False, **kwargs: Any
+        self, *args: Any, limits: ClientLimits = DEFAULT_LIMITS, tls: bool = False, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
@@ -54,7 +54,10 @@ class LabServer(ThreadedServer):
         or everyone has too many handshakes under way: then close it at once, so a
         flood costs no thread."""
         source = source_of(sock)
-        why = self.admission.enter_pending(sock, source)
+        why, evicted = self.admission.enter_pending(sock, source)
+        if evicted is not None:
+            cut(evicted)
+            self._count_refusal(f"{source} has its share of handshakes under way: cut its oldest")
         if why is not None:
             if not self.tls:
                 _send_line(sock, REFUSAL_BUSY, f"labd is at its connection limit: {why}", 0)
@@ -99,6 +102,9 @@ class LabServer(ThreadedServer):
         self.clients.discard(sock)
         with contextlib.suppress(OSError):
             sock.close()
+        self._count_refusal(why)
+
+    def _count_refusal(self, why: str) -> None:
         with self._count:
             self._refusals += 1
             count = self._refusals
@@ -110,7 +116,9 @@ class LabServer(ThreadedServer):
         deadline = self.limits.handshake_deadline
         while not self._quit.wait(JANITOR_EVERY):
             for sock, source in self.admission.overdue():
-                log.warning("cut off a client from %s: not authenticated within %g s", source, deadline)
+                log.warning(
+                    "cut off a client from %s: not authenticated within %g s", source, deadline
+                )
                 cut(sock)
 
     def close(self) -> None:
