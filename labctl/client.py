@@ -23,7 +23,7 @@ from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
 
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
-from labctl.tls import TlsFiles, client_context
+from labctl.tls import TlsFiles, UnsuitableCertificate, check_server_usage, client_context
 from labd.errors import BusyError, ConnectError, LabError, message_of
 from labd.protocol import (
     REFUSAL_BUSY,
@@ -271,7 +271,13 @@ def open_socket(address: Address, tls: TlsFiles | None, timeout: float) -> socke
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is not None:
-            return context.wrap_socket(sock, server_hostname=address.host)
+            tls = context.wrap_socket(sock, server_hostname=address.host)
+            try:
+                check_server_usage(tls.getpeercert(binary_form=True))
+            except BaseException:
+                tls.close()
+                raise
+            return tls
     except BaseException:
         sock.close()
         raise
@@ -294,6 +300,10 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
         ) from exc
     except ssl.SSLError as exc:
         raise unreachable(address, f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+    except UnsuitableCertificate as exc:
+        raise unreachable(
+            address, f"labd's TLS certificate is not accepted: {exc} (make it with labd tls init)"
+        ) from exc
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise unreachable(address) from exc
     except TimeoutError as exc:

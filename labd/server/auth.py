@@ -19,9 +19,10 @@ from typing import Any
 
 from rpyc.utils.authenticators import AuthenticationError
 
+from labd.protocol import REFUSAL_DENIED, refusal_line
 from labd.server.access import PRIVATE, SocketAccess
 from labd.server.admission import HANDSHAKE_DEADLINE
-from labd.server.tls import peer_subject
+from labd.server.tls import client_usage_problem, peer_subject
 
 log = logging.getLogger("labd.server")
 HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE  # per read here; in all, LabServer's janitor
@@ -107,8 +108,8 @@ class TlsAuthenticator:
         try:
             raw.settimeout(self.timeout)
             tls = self.context.wrap_socket(raw, server_side=True)  # handshakes now
-            tls.settimeout(None)
             subject = peer_subject(tls.getpeercert())
+            problem = client_usage_problem(tls.getpeercert(binary_form=True))
         except (OSError, ValueError) as exc:  # SSLError and TimeoutError are OSErrors
             (tls or raw).close()  # wrap_socket takes raw over, and closes it if it fails
             why = _handshake_failure(exc, self.timeout)
@@ -116,8 +117,32 @@ class TlsAuthenticator:
             if isinstance(exc, ssl.SSLError):
                 _drain(sock)
             raise AuthenticationError(f"{peer}: {why}") from None
+        if problem is not None:
+            log.warning(
+                "refused TLS client %s (%s): certificate not accepted: %s", peer, subject, problem
+            )
+            _deny(
+                tls,
+                f"labd does not accept this certificate: {problem} (make one with: labd tls init)",
+            )
+            raise AuthenticationError(f"{peer}: {problem}")
+        tls.settimeout(None)
         log.info("TLS client %s: %s", peer, subject)
         return tls, {"peer": peer, "subject": subject}
+
+
+def _deny(tls: ssl.SSLSocket, message: str) -> None:
+    """Tell a client labd will not serve why (a refusal line, over its TLS session)."""
+    with contextlib.suppress(OSError, ValueError):
+        tls.settimeout(LINGER)
+        tls.sendall(refusal_line(REFUSAL_DENIED, message))
+        deadline = time.monotonic() + LINGER
+        while (left := deadline - time.monotonic()) > 0:  # until it has read it and left
+            tls.settimeout(left)
+            if not tls.recv(65536):
+                break
+    with contextlib.suppress(OSError):
+        tls.close()
 
 
 def _drain(sock: socket.socket, timeout: float = LINGER) -> None:
