@@ -271,13 +271,13 @@ def open_socket(address: Address, tls: TlsFiles | None, timeout: float) -> socke
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is not None:
-            tls = context.wrap_socket(sock, server_hostname=address.host)
+            secure = context.wrap_socket(sock, server_hostname=address.host)
             try:
-                check_server_usage(tls.getpeercert(binary_form=True))
+                check_server_usage(secure.getpeercert(binary_form=True))
             except BaseException:
-                tls.close()
+                secure.close()
                 raise
-            return tls
+            return secure
     except BaseException:
         sock.close()
         raise

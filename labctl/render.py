@@ -84,7 +84,11 @@ def status_table(sets: Sequence[Record]) -> str:
         return styled_state(cell, padded) if column == 3 else padded
 
     rows = [status_row(s) for s in sets]
-    return "\n".join(table(STATUS_HEADERS, rows, right={0, 4, 5, 6, 7, 8, 9}, style=style))
+    headers = STATUS_HEADERS
+    if len({s.get("owner") for s in sets}) > 1:  # a shared host: say whose each set is
+        headers = (*headers, "OWNER")
+        rows = [[*row, _text(s.get("owner"))] for row, s in zip(rows, sets, strict=True)]
+    return "\n".join(table(headers, rows, right={0, 4, 5, 6, 7, 8, 9}, style=style))
 
 
 def param_line(p: Record) -> list[str]:

@@ -93,6 +93,22 @@ def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     "owns the socket (0660) and its directory (0750)",
 )
 @click.option(
+    "--admin-group",
+    multiple=True,
+    callback=_ids(gid_of),
+    metavar="GROUP",
+    help="members of this group (name or gid; repeat for more) may stop anyone's sets and "
+    "shut labd down; besides them only root and labd's own user may, and others only "
+    "their own sets",
+)
+@click.option(
+    "--max-per-user",
+    type=click.IntRange(1, 65536),
+    default=None,
+    help="processes (counters and printers) one user's sets may have at once [default: "
+    "no limit but --max-processes]",
+)
+@click.option(
     "--max-clients",
     type=click.IntRange(1, 65536),
     default=MAX_CLIENTS,
@@ -140,6 +156,8 @@ def cli(
     state_dir: Path | None,
     allow_uid: tuple[int, ...],
     allow_group: tuple[int, ...],
+    admin_group: tuple[int, ...],
+    max_per_user: int | None,
     max_clients: int,
     max_clients_per_user: int,
     max_per_set: int,
@@ -168,6 +186,8 @@ def cli(
         per_set=max_per_set,
         total=max_processes,
         tls=(tls_cert, tls_key, tls_ca),
+        admin_gids=admin_group,
+        per_user=max_per_user,
     )
     from labd.daemon import serve
 

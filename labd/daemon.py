@@ -30,12 +30,15 @@ class DaemonConfig:
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
+    admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
+    per_user: int | None = None  # --max-per-user: processes of one user's sets
 
 
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
     from labd.lab import Lab, Limits
     from labd.notify import Notifier
+    from labd.owners import Admins
     from labd.server.listener import listen, load_tls
 
     tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
@@ -44,10 +47,11 @@ def serve(config: DaemonConfig) -> int:
     stop = threading.Event()
     lab = Lab(
         config.state_dir,
-        limits=Limits(config.per_set, config.total),
+        limits=Limits(config.per_set, config.total, per_user=config.per_user),
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
     )
+    lab.admins = Admins.of(config.admin_gids)
     clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
         listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)

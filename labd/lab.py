@@ -24,6 +24,7 @@ from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
+from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail, within_bytes
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
@@ -60,6 +61,7 @@ class Limits:
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     stop: StopTimes = field(default_factory=StopTimes)
+    per_user: int | None = None  # processes of one owner's sets (labd --max-per-user)
 
 
 class Lab:
@@ -89,6 +91,7 @@ class Lab:
         self._closing = False
         self.started_at = time.time()
         self.address = ""
+        self.admins = Admins()  # who besides root and labd's user may stop any set
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
         self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
@@ -188,7 +191,13 @@ class Lab:
         return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
+    def spawn(
+        self,
+        mechanism: str,
+        counters: int,
+        params: Mapping[str, object],
+        caller: Caller = LABD,
+    ) -> dict[str, Any]:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -203,7 +212,7 @@ class Lab:
             )
         if values["start_method"] == "fork":
             log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
-        pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
+        pset = self._reserve(SetSpec(0, mechanism, counters, values, caller.owner), cls)
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
@@ -225,23 +234,33 @@ class Lab:
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
 
-    def _reserve(
-        self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
-    ) -> ProcessSet:
-        need = counters + int(values["printers"])
+    def _reserve(self, want: SetSpec, cls: Any) -> ProcessSet:
+        """Check the limits, record the set and make it (holding its ``busy`` lock)."""
+        mechanism, counters, values = want.mechanism, want.counters, want.values
         with self._lock:
             if self._closing:
                 raise LabError("labd is shutting down")
-            running = sum(s.spec.counters + s.spec.printers for s in self._sets.values() if s.live)
-            if running + need > self.limits.total:
-                raise LimitError(
-                    f"this set would bring labd to {running + need} processes, "
-                    f"above the limit of {self.limits.total} (stop some: labctl stop)"
-                )
-            set_id = self.store.new_set(
-                mechanism, str(values["name"]), counters, int(values["printers"]), values
+            live = [
+                (s.spec.owner, s.spec.counters + s.spec.printers)
+                for s in self._sets.values()
+                if s.live
+            ]
+            check_quota(
+                want.owner,
+                want.counters + want.printers,
+                live,
+                self.limits.total,
+                self.limits.per_user,
             )
-            spec = SetSpec(set_id, mechanism, counters, values)
+            set_id = self.store.new_set(
+                mechanism,
+                str(values["name"]),
+                counters,
+                int(values["printers"]),
+                values,
+                owner=want.owner,
+            )
+            spec = SetSpec(set_id, mechanism, counters, values, want.owner)
             env = SetEnv(
                 set_id,
                 counters,
@@ -261,9 +280,10 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
-        """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
-        targets, mine, held = self._claim(ids)
+    def stop(self, ids: Sequence[int] | str, caller: Caller = LABD) -> list[dict[str, Any]]:
+        """Stop sets and wait until they are stopped; ``"all"`` stops every live set
+        ``caller`` may stop (an admin's: all; anyone else's: their own)."""
+        targets, mine, held = self._claim(ids, caller)
         wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
         for s in held:  # "all": sets being started or stopped by someone else
             if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
@@ -289,7 +309,7 @@ class Lab:
         return [self._status_of(i) for i in targets]
 
     def _claim(
-        self, ids: Sequence[int] | str
+        self, ids: Sequence[int] | str, caller: Caller
     ) -> tuple[list[int], list[ProcessSet], list[ProcessSet]]:
         """The targets, the live ones now ours to stop, and (for "all") those another
         operation holds, which the caller waits for."""
@@ -297,13 +317,19 @@ class Lab:
         held: list[ProcessSet] = []
         with self._lock:
             if ids == "all":
-                targets = sorted(i for i, s in self._sets.items() if _needs_stop(s))
+                targets = sorted(
+                    i
+                    for i, s in self._sets.items()
+                    if _needs_stop(s) and caller.may_stop(s.spec.owner)
+                )
             else:
                 assert not isinstance(ids, str), "only 'all' is a word here"
                 targets = list(ids)
                 for i in targets:
                     if i not in self._sets and self.store.get(i) is None:
                         raise NoSuchSet(f"no set {i} (see: labctl status)")
+                    if i in self._sets and _needs_stop(self._sets[i]):
+                        caller.check_stop(i, self._sets[i].spec.owner)
             for i in targets:
                 s = self._sets.get(i)
                 if s is None or not _needs_stop(s):

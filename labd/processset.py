@@ -42,6 +42,7 @@ class SetSpec:
     mechanism: str
     counters: int
     values: dict[str, Any]
+    owner: str | None = None  # who spawned it (labd.owners)
 
     @property
     def printers(self) -> int:

@@ -40,6 +40,7 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         "stopped_at": s.stopped_at,
         "processes": procs,
         "error": s.error,
+        "owner": s.spec.owner,
     }
 
 
@@ -49,6 +50,7 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(final, dict):
         out = dict(final)
         out["state"] = row["state"]
+        out.setdefault("owner", row.get("owner"))
         return out
     keys = ("value", "attempted", "lost", "in_flight", "corrupt")
     return {
@@ -67,4 +69,5 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "stopped_at": row["stopped_at"],
         "processes": [],
         "error": row.get("error"),
+        "owner": row.get("owner"),
     }

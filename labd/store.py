@@ -5,7 +5,8 @@ One SQLite file, ``STATE_DIR/history.sqlite3``, in WAL mode with ``synchronous=N
 by one lock serves every thread of the daemon. Tables::
 
     sets     one row per set; AUTOINCREMENT, so an id is never reused, not after a
-             delete and not across restarts
+             delete and not across restarts; ``owner``, who spawned it (added to a
+             store of an older labd when it is opened)
     events   (set_id, at, state, detail): every state the set entered
     samples  (set_id, at, value, attempted, lost, in_flight, corrupt, rate,
              latency_p50_us, latency_p99_us): the once-a-second time series
@@ -52,7 +53,8 @@ CREATE TABLE IF NOT EXISTS sets (
     started_at REAL,
     stopped_at REAL,
     final_json TEXT,
-    error TEXT
+    error TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS sets_by_state ON sets(state);
 CREATE TABLE IF NOT EXISTS events (
@@ -84,8 +86,10 @@ CREATE TABLE IF NOT EXISTS workers (
 
 _SET_COLUMNS = (
     "id, name, mechanism, counters, printers, params_json, state, "
-    "created_at, started_at, stopped_at, final_json, error"
+    "created_at, started_at, stopped_at, final_json, error, owner"
 )
+#: columns added since schema 1, each with its type: an older store gains them at open
+_ADDED_COLUMNS = (("sets", "owner", "TEXT"),)
 
 
 class Store:
@@ -112,14 +116,15 @@ class Store:
         params: dict[str, Any],
         *,
         at: float | None = None,
+        owner: str | None = None,
     ) -> int:
         """Record a new set in state ``starting`` and return its id (never reused)."""
         now = time.time() if at is None else at
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "INSERT INTO sets (name, mechanism, counters, printers, params_json, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'starting', ?)",
-                (name, mechanism, counters, printers, json.dumps(params), now),
+                " created_at, owner) VALUES (?, ?, ?, ?, ?, 'starting', ?, ?)",
+                (name, mechanism, counters, printers, json.dumps(params), now, owner),
             )
             set_id = cur.lastrowid
             assert set_id is not None
@@ -325,6 +330,7 @@ def _open(path: Path) -> sqlite3.Connection:
             )
         if version < SCHEMA_VERSION:
             conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+        _add_columns(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise ConfigError(f"cannot open history store {path}: {exc} (move it aside)") from exc
@@ -334,9 +340,19 @@ def _open(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a store made by an older labd the columns added since (additive only, so
+    that older labds can still read it)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            with conn:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def _set_record(row: tuple[Any, ...]) -> dict[str, Any]:
     (set_id, name, mechanism, counters, printers, params_json, state) = row[:7]
-    (created_at, started_at, stopped_at, final_json, error) = row[7:]
+    (created_at, started_at, stopped_at, final_json, error, owner) = row[7:]
     return {
         "id": set_id,
         "name": name,
@@ -350,4 +366,5 @@ def _set_record(row: tuple[Any, ...]) -> dict[str, Any]:
         "stopped_at": stopped_at,
         "final": None if final_json is None else json.loads(final_json),
         "error": error,
+        "owner": owner,
     }

@@ -43,10 +43,11 @@ class PeerCredAuthenticator:
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         pid, uid, gid = _UCRED.unpack(creds)
-        if uid not in self.uids and not self.gids & {gid, *_peer_groups(sock)}:
+        groups = _peer_groups(sock)
+        if uid not in self.uids and not self.gids & {gid, *groups}:
             log.warning("refused local peer pid %d uid %d gid %d", pid, uid, gid)
             raise AuthenticationError(f"uid {uid} is not allowed")
-        return sock, {"pid": pid, "uid": uid, "gid": gid}
+        return sock, {"pid": pid, "uid": uid, "gid": gid, "groups": groups}
 
 
 def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
@@ -128,7 +129,8 @@ class TlsAuthenticator:
             raise AuthenticationError(f"{peer}: {problem}")
         tls.settimeout(None)
         log.info("TLS client %s: %s", peer, subject)
-        return tls, {"peer": peer, "subject": subject}
+        owner = peer_subject(tls.getpeercert(), serial=False)
+        return tls, {"peer": peer, "subject": subject, "owner": owner}
 
 
 def _deny(tls: ssl.SSLSocket, message: str) -> None:

@@ -41,14 +41,15 @@ def certificate_info(pem: bytes) -> tuple[str, list[str], dt.datetime, dt.dateti
     )
 
 
-def peer_subject(cert: dict[str, Any] | None) -> str:
-    """``CN=ipclab client,O=ipclab`` from :meth:`ssl.SSLSocket.getpeercert`'s dict."""
+def peer_subject(cert: dict[str, Any] | None, *, serial: bool = True) -> str:
+    """``CN=ipclab client,O=ipclab`` from :meth:`ssl.SSLSocket.getpeercert`'s dict,
+    followed by `` serial N`` unless ``serial`` is false."""
     if not cert:
         return "(no certificate)"
     parts = [f"{_SHORT.get(k, k)}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
     text = ",".join(reversed(parts)) or "(empty subject)"
-    serial = cert.get("serialNumber")
-    return f"{text} serial {serial}" if serial else text
+    number = cert.get("serialNumber") if serial else None
+    return f"{text} serial {number}" if number else text
 
 
 def client_usage_problem(der: bytes | None) -> str | None:
