@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import rpyc
 from rpyc.core.stream import SocketStream
@@ -24,17 +23,22 @@ from rpyc.utils.factory import connect_stream
 
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
 from labctl.tls import TlsFiles, UnsuitableCertificate, check_server_usage, client_context
-from labd.errors import BusyError, ConnectError, LabError, message_of
+from labd.errors import BusyError, ConnectError, LabError, message_of, ssl_reason
 from labd.protocol import (
     REFUSAL_BUSY,
     REFUSAL_MAX,
     REFUSAL_PREFIX,
+    RPYC_PROTECTIVE,
     STOP_CALL_TIMEOUT,
     Address,
+    InspectRecord,
+    MechanismRecord,
+    ShutdownRecord,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
     parse_refusal,
 )
-
-Record = dict[str, Any]
 
 CALL_TIMEOUT = 30.0
 STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
@@ -44,13 +48,8 @@ SPAWN_BASE_S = 60.0
 SPAWN_PER_PROCESS_S = 0.5
 
 RPYC_CONFIG: dict[str, Any] = {
-    "allow_public_attrs": False,
-    "allow_all_attrs": False,
-    "allow_pickle": False,
-    "allow_setattr": False,
-    "allow_delattr": False,
-    "import_custom_exceptions": False,
-    "instantiate_custom_exceptions": True,
+    **RPYC_PROTECTIVE,
+    "instantiate_custom_exceptions": True,  # labd.errors classes, imported above
     "sync_request_timeout": CALL_TIMEOUT,
 }
 
@@ -88,7 +87,7 @@ class Refused(EOFError):
         return BusyError(text) if self.kind == REFUSAL_BUSY else ConnectError(text)
 
 
-class LabStream(SocketStream):
+class LabStream(SocketStream):  # type: ignore[misc]  # rpyc ships no types
     """rpyc's socket stream, reading labd's refusal line where the first frame would be.
 
     labd refuses after accepting (at its connection limit, say) by writing one line and
@@ -159,33 +158,36 @@ class Client:
         with contextlib.suppress(Exception):  # closing a broken stream may fail again
             self._conn.close()
 
-    def version(self) -> Record:
-        return self._call("version")
+    # The records are the daemon's JSON as it sent it: typed as labd.protocol says, but a
+    # newer or older daemon may send more or fewer keys, so readers use .get() for extras.
+    def version(self) -> VersionRecord:
+        return cast(VersionRecord, self._call("version"))
 
-    def mechanisms(self) -> list[Record]:
-        return self._call("mechanisms")
+    def mechanisms(self) -> list[MechanismRecord]:
+        return cast(list[MechanismRecord], self._call("mechanisms"))
 
-    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> Record:
+    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> StatusRecord:
         budget = self.spawn_timeout or spawn_budget(counters, params)
-        return self._call("spawn", mechanism, counters, json.dumps(params), timeout=budget)
+        text = self._call("spawn", mechanism, counters, json.dumps(params), timeout=budget)
+        return cast(StatusRecord, text)
 
-    def status(self, ids: Sequence[int] = ()) -> list[Record]:
-        return self._call("status", tuple(ids))
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
+        return cast(list[StatusRecord], self._call("status", tuple(ids)))
 
-    def inspect(self, set_id: int) -> Record:
-        return self._call("inspect", set_id)
+    def inspect(self, set_id: int) -> InspectRecord:
+        return cast(InspectRecord, self._call("inspect", set_id))
 
-    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[Record]:
+    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[StatusRecord]:
         which = ids if ids == "all" else tuple(ids)
-        return self._call("stop", which, timeout=STOP_TIMEOUT)
+        return cast(list[StatusRecord], self._call("stop", which, timeout=STOP_TIMEOUT))
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> Record:
-        return self._call("tail", set_id, after, limit)
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
+        return cast(TailRecord, self._call("tail", set_id, after, limit))
 
-    def shutdown(self) -> Record:
-        return self._call("shutdown")
+    def shutdown(self) -> ShutdownRecord:
+        return cast(ShutdownRecord, self._call("shutdown"))
 
-    def _call(self, name: str, *args: object, timeout: float | None = None) -> Any:
+    def _call(self, name: str, *args: object, timeout: float | None = None) -> object:
         timeout = timeout or self.call_timeout
         try:
             pending = self._method(name)(*args)
@@ -235,11 +237,11 @@ def local_error(exc: LabError) -> LabError:
     """The same error as a plain instance of our own class, with a one-line message."""
     for cls in type(exc).__mro__:
         if getattr(errors, cls.__name__, None) is cls:
-            return cls(message_of(exc), *exc.args[1:])
+            return cast(LabError, cls(message_of(exc), *exc.args[1:]))
     return LabError(message_of(exc))
 
 
-def decode(name: str, text: object) -> Any:
+def decode(name: str, text: object) -> object:
     """The Python value of a JSON answer."""
     if text is None:
         return None
@@ -299,7 +301,7 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
             address, f"labd's TLS certificate is not trusted: {detail} ({hint})"
         ) from exc
     except ssl.SSLError as exc:
-        raise unreachable(address, f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+        raise unreachable(address, f"TLS handshake failed: {ssl_reason(exc)}") from exc
     except UnsuitableCertificate as exc:
         raise unreachable(
             address, f"labd's TLS certificate is not accepted: {exc} (make it with labd tls init)"
@@ -323,14 +325,7 @@ def _lost(exc: BaseException) -> str:
     cause = exc.args[0] if isinstance(exc, EOFError) and exc.args else exc
     if isinstance(cause, ssl.SSLError):
         return (
-            f"labd ended the TLS session: {_ssl_reason(cause)} "
+            f"labd ended the TLS session: {ssl_reason(cause)} "
             "(is --tls-cert signed by the CA labd trusts?)"
         )
     return f"the connection was lost ({message_of(exc)})"
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """``certificate verify failed``, not ``[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)``."""
-    if exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", message_of(exc))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from labctl import render
 from labctl.client import Client
-from labd.protocol import LIVE_STATES
+from labd.protocol import LIVE_STATES, TailRecord
 
 Out = Callable[[str], None]
 Sleep = Callable[[float], None]
@@ -57,7 +56,7 @@ def tail(
         pass
 
 
-def _print_new(answer: dict[str, Any], last: int, out: Out, *, show: bool = True) -> int:
+def _print_new(answer: TailRecord, last: int, out: Out, *, show: bool = True) -> int:
     """Print an answer's lines; return the sequence number to continue after."""
     got = answer.get("lines") or []
     if got and show:

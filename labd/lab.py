@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from labd import __version__
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
+from labd.mechanisms.base import Mechanism
 from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail, within_bytes
@@ -34,6 +35,12 @@ from labd.protocol import (
     PROTOCOL_VERSION,
     TAIL_MAX_BYTES,
     WAIT_HELD_S,
+    InspectRecord,
+    MechanismRecord,
+    State,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
 )
 from labd.reaper import Reaper
 from labd.registry import Registry
@@ -44,14 +51,15 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-PRELOAD = ["labd.workers", "labd.worker.contexts", "labd.board", "labd.pacing"]
+#: what the forkserver imports once, so workers start warm (every module of labd.worker)
+PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
 
 
 @dataclass(frozen=True)
 class Ended:
     """What is kept of a set that ended in this run."""
 
-    status: dict[str, Any]
+    status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
 
@@ -139,7 +147,7 @@ class Lab:
         return ctx
 
     # --- queries ---------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
+    def version(self) -> VersionRecord:
         return {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
@@ -148,32 +156,33 @@ class Lab:
             "address": self.address,
         }
 
-    def mechanisms(self) -> list[dict[str, Any]]:
+    def mechanisms(self) -> list[MechanismRecord]:
         return self.registry.describe()
 
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
         if not ids:
             with self._lock:
                 ids = sorted([*self._sets, *self._ended])
         return [self._status_of(i) for i in ids]
 
-    def inspect(self, set_id: int) -> dict[str, Any]:
+    def inspect(self, set_id: int) -> InspectRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
-        out = self._status_of(set_id)
+        status = self._status_of(set_id)
         row = self.store.get(set_id)
-        out["events"] = row["events"] if row else []
+        out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
         if pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
+        state: str
         if pset is not None:
             lines, last = pset.output.lines(after, limit)
             state = pset.state
@@ -188,7 +197,7 @@ class Lab:
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
         lines = within_bytes(lines, TAIL_MAX_BYTES, newest=after <= 0)
-        return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
+        return {"id": set_id, "lines": list(lines), "last": last, "state": state}
 
     # --- spawn -----------------------------------------------------------------------
     def spawn(
@@ -197,7 +206,7 @@ class Lab:
         counters: int,
         params: Mapping[str, object],
         caller: Caller = LABD,
-    ) -> dict[str, Any]:
+    ) -> StatusRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -218,11 +227,11 @@ class Lab:
             pset.start(self._collector.add)
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
-            pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
+            pset.fail(f"could not start: {type(exc).__name__}: {exc}")
             error = exc
         finally:
             pset.busy.release()
-        if pset.state == "failed":  # failed to start, or failed while starting
+        if pset.state == State.FAILED:  # failed to start, or failed while starting
             if pset.workers:
                 self._stop_in_background(pset)
             else:
@@ -234,7 +243,7 @@ class Lab:
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
 
-    def _reserve(self, want: SetSpec, cls: Any) -> ProcessSet:
+    def _reserve(self, want: SetSpec, cls: type[Mechanism]) -> ProcessSet:
         """Check the limits, record the set and make it (holding its ``busy`` lock)."""
         mechanism, counters, values = want.mechanism, want.counters, want.values
         with self._lock:
@@ -280,7 +289,7 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str, caller: Caller = LABD) -> list[dict[str, Any]]:
+    def stop(self, ids: Sequence[int] | str, caller: Caller = LABD) -> list[StatusRecord]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set
         ``caller`` may stop (an admin's: all; anyone else's: their own)."""
         targets, mine, held = self._claim(ids, caller)
@@ -341,7 +350,7 @@ class Lab:
                 else:
                     for m in mine:
                         m.busy.release()
-                    what = "already stopping" if s.state == "stopping" else f"busy ({s.state})"
+                    what = "already stopping" if s.state == State.STOPPING else f"busy ({s.state})"
                     raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
         return targets, mine, held
 
@@ -358,6 +367,8 @@ class Lab:
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
+        if s.stopped_at is None:  # it never ran a stop: failed before any process started
+            s.stopped_at = time.time()
         final = self._status(s)
         self.store.finish(s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
@@ -377,9 +388,9 @@ class Lab:
         threading.Thread(target=run, name=f"stop-{s.spec.id}", daemon=True).start()
 
     # --- events ----------------------------------------------------------------------
-    def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
+    def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
         self.store.set_state(s.spec.id, state, detail)
-        if state == "failed" and s.workers and not s.busy.locked():
+        if state == State.FAILED and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
@@ -416,23 +427,23 @@ class Lab:
         return f"{len(live)} set(s) running, {procs} process(es)"
 
     # --- rendering -------------------------------------------------------------------
-    def _status_of(self, set_id: int) -> dict[str, Any]:
+    def _status_of(self, set_id: int) -> StatusRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         if pset is not None:
             return self._status(pset)
         if ended is not None:
-            return dict(ended.status)
+            return ended.status.copy()
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
         return stored_status(row)
 
-    def _status(self, s: ProcessSet) -> dict[str, Any]:
+    def _status(self, s: ProcessSet) -> StatusRecord:
         return live_status(s, self._sampler.stats.cache)
 
 
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
-    return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
+    return s.live or (s.state == State.FAILED and bool(s.workers) and s.stopped_at is None)

@@ -27,16 +27,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from labd.errors import ConfigError, NoSuchSet
-from labd.protocol import FIGURE_KEYS, LIVE_STATES, STATES
+from labd.protocol import (
+    FIGURE_KEYS,
+    FINISHED_STATES,
+    LIVE_STATES,
+    STATES,
+    EventRecord,
+    ParamValue,
+    State,
+    StatusRecord,
+)
 
 SCHEMA_VERSION = 1
 FILENAME = "history.sqlite3"
-FINISHED_STATES = ("stopped", "failed", "interrupted")
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
 
@@ -84,6 +92,26 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
+
+class SetRow(TypedDict):
+    """A set as the store keeps it (``params`` and ``final`` decoded)."""
+
+    id: int
+    name: str
+    mechanism: str
+    counters: int
+    printers: int
+    params: dict[str, ParamValue]
+    state: str
+    created_at: float
+    started_at: float | None
+    stopped_at: float | None
+    final: StatusRecord | None  # the status it ended with, as inspect showed it
+    error: str | None
+    owner: str | None  # who spawned it (labd.owners); None in a store of labd 0.1.0
+    events: NotRequired[list[EventRecord]]  # from get(), not from history()
+
+
 _SET_COLUMNS = (
     "id, name, mechanism, counters, printers, params_json, state, "
     "created_at, started_at, stopped_at, final_json, error, owner"
@@ -113,7 +141,7 @@ class Store:
         name: str,
         counters: int,
         printers: int,
-        params: dict[str, Any],
+        params: Mapping[str, ParamValue],
         *,
         at: float | None = None,
         owner: str | None = None,
@@ -145,9 +173,9 @@ class Store:
         if state not in STATES:
             raise ValueError(f"unknown set state {state!r} (one of {', '.join(STATES)})")
         now = time.time() if at is None else at
-        started = now if state == "running" else None
+        started = now if state == State.RUNNING else None
         stopped = now if state in FINISHED_STATES else None
-        error = detail if state == "failed" else None
+        error = detail if state == State.FAILED else None
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE sets SET state = ?, started_at = COALESCE(started_at, ?),"
@@ -162,7 +190,7 @@ class Store:
                 (set_id, now, state, detail),
             )
 
-    def finish(self, set_id: int, final: dict[str, Any]) -> None:
+    def finish(self, set_id: int, final: StatusRecord) -> None:
         """Keep the set's final status object (as shown by ``inspect``)."""
         with self._lock, self._conn:
             cur = self._conn.execute(
@@ -196,7 +224,7 @@ class Store:
 
     # -- reading --------------------------------------------------------------------
 
-    def get(self, set_id: int) -> dict[str, Any] | None:
+    def get(self, set_id: int) -> SetRow | None:
         """The set's row (``params`` and ``final`` decoded) with its ``events``, or None."""
         with self._lock:
             row = self._conn.execute(
@@ -212,7 +240,7 @@ class Store:
         record["events"] = [{"state": s, "at": a, "detail": d} for s, a, d in events]
         return record
 
-    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+    def history(self, limit: int = 20) -> list[SetRow]:
         """Finished sets (stopped, failed, interrupted), newest first, without events."""
         marks = ", ".join("?" for _ in FINISHED_STATES)
         with self._lock:
@@ -350,7 +378,7 @@ def _add_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
-def _set_record(row: tuple[Any, ...]) -> dict[str, Any]:
+def _set_record(row: tuple[Any, ...]) -> SetRow:
     (set_id, name, mechanism, counters, printers, params_json, state) = row[:7]
     (created_at, started_at, stopped_at, final_json, error, owner) = row[7:]
     return {

@@ -12,16 +12,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from labd import CounterContext, Mechanism, Param, PrinterContext, SetupEnv
+from labd import CounterContext, Param, PrinterContext, SetupEnv
+from labd.testing import FakeMechanism
 
 
-class FakeCounter(Mechanism):
-    """A ``RawValue`` incremented under an explicit lock: exact, so ``lost == 0``."""
+class FakeCounter(FakeMechanism):
+    """labd.testing's exact fake (``lost == 0``) with knobs for the tests."""
 
-    name = "fake"
     summary = "a RawValue incremented under an explicit Lock (tests only)"
     params = (
         Param(
@@ -38,53 +37,32 @@ class FakeCounter(Mechanism):
         Param("setup_delay", float, 0.0, "seconds setup() takes (a slow spawn)", min=0, max=30),
         Param("shout", int, 0, "each printer tick also prints a line this long", min=0, max=8192),
     )
-    messages = False
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        super().__init__(values)
-        self._value: Any = None
-        self._lock: Any = None
 
     def setup(self, env: SetupEnv) -> None:
         if self.values.get("setup_delay"):
             time.sleep(float(self.values["setup_delay"]))
-        self._value = env.context.RawValue("q", 0)
-        self._lock = env.context.Lock()
-
-    def counter_args(self, index: int) -> tuple[Any, ...]:
-        return (self._value, self._lock)
-
-    def printer_args(self, index: int) -> tuple[Any, ...]:
-        return (self._value,)
-
-    def observe(self) -> int | None:
-        return None if self._value is None else int(self._value.value)
-
-    def teardown(self) -> None:
-        self._value = None
-        self._lock = None
+        super().setup(env)
 
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
-        value, lock = args
         if ctx.values.get("helper"):  # a plugin's helper process its counter forgets
             subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
-        for n in ctx.batches():
-            for _ in range(n):
-                with lock:
-                    value.value += 1
+        super().counter(ctx, *args)
         linger = float(ctx.values.get("slow_stop", 0.0))
         if linger:
             time.sleep(linger)  # a counter slow to exit (what the fake simulates)
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        (value,) = args
         shout = int(ctx.values.get("shout", 0))
+        if not shout:
+            super().printer(ctx, *args)
+            return
+        (value,) = args
         for _ in ctx.ticks(phase=0.5):
             ctx.show(value.value)
-            if shout:  # a plugin may print what it likes, as long as it likes (random:
-                os.write(1, os.urandom(shout // 2 + 1).hex()[:shout].encode() + b"\n")
+            # a plugin may print what it likes, as long as it likes (random: incompressible)
+            os.write(1, os.urandom(shout // 2 + 1).hex()[:shout].encode() + b"\n")
 
 
 CRASH_CODE = 3
@@ -140,6 +118,18 @@ class WrongName(FakeCounter):
     name = "not_its_entry_name"
     summary = "declares a name other than its entry point's (tests only)"
     params = ()
+
+
+class StaticCounter(FakeCounter):
+    """Violates the contract: ``counter`` is a staticmethod, not a classmethod."""
+
+    name = "static"
+    summary = "a staticmethod counter (tests only)"
+    params = ()
+
+    @staticmethod
+    def counter(ctx: CounterContext, *args: Any) -> None:  # type: ignore[override]
+        pass
 
 
 class NotAMechanism:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import rpyc
-from conftest import DaemonFactory
+from daemonkit import DaemonFactory
 from helpers import Daemon, connect, one_line, short_dir, wait_for
 
 import labd.errors as E

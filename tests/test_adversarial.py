@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 import pytest
 import rpyc
-from conftest import one_daemon
+from daemonkit import one_daemon
 from fakes import BAD, CrashingCounter, FakeCounter
 from helpers import Daemon, one_line, wait_for
 from hypothesis import HealthCheck, assume, given, note, settings

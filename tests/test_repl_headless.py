@@ -49,7 +49,7 @@ def run_lines(state: State, typed: str, history: Path) -> int:
     """Type ``typed`` into a headless REPL and run it until it leaves."""
     with create_pipe_input() as keys:
         keys.send_text(typed)
-        return repl.run(state, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
+        return repl.run(state, cli, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
 
 
 # --- the loop, against a real labd -----------------------------------------------------
@@ -109,15 +109,15 @@ def test_errors_are_one_line_and_the_loop_goes_on(
 def test_dispatch_returns_codes_and_none_to_leave(
     state: State, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert dispatch("", state) == 0
-    assert dispatch("   # a comment", state) == 0
-    assert dispatch("mechanisms", state) == 0
-    assert dispatch("labctl status", state) == 0  # a pasted "labctl" is allowed
-    assert dispatch("frobnicate", state) == 2
-    assert dispatch("tail notanumber", state) == 2
-    assert dispatch("--connect unix:/x status", state) == 2  # fixed at start-up
-    assert dispatch("exit", state) is None
-    assert dispatch("quit", state) is None
+    assert dispatch("", state, cli) == 0
+    assert dispatch("   # a comment", state, cli) == 0
+    assert dispatch("mechanisms", state, cli) == 0
+    assert dispatch("labctl status", state, cli) == 0  # a pasted "labctl" is allowed
+    assert dispatch("frobnicate", state, cli) == 2
+    assert dispatch("tail notanumber", state, cli) == 2
+    assert dispatch("--connect unix:/x status", state, cli) == 2  # fixed at start-up
+    assert dispatch("exit", state, cli) is None
+    assert dispatch("quit", state, cli) is None
     err = capsys.readouterr().err
     assert "labctl: no command 'frobnicate' (see: help)" in err
     assert "apply when labctl starts" in err
@@ -258,17 +258,17 @@ def test_labd_going_away_is_said_once_and_the_repl_reconnects(
     poller = Poller(target, cache, pace=FAST, say=said.append)
     poller.start()
     try:
-        assert dispatch("status", state) == 0  # the state's own connection
+        assert dispatch("status", state, cli) == 0  # the state's own connection
         assert first.stop() == 0
         wait_for(lambda: not cache.snapshot().connected, 10, "the poller to notice")
-        assert dispatch("help", state) == 0  # help still works
-        assert dispatch("status", State(target)) == 3  # one line: cannot reach labd
+        assert dispatch("help", state, cli) == 0  # help still works
+        assert dispatch("status", State(target), cli) == 3  # one line: cannot reach labd
         labd_factory(root=first.root)  # labd is back, at the same socket
         wait_for(lambda: cache.snapshot().connected, 10, "the poller to reconnect")
         assert state.connected  # the old connection looks fine, but its daemon is gone
         assert forget_lost(state, cache, seen=0) == 1  # what the loop does before each line
         assert not state.connected
-        assert dispatch("status", state) == 0  # a new connection, no "connection lost"
+        assert dispatch("status", state, cli) == 0  # a new connection, no "connection lost"
     finally:
         poller.stop()
         state.close()
