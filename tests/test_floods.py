@@ -21,7 +21,7 @@ from contextlib import ExitStack
 import psutil
 import pytest
 import rpyc
-from conftest import DaemonFactory
+from daemonkit import DaemonFactory
 from helpers import Daemon, connect, free_port, labctl_command, wait_for
 from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream

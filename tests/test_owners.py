@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonFactory, fakes_env
+from daemonkit import DaemonFactory, fakes_env
 from test_access import GROUP, NOBODY, OTHER, passable
 
 from labctl.client import Client, connect
@@ -28,7 +28,11 @@ from labd.store import _SCHEMA, Store
 
 
 def user_name(uid: int) -> str:
-    return pwd.getpwuid(uid).pw_name
+    """How status names a local owner: the user's name, or ``uid N`` without one."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
