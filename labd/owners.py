@@ -5,7 +5,8 @@ socket, shown by name) or, over TLS, the subject of the client's certificate
 (``CN=ipclab client,O=ipclab``). Anyone admitted may look (status, inspect, tail); only
 the owner or an *admin* may stop a set, and only an admin may shut labd down. Admins:
 root, labd's own user, and members of ``--admin-group``. A TLS client is no admin (it has
-no uid); a plain TCP client on loopback (no TLS, labd warns) is taken as labd's own user.
+no uid); a plain TCP client on loopback (no TLS, labd warns) is the local user the kernel
+lists as its socket's owner (:mod:`labd.server.tcpowner`).
 
 The authenticators (:mod:`labd.server.auth`) hand over the peer's credentials; the
 service turns them into a :class:`Caller` per connection (:func:`caller_of`).
@@ -76,7 +77,7 @@ LABD = Caller(owner=user_name(os.getuid()), admin=True, uid=os.getuid())
 
 def caller_of(credentials: Mapping[str, object] | None, admins: Admins) -> Caller:
     """The caller of a connection, from its authenticator's credentials."""
-    if not credentials:  # plain TCP on loopback: no identity, labd's own user
+    if not credentials:  # an in-process caller
         return LABD
     uid = credentials.get("uid")
     if type(uid) is int:
@@ -84,8 +85,8 @@ def caller_of(credentials: Mapping[str, object] | None, admins: Admins) -> Calle
         gid = credentials.get("gid")
         known = {int(g) for g in (*groups, gid) if type(g) is int}  # type: ignore[misc]
         return Caller(user_name(uid), admins.is_admin(uid, known), uid)
-    subject = credentials.get("owner")
-    return Caller(str(subject) if subject else "(unknown TLS client)")
+    subject = credentials.get("owner")  # a TLS certificate's subject
+    return Caller(str(subject) if subject else "(unknown client)")
 
 
 def check_quota(

@@ -8,6 +8,7 @@ call labd through labctl's own client; the command line once too, as another use
 from __future__ import annotations
 
 import contextlib
+import encodings.idna  # noqa: F401 - loaded before the forks: other users cannot read it
 import io
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from daemonkit import DaemonFactory, fakes_env
+from helpers import free_port
 from test_access import GROUP, NOBODY, OTHER, passable
 
 from labctl.client import Client, connect
@@ -40,7 +42,7 @@ OWN_DIR = "run/labd.sock"
 
 
 def as_user(
-    sock: str, uid: int, call: Callable[[Client], Any], groups: tuple[int, ...] = ()
+    sock: str | Address, uid: int, call: Callable[[Client], Any], groups: tuple[int, ...] = ()
 ) -> Any:
     """``call(client)`` as ``uid`` (with ``groups``) in a forked child: its JSON-able
     result, or {"error": class, "message": ...} for a LabError."""
@@ -53,7 +55,7 @@ def as_user(
             os.setgid(uid)
             os.setuid(uid)
             try:
-                client = connect(Address(path=sock))
+                client = connect(sock if isinstance(sock, Address) else Address(path=sock))
                 try:
                     result: Any = call(client)
                 finally:
@@ -159,6 +161,22 @@ def test_max_per_user_is_a_quota_for_each_user(labd_factory: DaemonFactory) -> N
     again = as_user(sock, NOBODY, lambda c: c.spawn("fake", 2, {}))  # freed again
     assert again["state"] == "running", again
     as_user(sock, NOBODY, lambda c: c.stop("all"))
+
+
+@ROOT
+@pytest.mark.daemon
+def test_a_plain_tcp_client_on_loopback_is_the_user_who_owns_its_socket(
+    labd_factory: DaemonFactory,
+) -> None:
+    port = free_port()
+    labd_factory(("--listen", f"127.0.0.1:{port}"), fakes=True)
+    tcp = Address(host="127.0.0.1", port=port)
+    theirs = as_user(tcp, NOBODY, lambda c: c.spawn("fake", 1, {}))
+    assert theirs.get("owner") == user_name(NOBODY), theirs
+    down = as_user(tcp, NOBODY, lambda c: c.shutdown())
+    assert down["error"] == "NotAllowed", down
+    stopped = as_user(tcp, NOBODY, lambda c: c.stop([theirs["id"]]))  # its own: yes
+    assert stopped[0]["state"] == "stopped", stopped
 
 
 def test_a_store_of_an_older_labd_gains_the_owner_column(tmp_path: Path) -> None:

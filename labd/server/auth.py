@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import pwd
 import socket
 import ssl
 import struct
@@ -23,6 +24,7 @@ from labd.errors import ssl_reason
 from labd.protocol import REFUSAL_DENIED, refusal_line
 from labd.server.access import PRIVATE, SocketAccess
 from labd.server.admission import HANDSHAKE_DEADLINE
+from labd.server.tcpowner import peer_uid
 from labd.server.tls import client_usage_problem, peer_subject
 
 log = logging.getLogger("labd.server")
@@ -76,11 +78,20 @@ def _peer_groups_libc(fd: int, most: int = 65536) -> tuple[int, ...]:
 
 
 class LoopbackAuthenticator:
-    """Plain TCP is only for this host: set TCP_NODELAY, bound the handshake."""
+    """Plain TCP is only for this host: set TCP_NODELAY, and find the local user at the
+    other end (:mod:`labd.server.tcpowner`), whom the unix socket would have known."""
 
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, None
+        uid = peer_uid(sock)
+        if uid is None:
+            return sock, {"owner": f"(unknown TCP client {_peer(sock)})"}
+        try:
+            entry = pwd.getpwuid(uid)
+            groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        except (KeyError, OSError):
+            return sock, {"uid": uid, "groups": ()}
+        return sock, {"uid": uid, "gid": entry.pw_gid, "groups": groups}
 
 
 class TlsAuthenticator:
