@@ -8,8 +8,8 @@ one user or one host cannot take all of it:
 
 * pending: at most ``max_pending`` in all, ``pending_per_source`` per source (beyond it,
   the source's oldest handshake is cut for its newest), each for at most
-  ``handshake_deadline`` seconds in all (not per read: a peer trickling one byte at a
-  time is cut off at the deadline too);
+  ``handshake_deadline`` seconds (the TLS authenticator's timeout: Python's ssl module
+  bounds the whole handshake by it, not each read, so trickling bytes gains nothing);
 * served: at most ``max_clients`` in all, ``per_user`` per source.
 
 Pure bookkeeping: :class:`labd.server.rpyc_server.LabServer` asks, and closes the socket.
@@ -21,7 +21,6 @@ import contextlib
 import socket
 import struct
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -39,7 +38,6 @@ class ClientLimits:
     max_clients: int = MAX_CLIENTS
     per_user: int = PER_USER
     pending_per_source: int = PENDING_PER_SOURCE
-    handshake_deadline: float = HANDSHAKE_DEADLINE
 
     @property
     def max_pending(self) -> int:
@@ -71,7 +69,7 @@ class Admission:
     def __init__(self, limits: ClientLimits) -> None:
         self.limits = limits
         self._lock = threading.Lock()
-        self._pending: dict[socket.socket, tuple[str, float]] = {}
+        self._pending: dict[socket.socket, str] = {}  # in the order they came
         self._live_by = Counter[str]()  # pending, not marked to be cut
         self._cut: set[socket.socket] = set()
         self._served_by = Counter[str]()
@@ -90,41 +88,25 @@ class Admission:
                 return f"{lim.max_pending} handshakes are under way already", None
             if self._live_by[source] >= lim.pending_per_source:
                 evicted = next(
-                    s
-                    for s, (src, _) in self._pending.items()
-                    if src == source and s not in self._cut
+                    s for s, src in self._pending.items() if src == source and s not in self._cut
                 )
                 self._mark_cut(evicted)
-            self._pending[sock] = (source, time.monotonic() + lim.handshake_deadline)
+            self._pending[sock] = source
             self._live_by[source] += 1
         return None, evicted
 
     def leave_pending(self, sock: socket.socket) -> None:
         with self._lock:
-            entry = self._pending.pop(sock, None)
-            if entry is not None and sock not in self._cut:
-                self._live_by[entry[0]] -= 1
+            source = self._pending.pop(sock, None)
+            if source is not None and sock not in self._cut:
+                self._live_by[source] -= 1
             self._cut.discard(sock)
-            if entry is not None and not self._live_by[entry[0]]:
-                del self._live_by[entry[0]]
-
-    def overdue(self) -> list[tuple[socket.socket, str]]:
-        """Pending connections past their deadline, now marked to be cut (their thread
-        then ends, and leaves)."""
-        now = time.monotonic()
-        with self._lock:
-            late = [
-                (s, src)
-                for s, (src, end) in self._pending.items()
-                if end <= now and s not in self._cut
-            ]
-            for s, _ in late:
-                self._mark_cut(s)
-        return late
+            if source is not None and self._live_by.get(source, 1) <= 0:
+                del self._live_by[source]
 
     def _mark_cut(self, sock: socket.socket) -> None:
         self._cut.add(sock)
-        self._live_by[self._pending[sock][0]] -= 1
+        self._live_by[self._pending[sock]] -= 1
 
     def enter_served(self, source: str) -> str | None:
         lim = self.limits

@@ -28,7 +28,7 @@ from labd.server.tcpowner import peer_uid
 from labd.server.tls import client_usage_problem, peer_subject
 
 log = logging.getLogger("labd.server")
-HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE  # per read here; in all, LabServer's janitor
+HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE  # the whole handshake: ssl bounds it in all
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's number; Python 3.11 lacks it
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 LINGER = 1.0  # at most this long reading a refused client's last bytes

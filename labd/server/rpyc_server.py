@@ -20,7 +20,6 @@ from labd.protocol import REFUSAL_BUSY, refusal_line
 from labd.server.admission import DEFAULT_LIMITS, Admission, ClientLimits, cut, source_of
 
 log = logging.getLogger("labd.server")
-JANITOR_EVERY = 0.25  # seconds between looks for handshakes past their deadline
 SEND_LINE = 1.0  # at most this long sending a refused client its line
 
 
@@ -45,9 +44,6 @@ class LabServer(ThreadedServer):
         self.admission = Admission(limits)
         self._count = threading.Lock()
         self._refusals = 0
-        self._quit = threading.Event()
-        self._janitor = threading.Thread(target=self._cut_overdue, name="janitor", daemon=True)
-        self._janitor.start()
 
     def _accept_method(self, sock: socket.socket) -> None:
         """Authenticate and serve the client in a thread of its own, unless its source
@@ -110,20 +106,6 @@ class LabServer(ThreadedServer):
             count = self._refusals
         if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th ...
             log.warning("refused a client: %s; %d refused so far", why, count)
-
-    def _cut_overdue(self) -> None:
-        """Cut handshakes past their deadline, however the peer trickles its bytes."""
-        deadline = self.limits.handshake_deadline
-        while not self._quit.wait(JANITOR_EVERY):
-            for sock, source in self.admission.overdue():
-                log.warning(
-                    "cut off a client from %s: not authenticated within %g s", source, deadline
-                )
-                cut(sock)
-
-    def close(self) -> None:
-        self._quit.set()
-        super().close()
 
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
         try:
