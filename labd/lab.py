@@ -249,18 +249,8 @@ class Lab:
         with self._lock:
             if self._closing:
                 raise LabError("labd is shutting down")
-            live = [
-                (s.spec.owner, s.spec.counters + s.spec.printers)
-                for s in self._sets.values()
-                if s.live
-            ]
-            check_quota(
-                want.owner,
-                want.counters + want.printers,
-                live,
-                self.limits.total,
-                self.limits.per_user,
-            )
+            live = [(s.spec.owner, s.spec.processes) for s in self._sets.values() if s.live]
+            check_quota(want.owner, want.processes, live, self.limits)
             set_id = self.store.new_set(
                 mechanism,
                 str(values["name"]),

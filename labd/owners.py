@@ -18,6 +18,7 @@ import os
 import pwd
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from labd.errors import LimitError, NotAllowed
 
@@ -89,15 +90,22 @@ def caller_of(credentials: Mapping[str, object] | None, admins: Admins) -> Calle
     return Caller(str(subject) if subject else "(unknown client)")
 
 
+class Quota(Protocol):
+    """The limits :func:`check_quota` applies (labd.lab.Limits)."""
+
+    @property
+    def total(self) -> int: ...
+    @property
+    def per_user(self) -> int | None: ...
+
+
 def check_quota(
-    owner: str | None,
-    need: int,
-    live: Iterable[tuple[str | None, int]],
-    total: int,
-    per_user: int | None,
+    owner: str | None, need: int, live: Iterable[tuple[str | None, int]], limits: Quota
 ) -> None:
-    """Refuse a set of ``need`` processes that would take labd above ``total``, or its
-    owner above ``per_user`` (``live``: (owner, processes) of each live set)."""
+    """Refuse a set of ``need`` processes that would take labd above ``limits.total``,
+    or its owner above ``limits.per_user`` (``live``: (owner, processes) of each live
+    set)."""
+    total, per_user = limits.total, limits.per_user
     sets = list(live)
     running = sum(n for _, n in sets)
     if running + need > total:

@@ -50,6 +50,10 @@ class SetSpec:
         return int(self.values["printers"])
 
     @property
+    def processes(self) -> int:
+        return self.counters + self.printers
+
+    @property
     def name(self) -> str:
         return str(self.values.get("name") or "")
 
