@@ -148,21 +148,11 @@ def describe(proc: psutil.Process) -> str:
         return f"{proc.pid} (gone)"
 
 
-def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until these have exited (zombies have); those still running at the end."""
-    from labd.testing import running
-
-    deadline = time.monotonic() + timeout
-    while (left := running(procs)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
 def kill_all(procs: Iterable[psutil.Process]) -> list[str]:
     """SIGKILL those still running and wait for them to go; describe them."""
     import psutil
 
-    from labd.testing import running
+    from labd.testing import running, wait_gone
 
     targets = running(procs)
     described = [describe(p) for p in targets]
@@ -327,7 +317,7 @@ def shut_down(
     """Signal a parent whose workers all run, time the exits, check what is left."""
     import psutil
 
-    from labd.testing import running, shm_mapped
+    from labd.testing import running, shm_mapped, wait_gone
 
     parent = psutil.Process(proc.pid)
     worker_pids = {w.pid for w in workers}

@@ -15,6 +15,7 @@ said no, 2 usage, 3 cannot reach labd.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from labctl import follow, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
+from labctl.experiments import COMMANDS as EXPERIMENT_COMMANDS
 from labctl.invoke import LabGroup, invoke
 from labctl.state import State
 from labctl.target import resolve_target
@@ -101,11 +103,15 @@ def open_repl(ctx: click.Context) -> None:
     if state.interactive:
         click.echo(ctx.get_help())
         return
-    try:
-        from labctl import repl  # imports prompt_toolkit: only here, never for one command
+    try:  # prompt_toolkit is imported here only, never for one command
+        repl_run = getattr(importlib.import_module("labctl.repl"), "run", None)
     except ModuleNotFoundError as exc:
-        raise click.UsageError(f"the REPL needs {exc.name}: pip install 'ipclab'") from None
-    ctx.exit(repl.run(state, cli))
+        if exc.name != "labctl.repl":
+            raise click.UsageError(f"the REPL needs {exc.name}: pip install 'ipclab'") from None
+        repl_run = None
+    if repl_run is None:
+        raise click.UsageError("the REPL is not available yet: give a command")
+    ctx.exit(repl_run(state, cli))
 
 
 @cli.command()
@@ -242,6 +248,10 @@ def shutdown(ctx: click.Context) -> None:
     client = client_of(ctx, autostart=False)
     client.shutdown()
     click.echo(f"labd at {client.address} is shutting down")
+
+
+for _command in EXPERIMENT_COMMANDS:  # compare, experiments, report, history, plot, export
+    cli.add_command(_command)
 
 
 def _write(text: str) -> None:

@@ -64,6 +64,9 @@ def unreachable(address: Address, reason: str | None = None) -> ConnectError:
     )
 
 
+ExperimentRecord = dict[str, Any]  # experiments, history rows, samples (docs/cli.md)
+
+
 def spawn_budget(counters: int, params: dict[str, str]) -> float:
     """How long a spawn of this size may take before labctl stops waiting."""
     printers = str(params.get("printers", "1"))
@@ -186,6 +189,25 @@ class Client:
 
     def shutdown(self) -> ShutdownRecord:
         return cast(ShutdownRecord, self._call("shutdown"))
+
+    # --- experiments and history (labctl.experiments): their JSON as labd sent it ---
+    def compare(self, spec: dict[str, Any]) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("compare", json.dumps(spec)))
+
+    def experiment(self, exp_id: int) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("experiment", exp_id))
+
+    def experiments(self, limit: int = 20) -> list[ExperimentRecord]:
+        return cast(list[ExperimentRecord], self._call("experiments", limit))
+
+    def cancel_experiment(self, exp_id: int) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("cancel_experiment", exp_id))
+
+    def history(self, limit: int = 20, mechanism: str | None = None) -> list[ExperimentRecord]:
+        return cast(list[ExperimentRecord], self._call("history", limit, mechanism))
+
+    def samples(self, set_id: int) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("samples", set_id))
 
     def _call(self, name: str, *args: object, timeout: float | None = None) -> object:
         timeout = timeout or self.call_timeout

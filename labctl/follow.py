@@ -17,13 +17,8 @@ from labd.protocol import LIVE_STATES, TailRecord
 Out = Callable[[str], None]
 Sleep = Callable[[float], None]
 
-WATCH_TTY_INTERVAL = 0.1
-WATCH_PLAIN_INTERVAL = 1.0
 TAIL_INTERVAL = 0.2
 TAIL_PAGE = 1000
-
-HOME, CLEAR_SCREEN, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
-HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def tail(

@@ -11,6 +11,7 @@
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
     ├── NotAllowed              the caller may not do that (another user's set, shutdown)
+    ├── NoSuchExperiment        no experiment with that id
     ├── ConfigError             labd cannot start as configured (bad socket, TLS ...): 2
     └── ConnectError            labctl cannot reach labd: 3
         └── BusyError           labd is at its connection limit: 4
@@ -72,6 +73,10 @@ class SetBusy(SetError):
 
 class NotAllowed(LabError):
     """The caller may not do this: stop another user's set, shut labd down."""
+
+
+class NoSuchExperiment(LabError):
+    """No experiment with that id."""
 
 
 class ConfigError(LabError):

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from labd import __version__
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.experiments.core import Experiments
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
@@ -106,6 +107,7 @@ class Lab:
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
@@ -126,9 +128,11 @@ class Lab:
         self._collector.start()
         self._sampler.start()
         self.manager.get()
+        self.experiments.start()
 
     def close(self) -> None:
         """Stop every set (counters first, then printers), then release everything."""
+        self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
         self.stop("all")
@@ -198,6 +202,18 @@ class Lab:
             last = lines[-1][0] if lines else after
         lines = within_bytes(lines, TAIL_MAX_BYTES, newest=after <= 0)
         return {"id": set_id, "lines": list(lines), "last": last, "state": state}
+
+    def tallies(self, set_id: int) -> dict[str, Any]:
+        """A running set's exact tallies read now (see SetMetrics.tallies)."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is None or pset.metrics is None or pset.state != "running":
+            state = pset.state if pset is not None else "not running"
+            raise SetError(f"set {set_id} is {state}, not running (see: labctl status {set_id})")
+        try:
+            return pset.metrics.tallies()
+        except ValueError:
+            raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
     def spawn(

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from labd.protocol import FIGURE_KEYS, FiguresRecord
 from labd.worker import board
@@ -166,6 +166,24 @@ class SetMetrics:
                 self._final_per_counter = self._reader.per_counter()
                 self._final = True
             self._reader.release()
+
+    def tallies(self) -> dict[str, Any]:
+        """The board's exact tallies now, with the monotonic instant they were read at
+        (an experiment's window ends): not the sampler's cached figures."""
+        with self._lock:
+            if self._final:
+                raise ValueError("the set has ended")
+            r = self._reader
+            t0 = time.monotonic()
+            attempted = r.reserved()
+            t1 = time.monotonic()
+            return {
+                "at": (t0 + t1) / 2,
+                "attempted": attempted,
+                "received": r.received(),
+                "corrupt": r.corrupt(),
+                "histogram": r.histogram() if self._messages else [],
+            }
 
     def progress(self) -> int:
         """A number that grows while the set does anything (increments or receipts)."""

@@ -316,3 +316,17 @@ def parse_address(text: str) -> Address:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"malformed address {text!r}: port must be 1-65535")
     return Address(host=host, port=int(port))
+
+
+def tls_files(cert: str | None, key: str | None, ca: str | None) -> tuple[str, str, str] | None:
+    """The --tls-cert, --tls-key and --tls-ca options (labd's and labctl's alike): all
+    three, or None when none is given; a :class:`UsageError` naming the missing ones."""
+    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
+    missing = [flag for flag, value in given.items() if not value]
+    if len(missing) == len(given):
+        return None
+    if missing or not (cert and key and ca):
+        raise UsageError(
+            f"--tls-cert, --tls-key and --tls-ca go together: missing {', '.join(missing)}"
+        )
+    return cert, key, ca

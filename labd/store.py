@@ -240,14 +240,17 @@ class Store:
         record["events"] = [{"state": s, "at": a, "detail": d} for s, a, d in events]
         return record
 
-    def history(self, limit: int = 20) -> list[SetRow]:
-        """Finished sets (stopped, failed, interrupted), newest first, without events."""
+    def history(self, limit: int = 20, mechanism: str | None = None) -> list[SetRow]:
+        """Finished sets (stopped, failed, interrupted), newest first, without events;
+        with ``mechanism``, only that mechanism's."""
         marks = ", ".join("?" for _ in FINISHED_STATES)
+        which = "" if mechanism is None else " AND mechanism = ?"
+        args = (*FINISHED_STATES, *(() if mechanism is None else (mechanism,)), limit)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_SET_COLUMNS} FROM sets WHERE state IN ({marks})"
+                f"SELECT {_SET_COLUMNS} FROM sets WHERE state IN ({marks}){which}"
                 " ORDER BY id DESC LIMIT ?",
-                (*FINISHED_STATES, limit),
+                args,
             ).fetchall()
         return [_set_record(row) for row in rows]
 

@@ -6,7 +6,8 @@
   ``LABD_EXTRA_MECHANISMS="fake=labd.testing:FakeMechanism"``.
 - :func:`check_accounting`: the invariant every correct set keeps, live and stopped.
 - Leak checks: :func:`marked_processes` (processes carrying an environment marker),
-  :func:`shm_entries`, :func:`shm_mapped` and :class:`ShmWatch` (``/dev/shm`` segments).
+  :func:`running` and :func:`wait_gone` (processes still running), :func:`shm_entries`,
+  :func:`shm_mapped` and :class:`ShmWatch` (``/dev/shm`` segments).
 
 Failures are plain ``AssertionError`` with the record in the message, so these work
 under pytest, unittest or a script; nothing here imports pytest. psutil is imported
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,6 +145,14 @@ def running(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(p)
     return out
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds until these have exited; those still running."""
+    deadline = time.monotonic() + timeout
+    while (left := running(procs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def shm_entries() -> set[str]:

@@ -35,10 +35,6 @@ SESSION = os.environ.setdefault(SESSION_VAR, uuid.uuid4().hex)
 LEFTOVER_GRACE = 5.0
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: end to end with a real labd and real labctl")
-
-
 # --- the session guard ------------------------------------------------------------------
 def _labd_like() -> set[int]:
     """This user's processes whose command line mentions forkserver or labd."""

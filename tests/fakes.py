@@ -150,5 +150,4 @@ EXTRA_MECHANISMS = ",".join(
         ("missing", "NoSuchClass"),
     )
 )
-GOOD = ("fake", "crashing", "broken_setup")
 BAD = ("wrongname", "notamech", "missing")

@@ -21,7 +21,7 @@ from helpers import Daemon, describe, labctl_command, wait_for
 from labd.protocol import PROCESS_KEYS, SET_KEYS
 from labd.testing import running
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.daemon]
 
 EXPERIMENTS = [  # (mechanism, counters, KEY=VALUE ...)
     ("queue", 3, ["interval=0.1"]),

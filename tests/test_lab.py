@@ -34,6 +34,8 @@ from labd.registry import Entry, Registry
 from labd.store import FILENAME, Store
 from labd.testing import check_accounting, running
 
+pytestmark = pytest.mark.daemon
+
 
 # --- life of a set -----------------------------------------------------------------------
 def test_spawn_starts_real_processes_and_the_figures_move(make_lab: MakeLab) -> None:

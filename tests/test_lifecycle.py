@@ -25,6 +25,8 @@ from labd.protocol import FINISHED_STATES, LIVE_STATES, STATES, State
 from labd.registry import Registry
 from labd.store import FILENAME, Store
 
+pytestmark = pytest.mark.daemon
+
 
 # --- the table ---------------------------------------------------------------------------
 def test_every_state_has_a_row_and_final_states_have_no_way_out() -> None:

@@ -20,6 +20,8 @@ from helpers import Daemon, wait_for
 
 from labd.testing import check_accounting
 
+pytestmark = pytest.mark.daemon
+
 ENTRY_POINTS = {ep.name: ep for ep in entry_points(group="labd.mechanisms")}
 MESSAGE_SAFE = ("queue", "pipe")  # by design nothing is lost with their defaults
 PACES = {"paced": 0.05, "flat": 0.0}

@@ -8,9 +8,12 @@ import signal
 import subprocess
 
 import psutil
+import pytest
 from helpers import describe, wait_for
 
 from labd.testing import running
+
+pytestmark = pytest.mark.daemon
 
 
 def _spawn_mix(conn, sets: int = 3) -> list[dict]:

@@ -38,6 +38,8 @@ from labd.protocol import PROCESS_KEYS, SET_KEYS
 from labd.server.service import MAX_JSON
 from labd.testing import running
 
+pytestmark = pytest.mark.daemon
+
 FAST = json.dumps({"interval": 0.05})
 
 

@@ -11,7 +11,13 @@ from typing import Any
 import psutil
 import pytest
 
-from labd.testing import check_accounting, marked_processes, shm_entries, shm_mapped
+from labd.testing import (
+    check_accounting,
+    marked_processes,
+    shm_entries,
+    shm_mapped,
+    wait_gone,
+)
 
 LIVE: dict[str, Any] = {
     "id": 1,
@@ -56,10 +62,13 @@ def test_a_marked_process_is_found_until_it_ends() -> None:
     env = {**os.environ, "LABD_TESTING_MARK": marker}
     child = subprocess.Popen(["sleep", "30"], env=env)
     try:
-        assert [p.pid for p in marked_processes("LABD_TESTING_MARK", marker)] == [child.pid]
+        found = marked_processes("LABD_TESTING_MARK", marker)
+        assert [p.pid for p in found] == [child.pid]
+        assert wait_gone(found, 0.1) == found  # still running
     finally:
         child.kill()
         child.wait()
+    assert wait_gone(found, 5.0) == []
     assert marked_processes("LABD_TESTING_MARK", marker) == []
 
 

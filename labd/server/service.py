@@ -16,10 +16,21 @@ from labd.errors import LabError, UsageError
 from labd.lab import Lab
 from labd.owners import LABD, caller_of
 from labd.protocol import RPYC_PROTECTIVE
+from labd.server.experiments import EXPERIMENT_API, ExperimentMethods
 
 log = logging.getLogger("labd.service")
 
-API = ("version", "mechanisms", "spawn", "status", "inspect", "stop", "tail", "shutdown")
+API = (
+    "version",
+    "mechanisms",
+    "spawn",
+    "status",
+    "inspect",
+    "stop",
+    "tail",
+    "shutdown",
+    *EXPERIMENT_API,
+)
 MAX_IDS = 10_000
 MAX_TAIL = 10_000
 MAX_JSON = 64 * 1024
@@ -80,7 +91,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-class LabService(rpyc.Service):
+class LabService(ExperimentMethods, rpyc.Service):
     """One instance per connection (see :func:`labd.server.service_factory`)."""
 
     def __init__(self, lab: Lab, on_shutdown: Callable[[], None]) -> None:
