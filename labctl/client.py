@@ -25,6 +25,7 @@ import labd.errors as errors  # imported before connecting, so rpyc can rebuild 
 from labctl.tls import TlsFiles, UnsuitableCertificate, check_server_usage, client_context
 from labd.errors import BusyError, ConnectError, LabError, message_of, ssl_reason
 from labd.protocol import (
+    PER_SET_CEILING,
     REFUSAL_BUSY,
     REFUSAL_MAX,
     REFUSAL_PREFIX,
@@ -71,7 +72,8 @@ def spawn_budget(counters: int, params: dict[str, str]) -> float:
     """How long a spawn of this size may take before labctl stops waiting."""
     printers = str(params.get("printers", "1"))
     extra = int(printers) if printers.isdecimal() else 1
-    return SPAWN_BASE_S + SPAWN_PER_PROCESS_S * (max(counters, 0) + extra)
+    most = 2 * PER_SET_CEILING  # labd refuses more at once, at once
+    return SPAWN_BASE_S + SPAWN_PER_PROCESS_S * min(max(counters, 0) + extra, most)
 
 
 class Refused(EOFError):

@@ -29,7 +29,7 @@ from labd.protocol import MAX_CLIENTS
 MIN_PENDING = 64  # handshakes at once, at least
 PENDING_PER_SOURCE = 16  # handshakes at once from one uid or address
 PER_USER = 64  # served at once to one uid or address (labd --max-clients-per-user)
-HANDSHAKE_DEADLINE = 3.0  # seconds from accept to authenticated, in all
+HANDSHAKE_DEADLINE = 5.0  # seconds from accept to authenticated, in all
 _UCRED = struct.Struct("iII")
 
 
