@@ -35,6 +35,7 @@ from labd.protocol import (
     InspectRecord,
     MechanismRecord,
     ShutdownRecord,
+    SpawnRecord,
     StatusRecord,
     TailRecord,
     VersionRecord,
@@ -171,16 +172,19 @@ class Client:
     def mechanisms(self) -> list[MechanismRecord]:
         return cast(list[MechanismRecord], self._call("mechanisms"))
 
-    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> StatusRecord:
+    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> SpawnRecord:
         budget = self.spawn_timeout or spawn_budget(counters, params)
         text = self._call("spawn", mechanism, counters, json.dumps(params), timeout=budget)
-        return cast(StatusRecord, text)
+        return cast(SpawnRecord, text)
 
     def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
         return cast(list[StatusRecord], self._call("status", tuple(ids)))
 
     def inspect(self, set_id: int) -> InspectRecord:
         return cast(InspectRecord, self._call("inspect", set_id))
+
+    def explain(self, set_id: int) -> dict[str, Any]:
+        return cast(dict[str, Any], self._call("explain", set_id))
 
     def stop(self, ids: Sequence[int] | Literal["all"]) -> list[StatusRecord]:
         which = ids if ids == "all" else tuple(ids)

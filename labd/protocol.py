@@ -70,11 +70,14 @@ SET_KEYS = (
     "id",
     "name",
     "mechanism",
+    "variant",  # "shared 10 lock=yes": the mechanism, counters, non-default parameters
+    "messages",  # whether the mechanism passes messages (in flight, latency apply)
     "state",
     "counters",
     "printers",
     "params",
     *FIGURE_KEYS,
+    "sampled_at",  # time.time() when the figures were read
     "started_at",
     "stopped_at",
     "processes",
@@ -134,6 +137,9 @@ class StatusRecord(FiguresRecord):
     id: int
     name: str
     mechanism: str
+    variant: str  # "shared 10 lock=yes": mechanism, counters, non-default parameters
+    messages: bool | None  # whether in flight and latency apply (None: not known)
+    sampled_at: float | None  # time.time() when the figures were read
     state: str  # a State
     counters: int
     printers: int
@@ -143,6 +149,14 @@ class StatusRecord(FiguresRecord):
     processes: list[ProcessRecord]
     error: str | None  # why a set is degraded or failed
     owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
+    #: seconds it ran (so far), by the monotonic clock; the wall times are for display
+    duration: NotRequired[float | None]
+
+
+class SpawnRecord(StatusRecord):
+    """A new set, as ``spawn()`` returns it: its status and what the user should know."""
+
+    warnings: list[str]  # e.g. start_method=fork in a threaded daemon
 
 
 class EventRecord(TypedDict):
@@ -193,6 +207,15 @@ class TailRecord(TypedDict):
     state: str
 
 
+class HistoryRecord(TypedDict):
+    """The history store's health, in ``version()``."""
+
+    state: str  # "ok" or "degraded"
+    reason: str | None  # why degraded: disk full, I/O error, locked by another process ...
+    since: float | None
+    pending: int  # writes waiting in memory
+
+
 class VersionRecord(TypedDict):
     """Who answers, as ``version()`` returns it."""
 
@@ -201,6 +224,8 @@ class VersionRecord(TypedDict):
     pid: int
     started_at: float
     address: str
+    history: NotRequired[HistoryRecord]
+    warnings: NotRequired[list[str]]  # labd's own trouble (a history file moved aside ...)
 
 
 class ShutdownRecord(TypedDict):

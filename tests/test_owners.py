@@ -26,7 +26,8 @@ from test_access import GROUP, NOBODY, OTHER, passable
 from labctl.client import Client, connect
 from labd.errors import LabError
 from labd.protocol import Address
-from labd.store import _SCHEMA, Store
+from labd.store import Store
+from labd.storefile import _SCHEMA
 
 
 def user_name(uid: int) -> str:
