@@ -144,6 +144,20 @@ def test_labd_worker_imports_only_itself_and_mechanisms_only_the_contract() -> N
     assert mechanism_imports_beyond_contract(REPO / "labd/mechanisms") == []
 
 
+def conftest_importers(folder: Path) -> list[str]:
+    """Test modules importing conftest (fixtures live there; helpers live in kits)."""
+    return [
+        f"{path}:{line}"
+        for path in sorted(folder.glob("*.py"))
+        for mod, line, _ in imports(path)
+        if mod == "conftest"
+    ]
+
+
+def test_no_test_imports_conftest() -> None:
+    assert conftest_importers(REPO / "tests") == []
+
+
 # --- each checker fails when its boundary is crossed ---------------------------------------
 @pytest.fixture
 def crossed(tmp_path: Path) -> Path:
@@ -155,6 +169,7 @@ def crossed(tmp_path: Path) -> Path:
         "labd/mechanisms/odd.py": "from labd.lab import Lab\n",
         "labctl/cli.py": "from labd import __version__\nfrom labd.lab import Lab\n",
         "labctl/render.py": "from labd import params\n",
+        "tests/test_x.py": "from conftest import DaemonFactory\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -175,3 +190,4 @@ def test_the_checkers_fail_on_a_crossed_tree(crossed: Path) -> None:
         f"{crossed}/labd/mechanisms/odd.py:1: labd.lab"
     ]
     assert forbidden_in(["os", "psutil._common", "labd.worker"]) == ["psutil._common"]
+    assert conftest_importers(crossed / "tests") == [f"{crossed}/tests/test_x.py:1"]
