@@ -22,10 +22,13 @@ from typing import Any
 MAX_COLLISIONS = 20  # in the answer; the totals count them all
 MAX_OVER = 10  # counters named as overwritten by one write
 PIPE_BUF = 4096
+CORRUPT_NOTE = "corrupt: "  # a printer's line about one corrupt message (labd.mechanisms.pipe)
 FRAME_HEAD = 28  # the pipe mechanism's header (magic, seq, sent_ns, length, crc)
 TRACE_COST = (
-    "the trace costs each increment two clock reads and three stores, outside its "
-    "read-modify-write window"
+    "the trace costs each increment two clock reads and four stores, outside its "
+    "read-modify-write window: about as much CPU as the increment itself, so a traced "
+    "flat-out set runs at about half the rate (bench/trace_cost.py); at a paced tick, "
+    "nothing measurable"
 )
 
 
@@ -240,14 +243,24 @@ def kind_of(s: Mapping[str, Any]) -> str:
     return "race"
 
 
-def story(s: Mapping[str, Any], trace: Mapping[str, Any] | None, live: bool) -> dict[str, Any]:
-    """The explain record: the set's figures, its kind, the story, and the trace's."""
+def story(
+    s: Mapping[str, Any],
+    trace: Mapping[str, Any] | None,
+    live: bool,
+    output: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The explain record: the set's figures, its kind, the story, and the trace's;
+    ``output`` is the printers' (a shared pipe end's printers describe a few corrupt
+    messages there)."""
     params = s.get("params") or {}
     kind = kind_of(s)
     why = {"race": _why_racy, "locked": _why_safe, "messages": _why_safe}.get(kind, _why_corrupt)
     lines = [_head(s), *why(s, params)]
     if kind == "race" and not int(s.get("lost") or 0):
         lines.append("Here no two counters happened to read the same value: none was lost.")
+    anatomy = [t.removeprefix(CORRUPT_NOTE) for t in output if t.startswith(CORRUPT_NOTE)]
+    if kind == "corrupt" and anatomy:
+        lines.append("For instance, as the printers saw them: " + "; ".join(anatomy[:3]) + ".")
     out: dict[str, Any] = {
         key: s.get(key)
         for key in ("id", "name", "mechanism", "variant", "state", "counters", "attempted",

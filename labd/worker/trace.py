@@ -35,22 +35,28 @@ def size(counters: int, depth: int) -> int:
 
 
 class TraceWriter:
-    """One counter's side of the ring."""
+    """One counter's side of the ring. A hot loop may write the slots itself (as
+    :meth:`labd.worker.contexts.CounterContext.increment` does flat out): the record at
+    ``at``, then ``n + 1`` at ``head``, then ``at`` moves on, from ``end`` back to
+    ``first``; it hands ``at`` and ``n`` back when it is done."""
 
     def __init__(self, view: Any, index: int, depth: int) -> None:
-        self._v = view
-        self._base = index * (1 + depth * FIELDS)
-        self._depth = depth
-        self._n = 0
+        self.view = view
+        self.head = index * (1 + depth * FIELDS)
+        self.first = self.head + 1
+        self.end = self.first + depth * FIELDS
+        self.at = self.first
+        self.n = 0
 
     def record(self, t_read: int, value: int, t_write: int) -> None:
-        v, n = self._v, self._n
-        at = self._base + 1 + (n % self._depth) * FIELDS
+        v, at = self.view, self.at
         v[at] = t_read
         v[at + 1] = value
         v[at + 2] = t_write
-        self._n = n + 1
-        v[self._base] = n + 1
+        self.n += 1
+        v[self.head] = self.n
+        at += FIELDS
+        self.at = self.first if at == self.end else at
 
 
 def written(view: Any, counters: int, depth: int) -> list[int]:
