@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -158,6 +159,20 @@ def test_no_test_imports_conftest() -> None:
     assert conftest_importers(REPO / "tests") == []
 
 
+def undocumented(package: Path, doc: Path) -> list[str]:
+    """Modules and folders of ``package`` that ``doc``'s layout tree does not name."""
+    words = set(re.findall(r"\w+", doc.read_text()))
+    names = {p.stem for p in package.rglob("*.py") if not p.stem.startswith("__")}
+    names |= {p.name for p in package.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    return sorted(names - words)
+
+
+def test_the_layout_tree_names_every_module() -> None:
+    doc = REPO / "docs/architecture.md"
+    assert undocumented(REPO / "labd", doc) == [], "add them to docs/architecture.md"
+    assert undocumented(REPO / "labctl", doc) == [], "add them to docs/architecture.md"
+
+
 # --- each checker fails when its boundary is crossed ---------------------------------------
 @pytest.fixture
 def crossed(tmp_path: Path) -> Path:
@@ -191,3 +206,5 @@ def test_the_checkers_fail_on_a_crossed_tree(crossed: Path) -> None:
     ]
     assert forbidden_in(["os", "psutil._common", "labd.worker"]) == ["psutil._common"]
     assert conftest_importers(crossed / "tests") == [f"{crossed}/tests/test_x.py:1"]
+    (crossed / "layout.md").write_text("lab.py server/service.py worker/pacing.py mechanisms/")
+    assert undocumented(crossed / "labd", crossed / "layout.md") == ["odd"]
