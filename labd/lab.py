@@ -58,7 +58,7 @@ from labd.registry import Registry
 from labd.remains import clear_remains
 from labd.sampler import Sampler
 from labd.setstatus import keep_last_figures, live_status, stored_status
-from labd.statedir import lock_state_dir
+from labd.statedir import lock_state_dir, make_state_dir
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
@@ -107,9 +107,8 @@ class Lab:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_state_dir(state_dir)
         self._state_lock = lock_state_dir(state_dir)
-        (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
         self._clock = clock  # the wall clock, for display; durations are monotonic
         self.store = store if store is not None else History.open(state_dir, clock=clock)
