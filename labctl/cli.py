@@ -173,8 +173,11 @@ def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool) -> None:
 
     Give ids to see only those sets. What each figure means: help figures.
     """
-    sets = client_of(ctx).status(ids)
+    client = client_of(ctx)
+    sets = client.status(ids)
     show(sets, as_json, lambda found: render.status_table(found, figures.width()))
+    for line in render.daemon_warnings(client.version()):
+        click.echo(line, err=True)
 
 
 @cli.command()

@@ -187,6 +187,7 @@ PRIVATE = [
     "_rpyc_getattr",
     "_guard",
     "_on_shutdown",
+    "_caller",
     "on_connect",
     "exposed_shutdown",
     "__init__",
