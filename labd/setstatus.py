@@ -56,6 +56,7 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> Status
         "duration": s.duration,
         "processes": procs,
         "error": s.error,
+        "owner": s.spec.owner,
     }
 
 
@@ -66,6 +67,7 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
     if isinstance(final, dict):
         out = final.copy()
         out["state"] = row["state"]
+        out.setdefault("owner", row.get("owner"))
         return out
     figures: dict[str, Any] = {
         "value": 0,
@@ -100,6 +102,7 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
         "duration": duration,
         "processes": [],
         "error": row["error"],
+        "owner": row.get("owner"),
     }
 
 
