@@ -187,14 +187,20 @@ def spawn(
 @cli.command()
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option(
+    "--processes", "each", is_flag=True, help="Each set's processes too (one inspect per set)."
+)
 @click.pass_context
-def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool) -> None:
+def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool, each: bool) -> None:
     """One row per set: running ones and those ended since labd started.
 
     Give ids to see only those sets.
     """
-    sets = client_of(ctx).status(ids)
-    show(sets, as_json, render.status_table)
+    client = client_of(ctx)
+    sets = client.status(ids)
+    if each:
+        sets = [{**s, "processes": client.inspect(s["id"]).get("processes", [])} for s in sets]
+    show(sets, as_json, render.status_with_processes if each else render.status_table)
 
 
 @cli.command()

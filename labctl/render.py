@@ -87,6 +87,14 @@ def status_table(sets: Sequence[Record]) -> str:
     return "\n".join(table(STATUS_HEADERS, rows, right={0, 4, 5, 6, 7, 8, 9}, style=style))
 
 
+def status_with_processes(sets: Sequence[Record]) -> str:
+    """The status table, then each set's processes."""
+    parts = [status_table(sets)]
+    for s in sets:
+        parts += ["", f"set {_text(s.get('id'))} processes", *processes(s.get("processes") or [])]
+    return "\n".join(parts)
+
+
 def param_line(p: Record) -> list[str]:
     """``key=default``, type, and help followed by the allowed values or range."""
     allowed = ""
@@ -193,11 +201,12 @@ def processes(procs: Sequence[Record]) -> list[str]:
             _text(p.get("exitcode")),
             humane.MISSING if p.get("cpu_percent") is None else f"{p['cpu_percent']:.1f}",
             humane.size(p.get("rss")),
+            humane.size(p.get("uss")),
         ]
         for p in procs
     ]
-    headers = ("ROLE", "INDEX", "PID", "ALIVE", "EXIT", "CPU%", "RSS")
-    return table(headers, rows, right={1, 2, 4, 5, 6}, indent="  ")
+    headers = ("ROLE", "INDEX", "PID", "ALIVE", "EXIT", "CPU%", "RSS", "USS")
+    return table(headers, rows, right={1, 2, 4, 5, 6, 7}, indent="  ")
 
 
 def events(evs: Sequence[Record]) -> list[str]:
@@ -215,6 +224,10 @@ def inspect(s: Record) -> str:
     if params:
         lines += ["", "parameters", *pairs([(k, typed_value(v)) for k, v in params.items()])]
     lines += ["", "metrics", *pairs(_metrics(s))]
+    memory = s.get("memory_per_worker")
+    if isinstance(memory, Mapping) and memory.get("rss") is not None:
+        each = f"RSS {humane.size(memory.get('rss'))}, USS {humane.size(memory.get('uss'))}"
+        lines += ["", f"memory per worker: {each}"]
     if s.get("processes"):
         lines += ["", "processes", *processes(s["processes"])]
     if s.get("error"):

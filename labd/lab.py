@@ -8,6 +8,7 @@ Lab lock while waiting for processes.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -27,11 +28,13 @@ from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
+from labd.procstats import WATCH_S, ProcStats
 from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
-from labd.setstatus import live_status, stored_status
+from labd.setstatus import live_status, memory_per_worker, process_records, stored_status
+from labd.snapshot import Snapshots
 from labd.statedir import lock_state_dir
 from labd.store import Store
 
@@ -47,6 +50,8 @@ class Ended:
     status: dict[str, Any]
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
+    text: str = ""  # the final status as JSON text, serialised once
+    processes: list[dict[str, Any]] = field(default_factory=list)  # for inspect
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,11 @@ class Lab:
         self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
+        self._stats = ProcStats()
+        self._snapshots = Snapshots(self._fragments)
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self._sampler.on_tick = self._snapshots.invalidate
+        self._sampler.stats = self._stats
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
@@ -143,10 +152,24 @@ class Lab:
         return self.registry.describe()
 
     def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(self.status_text(ids))
+        return result
+
+    def status_text(self, ids: Sequence[int] = ()) -> str:
+        """The status objects of ``ids`` (all sets if empty) as one JSON array, from the
+        snapshot shared by every caller (see :mod:`labd.snapshot`)."""
+        snap = self._snapshots.get()
         if not ids:
-            with self._lock:
-                ids = sorted([*self._sets, *self._ended])
-        return [self._status_of(i) for i in ids]
+            return snap.text
+        return snap.select(ids, lambda i: json.dumps(self._status_of(i), separators=(",", ":")))
+
+    def _fragments(self) -> dict[int, str]:
+        with self._lock:
+            live, ended = list(self._sets.values()), list(self._ended.values())
+        out = {e.status["id"]: e.text for e in ended}
+        for s in live:
+            out[s.spec.id] = json.dumps(self._status(s), separators=(",", ":"))
+        return out
 
     def inspect(self, set_id: int) -> dict[str, Any]:
         with self._lock:
@@ -154,6 +177,15 @@ class Lab:
             ended = self._ended.get(set_id)
         out = self._status_of(set_id)
         row = self.store.get(set_id)
+        if pset is not None:
+            pset.watched_until = time.monotonic() + WATCH_S  # sampled each second now
+            procs = process_records(pset, self._stats)
+        elif ended is not None:
+            procs = list(ended.processes)
+        else:
+            final = row.get("final") if row else None
+            procs = final.get("processes") or [] if isinstance(final, dict) else []
+        out["processes"], out["memory_per_worker"] = procs, memory_per_worker(procs)
         out["events"] = row["events"] if row else []
         if pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
@@ -216,7 +248,7 @@ class Lab:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return self._status(pset)
+        return {**self._status(pset), "processes": process_records(pset, self._stats, uss=False)}
 
     def _reserve(
         self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
@@ -248,6 +280,7 @@ class Lab:
             )
             pset.busy.acquire()  # a stop waits until the set has started
             self._sets[set_id] = pset
+        self._snapshots.invalidate()
         return pset
 
     def _log_path(self, set_id: int) -> Path:
@@ -326,11 +359,14 @@ class Lab:
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
         final = self._status(s)
-        self.store.finish(s.spec.id, final)
+        procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
+        self.store.finish(s.spec.id, {**final, "processes": procs})
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
-            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
+            text = json.dumps(final, separators=(",", ":"))
+            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped, text, procs)
             del self._sets[s.spec.id]
+        self._snapshots.invalidate()
 
     def _stop_in_background(self, s: ProcessSet) -> None:
         def run() -> None:
@@ -345,6 +381,7 @@ class Lab:
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
+        self._snapshots.invalidate()
         self.store.set_state(s.spec.id, state, detail)
         if state == "failed" and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
@@ -352,6 +389,7 @@ class Lab:
             self._on_change(self.summary())
 
     def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
+        self._snapshots.invalidate()  # one process fewer alive
         s.worker_exited(w)
 
     def _deadline(self, s: ProcessSet) -> None:
@@ -397,7 +435,7 @@ class Lab:
         return stored_status(row)
 
     def _status(self, s: ProcessSet) -> dict[str, Any]:
-        return live_status(s, self._sampler.stats.cache)
+        return live_status(s)
 
 
 def _needs_stop(s: ProcessSet) -> bool:

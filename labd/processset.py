@@ -128,6 +128,8 @@ class ProcessSet:
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
         self.pgid = 0  # the set's process group, once its first worker leads it
+        #: until then (monotonic), the sampler reads its processes' CPU and RSS each second
+        self.watched_until = 0.0
 
     # --- start ---------------------------------------------------------------------
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:

@@ -54,9 +54,14 @@ SET_KEYS = (
     *FIGURE_KEYS,
     "started_at",
     "stopped_at",
-    "processes",
+    "processes_alive",
+    "processes_total",
 )
-PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss")
+#: inspect's record of a set adds these to SET_KEYS: each process (PROCESS_KEYS), the
+#: mean memory of one worker (``{"rss", "uss"}``, bytes), the state changes, each
+#: counter's increments (contract)
+INSPECT_KEYS = ("processes", "memory_per_worker", "events", "per_counter")
+PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss", "uss")
 STATES = ("starting", "running", "degraded", "stopping", "stopped", "failed", "interrupted")
 LIVE_STATES = ("starting", "running", "degraded", "stopping")
 

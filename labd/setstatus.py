@@ -1,32 +1,21 @@
 """A set's status object (the contract's keys, see labd.protocol.SET_KEYS): of a live
-set, from its metrics and the sampler's process stats; of an earlier one, from the store."""
+set, from its metrics; of an earlier one, from the store. A status object is one row
+whatever the set's size; its processes one by one come with inspect."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from labd.metrics import Figures
 from labd.processset import ProcessSet
+from labd.procstats import ProcStats, read_uss
 
 
-def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[str, Any]:
-    """The status of a set this daemon runs; ``stats`` maps pid to (cpu %, rss)."""
+def live_status(s: ProcessSet) -> dict[str, Any]:
+    """The status of a set this daemon runs: one row, whatever the set's size (its
+    processes are counted, not listed: see :func:`process_records`)."""
     figures = s.metrics.figures if s.metrics is not None else Figures()
-    procs = []
-    for w in s.workers:
-        cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
-        procs.append(
-            {
-                "role": w.role,
-                "index": w.index,
-                "pid": w.pid,
-                "alive": w.alive,
-                "exitcode": w.exitcode,
-                "cpu_percent": cpu,
-                "rss": rss,
-            }
-        )
+    workers = list(s.workers)
     return {
         "id": s.spec.id,
         "name": s.spec.name,
@@ -38,9 +27,41 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         **figures.as_dict(),
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
-        "processes": procs,
+        "processes_alive": sum(1 for w in workers if w.alive),
+        "processes_total": s.spec.counters + s.spec.printers,
         "error": s.error,
     }
+
+
+def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[dict[str, Any]]:
+    """Each process of a set (for inspect): pid, state, CPU %, RSS and (``uss``) USS."""
+    workers = list(s.workers)
+    now = stats.read(w.pid for w in workers if w.alive)
+    records = []
+    for w in workers:
+        cpu, rss = now.get(w.pid, (None, None)) if w.alive else (None, None)
+        records.append(
+            {
+                "role": w.role,
+                "index": w.index,
+                "pid": w.pid,
+                "alive": w.alive,
+                "exitcode": w.exitcode,
+                "cpu_percent": cpu,
+                "rss": rss,
+                "uss": read_uss(w.pid) if uss and w.alive else None,
+            }
+        )
+    return records
+
+
+def memory_per_worker(records: list[dict[str, Any]]) -> dict[str, int | None]:
+    """The mean RSS and USS (bytes) of a set's live workers: what one more costs."""
+    out: dict[str, int | None] = {}
+    for key in ("rss", "uss"):
+        values = [r[key] for r in records if isinstance(r.get(key), int)]
+        out[key] = sum(values) // len(values) if values else None
+    return out
 
 
 def stored_status(row: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +70,7 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(final, dict):
         out = dict(final)
         out["state"] = row["state"]
-        return out
+        return counted(out)
     keys = ("value", "attempted", "lost", "in_flight", "corrupt")
     return {
         "id": row["id"],
@@ -65,6 +86,16 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "latency_p99_us": None,
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
-        "processes": [],
+        "processes_alive": 0,
+        "processes_total": row["counters"] + row["printers"],
         "error": row.get("error"),
     }
+
+
+def counted(status: dict[str, Any]) -> dict[str, Any]:
+    """A final status stored by labd 0.1 listed its processes: count them instead."""
+    procs = status.pop("processes", None)
+    if isinstance(procs, list):
+        status.setdefault("processes_alive", sum(1 for p in procs if p.get("alive")))
+        status.setdefault("processes_total", len(procs))
+    return status
