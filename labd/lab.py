@@ -40,7 +40,9 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-PRELOAD = ["labd.workers", "labd.worker.contexts", "labd.board", "labd.pacing"]
+#: what the forkserver imports once, so that no worker imports it again
+FREEZE = "labd.worker.frozen"  # last: freezes what the preload imported
+PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class Lab:
         # that raises at import cannot take the forkserver down.
         self.registry.load_all()
         forkserver = self._context("forkserver")
-        forkserver.set_forkserver_preload(PRELOAD + self.registry.modules())
+        forkserver.set_forkserver_preload([*PRELOAD, *self.registry.modules(), FREEZE])
         self._reaper.start()
         self._collector.start()
         self._sampler.start()

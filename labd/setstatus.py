@@ -35,7 +35,7 @@ def live_status(s: ProcessSet) -> dict[str, Any]:
 
 def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[dict[str, Any]]:
     """Each process of a set (for inspect): pid, state, CPU %, RSS and (``uss``) USS."""
-    workers = list(s.workers)
+    workers = sorted(s.workers, key=lambda w: (w.role != "printer", w.index))
     now = stats.read(w.pid for w in workers if w.alive)
     records = []
     for w in workers:
