@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labd import __version__
+from labd import __version__, capacity
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.leftovers import end_leftovers, record_workers
@@ -96,6 +96,7 @@ class Lab:
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._stats = ProcStats()
+        self._worker_bytes = capacity.DEFAULT_WORKER_BYTES  # measured at each spawn
         self._snapshots = Snapshots(self._fragments)
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
         self._sampler.on_tick = self._snapshots.invalidate
@@ -165,6 +166,11 @@ class Lab:
             return snap.text
         return snap.select(ids, lambda i: json.dumps(self._status_of(i), separators=(",", ":")))
 
+    @property
+    def snapshot_generation(self) -> int:
+        """Grows at each sampler tick and state change: status text is rebuilt then."""
+        return self._snapshots.generation
+
     def _fragments(self) -> dict[int, str]:
         with self._lock:
             live, ended = list(self._sets.values()), list(self._ended.values())
@@ -228,6 +234,8 @@ class Lab:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
+        need = counters + int(values["printers"])
+        capacity.check(need, self._worker_bytes, capacity.probe())  # the machine's limits
         if values["start_method"] == "fork":
             log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
         pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
@@ -248,7 +256,9 @@ class Lab:
                 self._end(pset)
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
-        record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
+        pids = [w.pid for w in pset.workers]
+        record_workers(self.store, pset.spec.id, pids)
+        self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return {**self._status(pset), "processes": process_records(pset, self._stats, uss=False)}
 

@@ -23,11 +23,13 @@ WAIT_HELD_S = 120.0
 #: counters drain, the queue's end markers wait, printers drain: each up to MAX_DRAIN_S,
 #: plus the SIGTERM/SIGKILL steps and a margin
 STOP_CALL_TIMEOUT = WAIT_HELD_S + 3 * MAX_DRAIN_S + 60.0
-#: labd's default limits: counters (or printers) per set, and processes in all sets
-MAX_PER_SET = 256
-MAX_PROCESSES = 2048
 #: the most counters or printers a set can have, whatever labd --max-per-set says
 PER_SET_CEILING = 4096
+#: labd's default limits: counters (or printers) per set, and processes in all sets.
+#: High on purpose: the machine is the limit (memory, tasks, open files), checked
+#: before each spawn (labd.capacity), so a spawn it cannot hold is refused with why.
+MAX_PER_SET = PER_SET_CEILING
+MAX_PROCESSES = 65536
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "labd.sock"
 

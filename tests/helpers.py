@@ -139,7 +139,9 @@ class Daemon:
         state_dir: Path | None = None,
         root: Path | None = None,
         socket_name: str = "labd.sock",
+        prefix: Sequence[str] = (),
     ) -> None:
+        self.prefix = list(prefix)  # a command that runs labd (e.g. under other limits)
         self.root = root or short_dir()
         self.socket = str(self.root / socket_name)
         self.state_dir = state_dir or (self.root / "state")
@@ -154,6 +156,7 @@ class Daemon:
     # --- life ------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
         cmd = [
+            *self.prefix,
             *labd_command(),
             "--socket",
             self.socket,
