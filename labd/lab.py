@@ -18,18 +18,34 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from labd import __version__, capacity
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.experiments.core import Experiments
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
+from labd.mechanisms.base import Mechanism
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
 from labd.procstats import WATCH_S, ProcStats
-from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
+from labd.protocol import (
+    MAX_PER_SET,
+    MAX_PROCESSES,
+    PROTOCOL_VERSION,
+    WAIT_HELD_S,
+    InspectRecord,
+    MechanismRecord,
+    MemoryRecord,
+    ProcessRecord,
+    SpawnRecord,
+    State,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
+)
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
@@ -40,7 +56,7 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-#: what the forkserver imports once, so that no worker imports it again
+#: what the forkserver imports once, so workers start warm (every module of labd.worker)
 FREEZE = "labd.worker.frozen"  # last: freezes what the preload imported
 PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
 
@@ -49,11 +65,11 @@ PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "
 class Ended:
     """What is kept of a set that ended in this run."""
 
-    status: dict[str, Any]
+    status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
     text: str = ""  # the final status as JSON text, serialised once
-    processes: list[dict[str, Any]] = field(default_factory=list)  # for inspect
+    processes: list[ProcessRecord] = field(default_factory=list)  # for inspect
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,7 @@ class Lab:
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
         self._sampler.on_tick = self._snapshots.invalidate
         self._sampler.stats = self._stats
+        self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
@@ -121,9 +138,11 @@ class Lab:
         self._collector.start()
         self._sampler.start()
         self.manager.get()
+        self.experiments.start()
 
     def close(self) -> None:
         """Stop every set (counters first, then printers), then release everything."""
+        self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
         self.stop("all")
@@ -142,7 +161,7 @@ class Lab:
         return ctx
 
     # --- queries ---------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
+    def version(self) -> VersionRecord:
         return {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
@@ -151,11 +170,11 @@ class Lab:
             "address": self.address,
         }
 
-    def mechanisms(self) -> list[dict[str, Any]]:
+    def mechanisms(self) -> list[MechanismRecord]:
         return self.registry.describe()
 
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = json.loads(self.status_text(ids))
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
+        result: list[StatusRecord] = json.loads(self.status_text(ids))
         return result
 
     def status_text(self, ids: Sequence[int] = ()) -> str:
@@ -179,32 +198,35 @@ class Lab:
             out[s.spec.id] = json.dumps(self._status(s), separators=(",", ":"))
         return out
 
-    def inspect(self, set_id: int) -> dict[str, Any]:
+    def inspect(self, set_id: int) -> InspectRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
-        out = self._status_of(set_id)
+        status = self._status_of(set_id)
         row = self.store.get(set_id)
+        procs: list[ProcessRecord] = []
         if pset is not None:
             pset.watched_until = time.monotonic() + WATCH_S  # sampled each second now
             procs = process_records(pset, self._stats)
         elif ended is not None:
             procs = list(ended.processes)
-        else:
-            final = row.get("final") if row else None
-            procs = final.get("processes") or [] if isinstance(final, dict) else []
-        out["processes"], out["memory_per_worker"] = procs, memory_per_worker(procs)
-        out["events"] = row["events"] if row else []
+        elif row is not None and isinstance(row["final"], dict):
+            procs = list(cast(dict[str, Any], row["final"]).get("processes") or [])
+        memory: MemoryRecord = memory_per_worker(procs)
+        events = row.get("events", []) if row else []
+        extra = {"processes": procs, "memory_per_worker": memory, "events": events}
+        out = cast(InspectRecord, {**status, **extra})
         if pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
+        state: str
         if pset is not None:
             lines, last = pset.output.lines(after, limit)
             state = pset.state
@@ -218,10 +240,22 @@ class Lab:
                 state, dropped = row["state"], 0
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
-        return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
+        return {"id": set_id, "lines": list(lines), "last": last, "state": state}
+
+    def tallies(self, set_id: int) -> dict[str, Any]:
+        """A running set's exact tallies read now (see SetMetrics.tallies)."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is None or pset.metrics is None or pset.state != "running":
+            state = pset.state if pset is not None else "not running"
+            raise SetError(f"set {set_id} is {state}, not running (see: labctl status {set_id})")
+        try:
+            return pset.metrics.tallies()
+        except ValueError:
+            raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
+    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> SpawnRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -244,11 +278,11 @@ class Lab:
             pset.start(self._collector.add)
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
-            pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
+            pset.fail(f"could not start: {type(exc).__name__}: {exc}")
             error = exc
         finally:
             pset.busy.release()
-        if pset.state == "failed":  # failed to start, or failed while starting
+        if pset.state == State.FAILED:  # failed to start, or failed while starting
             if pset.workers:
                 self._stop_in_background(pset)
             else:
@@ -260,10 +294,11 @@ class Lab:
         record_workers(self.store, pset.spec.id, pids)
         self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return {**self._status(pset), "processes": process_records(pset, self._stats, uss=False)}
+        procs = process_records(pset, self._stats, uss=False)
+        return cast(SpawnRecord, {**self._status(pset), "processes": procs})
 
     def _reserve(
-        self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
+        self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
     ) -> ProcessSet:
         need = counters + int(values["printers"])
         with self._lock:
@@ -299,7 +334,7 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
+    def stop(self, ids: Sequence[int] | str) -> list[StatusRecord]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
         targets, mine, held = self._claim(ids)
         wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
@@ -353,7 +388,7 @@ class Lab:
                 else:
                     for m in mine:
                         m.busy.release()
-                    what = "already stopping" if s.state == "stopping" else f"busy ({s.state})"
+                    what = "already stopping" if s.state == State.STOPPING else f"busy ({s.state})"
                     raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
         return targets, mine, held
 
@@ -370,9 +405,11 @@ class Lab:
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
+        if s.stopped_at is None:  # it never ran a stop: failed before any process started
+            s.stopped_at = time.time()
         final = self._status(s)
         procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
-        self.store.finish(s.spec.id, {**final, "processes": procs})
+        self.store.finish(s.spec.id, SpawnRecord(**final, processes=procs))
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
             text = json.dumps(final, separators=(",", ":"))
@@ -392,10 +429,10 @@ class Lab:
         threading.Thread(target=run, name=f"stop-{s.spec.id}", daemon=True).start()
 
     # --- events ----------------------------------------------------------------------
-    def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
+    def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
         self._snapshots.invalidate()
         self.store.set_state(s.spec.id, state, detail)
-        if state == "failed" and s.workers and not s.busy.locked():
+        if state == State.FAILED and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
@@ -433,23 +470,23 @@ class Lab:
         return f"{len(live)} set(s) running, {procs} process(es)"
 
     # --- rendering -------------------------------------------------------------------
-    def _status_of(self, set_id: int) -> dict[str, Any]:
+    def _status_of(self, set_id: int) -> StatusRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         if pset is not None:
             return self._status(pset)
         if ended is not None:
-            return dict(ended.status)
+            return ended.status.copy()
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
         return stored_status(row)
 
-    def _status(self, s: ProcessSet) -> dict[str, Any]:
+    def _status(self, s: ProcessSet) -> StatusRecord:
         return live_status(s)
 
 
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
-    return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
+    return s.live or (s.state == State.FAILED and bool(s.workers) and s.stopped_at is None)

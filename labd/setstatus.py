@@ -4,14 +4,16 @@ whatever the set's size; its processes one by one come with inspect."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from labd.metrics import Figures
 from labd.processset import ProcessSet
 from labd.procstats import ProcStats, read_uss
+from labd.protocol import MemoryRecord, ProcessRecord, StatusRecord
+from labd.store import SetRow
 
 
-def live_status(s: ProcessSet) -> dict[str, Any]:
+def live_status(s: ProcessSet) -> StatusRecord:
     """The status of a set this daemon runs: one row, whatever the set's size (its
     processes are counted, not listed: see :func:`process_records`)."""
     figures = s.metrics.figures if s.metrics is not None else Figures()
@@ -24,7 +26,7 @@ def live_status(s: ProcessSet) -> dict[str, Any]:
         "counters": s.spec.counters,
         "printers": s.spec.printers,
         "params": dict(s.spec.values),
-        **figures.as_dict(),
+        **figures.as_record(),
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
         "processes_alive": sum(1 for w in workers if w.alive),
@@ -33,11 +35,11 @@ def live_status(s: ProcessSet) -> dict[str, Any]:
     }
 
 
-def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[dict[str, Any]]:
+def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[ProcessRecord]:
     """Each process of a set (for inspect): pid, state, CPU %, RSS and (``uss``) USS."""
     workers = sorted(s.workers, key=lambda w: (w.role != "printer", w.index))
     now = stats.read(w.pid for w in workers if w.alive)
-    records = []
+    records: list[ProcessRecord] = []
     for w in workers:
         cpu, rss = now.get(w.pid, (None, None)) if w.alive else (None, None)
         records.append(
@@ -55,23 +57,23 @@ def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[d
     return records
 
 
-def memory_per_worker(records: list[dict[str, Any]]) -> dict[str, int | None]:
+def memory_per_worker(records: list[ProcessRecord]) -> MemoryRecord:
     """The mean RSS and USS (bytes) of a set's live workers: what one more costs."""
-    out: dict[str, int | None] = {}
-    for key in ("rss", "uss"):
-        values = [r[key] for r in records if isinstance(r.get(key), int)]
-        out[key] = sum(values) // len(values) if values else None
-    return out
+    rss = [r["rss"] for r in records if isinstance(r.get("rss"), int)]
+    uss = [r["uss"] for r in records if isinstance(r.get("uss"), int)]
+    return {
+        "rss": sum(x for x in rss if x is not None) // len(rss) if rss else None,
+        "uss": sum(x for x in uss if x is not None) // len(uss) if uss else None,
+    }
 
 
-def stored_status(row: dict[str, Any]) -> dict[str, Any]:
+def stored_status(row: SetRow) -> StatusRecord:
     """A set of an earlier daemon run, from the history store."""
-    final = row.get("final")
+    final = row["final"]
     if isinstance(final, dict):
-        out = dict(final)
+        out = final.copy()
         out["state"] = row["state"]
-        return counted(out)
-    keys = ("value", "attempted", "lost", "in_flight", "corrupt")
+        return counted(cast(dict[str, Any], out))
     return {
         "id": row["id"],
         "name": row["name"],
@@ -80,7 +82,11 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "counters": row["counters"],
         "printers": row["printers"],
         "params": row["params"],
-        **dict.fromkeys(keys, 0),
+        "value": 0,
+        "attempted": 0,
+        "lost": 0,
+        "in_flight": 0,
+        "corrupt": 0,
         "rate": 0.0,
         "latency_p50_us": None,
         "latency_p99_us": None,
@@ -88,14 +94,14 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "stopped_at": row["stopped_at"],
         "processes_alive": 0,
         "processes_total": row["counters"] + row["printers"],
-        "error": row.get("error"),
+        "error": row["error"],
     }
 
 
-def counted(status: dict[str, Any]) -> dict[str, Any]:
-    """A final status stored by labd 0.1 listed its processes: count them instead."""
+def counted(status: dict[str, Any]) -> StatusRecord:
+    """A stored final status lists its processes (for inspect): status counts them."""
     procs = status.pop("processes", None)
     if isinstance(procs, list):
         status.setdefault("processes_alive", sum(1 for p in procs if p.get("alive")))
         status.setdefault("processes_total", len(procs))
-    return status
+    return cast(StatusRecord, status)
