@@ -106,15 +106,15 @@ def circus_caller(address: str) -> Callable[[], Any]:
     return lambda: client.call("status")
 
 
-CALLERS = {"labd": labd_caller, "supervisor": supervisor_caller, "circus": circus_caller}
+CALLERS = {
+    "labd": labd_caller,
+    "labd-before": labd_caller,
+    "supervisor": supervisor_caller,
+    "circus": circus_caller,
+}
 
 
-def _thread(kind: str, address: str, hz: float, until: float, out: dict[str, Any]) -> None:
-    try:
-        call = CALLERS[kind](address)
-    except Exception as exc:
-        out["errors"].append(f"connect: {type(exc).__name__}: {exc}")
-        return
+def _thread(call: Callable[[], Any], hz: float, until: float, out: dict[str, Any]) -> None:
     period = 1.0 / hz if hz > 0 else 0.0
     due = time.monotonic()
     while True:
@@ -144,13 +144,17 @@ def main() -> None:
     ap.add_argument("--start-at", type=float, default=0.0, help="time.time() to begin at")
     args = ap.parse_args()
     out: dict[str, Any] = {"lat": [], "errors": []}
+    calls = []
+    for _ in range(args.threads):  # imported and connected before the window opens
+        try:
+            calls.append(CALLERS[args.kind](args.address))
+        except Exception as exc:
+            out["errors"].append(f"connect: {type(exc).__name__}: {exc}")
+    out["late"] = bool(args.start_at) and time.time() > args.start_at
     if args.start_at:
         time.sleep(max(0.0, args.start_at - time.time()))
     until = time.monotonic() + args.seconds
-    threads = [
-        threading.Thread(target=_thread, args=(args.kind, args.address, args.hz, until, out))
-        for _ in range(args.threads)
-    ]
+    threads = [threading.Thread(target=_thread, args=(call, args.hz, until, out)) for call in calls]
     for t in threads:
         t.start()
     for t in threads:

@@ -82,11 +82,21 @@ class BenchVenv:
 
 class Labd:
     name = "labd"
+    source: str | None = None  # a directory holding another labd package (PYTHONPATH)
 
     def __init__(self, set_size: int, venv: BenchVenv) -> None:
         self.set_size = set_size
         self.lab = PrivateLabd("ipclab-scale-")
-        self.lab.start()
+        saved = os.environ.get("PYTHONPATH")
+        if self.source:
+            os.environ["PYTHONPATH"] = self.source
+        try:
+            self.lab.start()
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
         assert self.lab.proc is not None
         self.daemon_pid = self.lab.proc.pid
         self.client_python = sys.executable
@@ -142,6 +152,7 @@ class _External:
         self.proc: subprocess.Popen[bytes] | None = None
         self.status_address = ""
         self.daemon_pid = 0
+        self._seen: list[int] = []  # worker pids, ended at close if still there
 
     def _run(self, command: list[str]) -> None:
         with (self.dir / "daemon.log").open("wb") as log:
@@ -156,6 +167,8 @@ class _External:
         self.daemon_pid = self.proc.pid
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._seen = self._seen or self.worker_pids()
         proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -165,6 +178,10 @@ class _External:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the children are in its session
             proc.wait()
+        for pid in self._seen:  # circus's children live in sessions of their own
+            if _runs(pid, self.venv.python):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -224,7 +241,8 @@ class Supervisor(_External):
         return sum(1 for p in self._info() if p["statename"] == state)
 
     def worker_pids(self) -> list[int]:
-        return [p["pid"] for p in self._info() if p["statename"] == "RUNNING"]
+        self._seen = [p["pid"] for p in self._info() if p["statename"] == "RUNNING"]
+        return self._seen
 
     def stop_all(self) -> float:
         t0 = time.monotonic()
@@ -277,6 +295,7 @@ class Circus(_External):
         for w in self._watchers:
             answer = self._client.ask("list", name=w)
             pids += [int(p) for p in (answer or {}).get("pids", [])]
+        self._seen = pids or self._seen
         return pids
 
     def stop_all(self) -> float:
@@ -331,10 +350,26 @@ def _circus_client(venv: BenchVenv, endpoint: str) -> _CircusBridge:
     return _CircusBridge(venv, endpoint)
 
 
+def _runs(pid: int, program: str) -> bool:
+    """Whether ``pid`` still runs ``program`` (not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode() == program
+    except OSError:
+        return False
+
+
 def _escaped(code: str) -> str:
     """Python source as the body of a single-quoted literal on one line."""
     return code.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'")
 
 
-SYSTEMS = {"labd": Labd, "supervisor": Supervisor, "circus": Circus}
+class LabdBefore(Labd):
+    """labd from another tree (``--before DIR``: e.g. ``git archive main labd``), for a
+    before/after comparison in the same run."""
+
+    name = "labd-before"
+
+
+SYSTEMS = {"labd": Labd, "labd-before": LabdBefore, "supervisor": Supervisor, "circus": Circus}
 _ = CircusClient  # re-exported for the bridge's child, which imports it from scale_clients

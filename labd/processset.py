@@ -154,6 +154,9 @@ class ProcessSet:
             for end in (counter_wake, printer_wake, out_writer):
                 end.close()
         self.mechanism.started()
+        # by now the first worker has long started, unless the set is small
+        if self.workers and not _group_made(self.workers[0]):
+            log.warning("set %d: its first worker made no process group", spec.id)
         self.started_at = time.time()
         duration = spec.values.get("duration")
         if duration:
@@ -357,3 +360,19 @@ class ProcessSet:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _group_made(leader: Worker, timeout: float = 2.0) -> bool:
+    """Wait until the set's first worker leads its group (setpgid(0, 0) at its start):
+    the set runs once spawn returns. Waited for once, after every start was sent (the
+    others do not wait for it), so a large set pays nothing for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.getpgid(leader.pid) == leader.pid:
+                return True
+        except ProcessLookupError:
+            return False
+        if not leader.alive or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.0005)
