@@ -182,7 +182,7 @@ BAD = [
     (("compare", "nope"), "unknown mechanism 'nope'"),
     (("compare", "shared:colour=red"), "no parameter 'colour'"),
     (("compare", "shared", "--sweep", "payload=16,1024"), "has no parameter 'payload'"),
-    (("compare", "shared", "--counters", "300"), "limit of 256 per set"),
+    (("compare", "shared", "--counters", "5000"), "limit of 4096 per set"),
     (("compare", "shared", "--seconds", "0.05"), "--seconds 0.05 is out of range"),
     (("compare", "shared", "--interval", "1", "--seconds", "2"), "too short a window"),
     (("compare", "shared:name=x"), "name cannot be set in a case"),
