@@ -230,7 +230,7 @@ def goals(lab: dict[str, Any], at: dict[str, Any], args: argparse.Namespace) -> 
         ),
         (
             f"all {asked:.0f} calls/s answered with p99 < 50 ms",
-            -value(lab, "load_answered") <= -0.97 * asked
+            (lab.get("load_answered") or 0.0) >= 0.97 * asked
             and value(lab, "load_p99_ms") < 50
             and not lab.get("load_errors"),
         ),
