@@ -20,10 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from labd import __version__, capacity
+from labd import __version__, capacity, explain
 from labd.collector import Collector
-from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.errors import (
+    HistoryError,
+    LabError,
+    LimitError,
+    NoSuchSet,
+    SetBusy,
+    SetError,
+    UsageError,
+)
 from labd.experiments.core import Experiments
+from labd.history import History
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
@@ -48,17 +57,33 @@ from labd.protocol import (
 )
 from labd.reaper import Reaper
 from labd.registry import Registry
+from labd.remains import clear_remains
 from labd.sampler import Sampler
-from labd.setstatus import live_status, memory_per_worker, process_records, stored_status
+from labd.setstatus import (
+    keep_last_figures,
+    live_status,
+    memory_per_worker,
+    process_records,
+    stored_status,
+)
 from labd.snapshot import Snapshots
 from labd.statedir import lock_state_dir
-from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
+FORK_WARNING = (
+    "start_method=fork in a threaded daemon: a child may deadlock on a lock another "
+    "thread held at the fork (use forkserver, the default, or spawn)"
+)
 #: what the forkserver imports once, so workers start warm (every module of labd.worker)
 FREEZE = "labd.worker.frozen"  # last: freezes what the preload imported
-PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
+PRELOAD = [
+    "labd.worker.process",
+    "labd.worker.contexts",
+    "labd.worker.board",
+    "labd.worker.pacing",
+    "labd.worker.trace",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,7 @@ class Ended:
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
     text: str = ""  # the final status as JSON text, serialised once
     processes: list[ProcessRecord] = field(default_factory=list)  # for inspect
+    trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
 @dataclass(frozen=True)
@@ -85,17 +111,19 @@ class Lab:
         state_dir: Path,
         *,
         registry: Registry | None = None,
-        store: Store | None = None,
+        store: History | None = None,
         limits: Limits = Limits(),
         runtime_dir: Path | None = None,
         on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_dir = state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._state_lock = lock_state_dir(state_dir)
         (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
-        self.store = store if store is not None else Store(state_dir / "history.sqlite3")
+        self._clock = clock  # the wall clock, for display; durations are monotonic
+        self.store = store if store is not None else History.open(state_dir, clock=clock)
         self.limits = limits
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -104,9 +132,10 @@ class Lab:
         #: inspect): their processes, output ring and metrics are let go
         self._ended: dict[int, Ended] = {}
         self._closing = False
-        self.started_at = time.time()
+        self.started_at = clock()
         self.address = ""
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
+        clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
         self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
         self._reaper = Reaper(self._worker_exited)
@@ -128,6 +157,8 @@ class Lab:
                 ", ".join(map(str, interrupted)),
             )
             end_leftovers(self.store, interrupted)
+            keep_last_figures(self.store, interrupted)
+        self.store.start()
         # Validate every plugin now, then let the forkserver (started by the Manager
         # below) preload only those that loaded: children start warm, and a plugin
         # that raises at import cannot take the forkserver down.
@@ -168,6 +199,8 @@ class Lab:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "address": self.address,
+            "history": self.store.health(),
+            "warnings": list(self.store.warnings),
         }
 
     def mechanisms(self) -> list[MechanismRecord]:
@@ -203,7 +236,10 @@ class Lab:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         status = self._status_of(set_id)
-        row = self.store.get(set_id)
+        try:
+            row = self.store.get(set_id)
+        except HistoryError:
+            row = None  # the history cannot be read now: the live figures still can
         procs: list[ProcessRecord] = []
         if pset is not None:
             pset.watched_until = time.monotonic() + WATCH_S  # sampled each second now
@@ -216,11 +252,26 @@ class Lab:
         events = row.get("events", []) if row else []
         extra = {"processes": procs, "memory_per_worker": memory, "events": events}
         out = cast(InspectRecord, {**status, **extra})
-        if pset is not None and pset.metrics is not None:
+        if pset is not None and pset.metrics is not None and pset.live:
+            figures, out["per_counter"] = pset.metrics.consistent()
+            same = {**figures.as_record(), "sampled_at": figures.sampled_at}
+            out = cast(InspectRecord, {**out, **same})  # the same read as per_counter
+        elif pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
+
+    def explain(self, set_id: int) -> dict[str, Any]:
+        """The story of a set (labd.explain), from its trace if it ran with trace=yes."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
+        status = self.inspect(set_id)
+        live = pset is not None and pset.live
+        trace = pset.mechanism.trace() if pset is not None else ended.trace if ended else None
+        lines = [str(text) for _seq, text in self.tail(set_id, 0, 10_000)["lines"]]
+        return explain.story(status, trace, live, lines)
 
     def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
         with self._lock:
@@ -270,8 +321,10 @@ class Lab:
             )
         need = counters + int(values["printers"])
         capacity.check(need, self._worker_bytes, capacity.probe())  # the machine's limits
+        warnings = []
         if values["start_method"] == "fork":
-            log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
+            warnings.append(FORK_WARNING)
+            log.warning("set uses %s", FORK_WARNING)
         pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
         error: Exception | None = None
         try:
@@ -295,7 +348,7 @@ class Lab:
         self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         procs = process_records(pset, self._stats, uss=False)
-        return cast(SpawnRecord, {**self._status(pset), "processes": procs})
+        return cast(SpawnRecord, {**self._status(pset), "processes": procs, "warnings": warnings})
 
     def _reserve(
         self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
@@ -320,6 +373,7 @@ class Lab:
                 spec.printers,
                 self._context(str(values["start_method"])),
                 self.manager.get,
+                clock=self._clock,
             )
             output = PrintLog(self._log_path(set_id))
             pset = ProcessSet(
@@ -407,13 +461,18 @@ class Lab:
         """Record a set that is over, keep its final status, let go of the rest."""
         if s.stopped_at is None:  # it never ran a stop: failed before any process started
             s.stopped_at = time.time()
+        if s.output_done is None:  # its output never reached the collector, which closes it
+            s.output.close()
         final = self._status(s)
         procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
-        self.store.finish(s.spec.id, SpawnRecord(**final, processes=procs))
+        self.store.finish(s.spec.id, cast(StatusRecord, {**final, "processes": procs}))
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
             text = json.dumps(final, separators=(",", ":"))
-            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped, text, procs)
+            trace = s.mechanism.trace()
+            self._ended[s.spec.id] = Ended(
+                final, per_counter, s.output.dropped, text=text, processes=procs, trace=trace
+            )
             del self._sets[s.spec.id]
         self._snapshots.invalidate()
 

@@ -61,11 +61,14 @@ SET_KEYS = (
     "id",
     "name",
     "mechanism",
+    "variant",  # "shared 10 lock=yes": the mechanism, counters, non-default parameters
+    "messages",  # whether the mechanism passes messages (in flight, latency apply)
     "state",
     "counters",
     "printers",
     "params",
     *FIGURE_KEYS,
+    "sampled_at",  # time.time() when the figures were read
     "started_at",
     "stopped_at",
     "processes_alive",
@@ -131,6 +134,9 @@ class StatusRecord(FiguresRecord):
     id: int
     name: str
     mechanism: str
+    variant: str  # "shared 10 lock=yes": mechanism, counters, non-default parameters
+    messages: bool | None  # whether in flight and latency apply (None: not known)
+    sampled_at: float | None  # time.time() when the figures were read
     state: str  # a State
     counters: int
     printers: int
@@ -140,6 +146,16 @@ class StatusRecord(FiguresRecord):
     processes_alive: int  # one row whatever the set's size: the processes are counted,
     processes_total: int  # listed only by inspect (and status --processes)
     error: str | None  # why a set is degraded or failed
+    #: seconds it ran (so far), by the monotonic clock; the wall times are for display
+    duration: NotRequired[float | None]
+
+
+class SpawnRecord(StatusRecord):
+    """A new set, as ``spawn()`` returns it: its status, its processes (listed once) and
+    what the user should know."""
+
+    processes: list[ProcessRecord]
+    warnings: list[str]  # e.g. start_method=fork in a threaded daemon
 
 
 class MemoryRecord(TypedDict):
@@ -155,12 +171,6 @@ class EventRecord(TypedDict):
     state: str
     at: float
     detail: str
-
-
-class SpawnRecord(StatusRecord):
-    """A set just started, as ``spawn()`` returns it: its processes listed once."""
-
-    processes: list[ProcessRecord]
 
 
 class InspectRecord(StatusRecord):
@@ -205,6 +215,15 @@ class TailRecord(TypedDict):
     state: str
 
 
+class HistoryRecord(TypedDict):
+    """The history store's health, in ``version()``."""
+
+    state: str  # "ok" or "degraded"
+    reason: str | None  # why degraded: disk full, I/O error, locked by another process ...
+    since: float | None
+    pending: int  # writes waiting in memory
+
+
 class VersionRecord(TypedDict):
     """Who answers, as ``version()`` returns it."""
 
@@ -213,6 +232,8 @@ class VersionRecord(TypedDict):
     pid: int
     started_at: float
     address: str
+    history: NotRequired[HistoryRecord]
+    warnings: NotRequired[list[str]]  # labd's own trouble (a history file moved aside ...)
 
 
 class ShutdownRecord(TypedDict):

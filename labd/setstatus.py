@@ -4,13 +4,21 @@ whatever the set's size; its processes one by one come with inspect."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+import logging
+from typing import TYPE_CHECKING, Any, cast
 
+from labd.errors import HistoryError
 from labd.metrics import Figures
 from labd.processset import ProcessSet
 from labd.procstats import ProcStats, read_uss
-from labd.protocol import MemoryRecord, ProcessRecord, StatusRecord
+from labd.protocol import FIGURE_KEYS, MemoryRecord, ProcessRecord, StatusRecord
 from labd.store import SetRow
+from labd.variant import variant
+
+if TYPE_CHECKING:
+    from labd.history import History
+
+log = logging.getLogger("labd.lab")
 
 
 def live_status(s: ProcessSet) -> StatusRecord:
@@ -22,13 +30,19 @@ def live_status(s: ProcessSet) -> StatusRecord:
         "id": s.spec.id,
         "name": s.spec.name,
         "mechanism": s.spec.mechanism,
+        "variant": variant(
+            s.spec.mechanism, s.spec.counters, s.spec.values, type(s.mechanism).params
+        ),
+        "messages": type(s.mechanism).messages,
         "state": s.state,
         "counters": s.spec.counters,
         "printers": s.spec.printers,
         "params": dict(s.spec.values),
         **figures.as_record(),
+        "sampled_at": figures.sampled_at,
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
+        "duration": s.duration,
         "processes_alive": sum(1 for w in workers if w.alive),
         "processes_total": s.spec.counters + s.spec.printers,
         "error": s.error,
@@ -67,21 +81,15 @@ def memory_per_worker(records: list[ProcessRecord]) -> MemoryRecord:
     }
 
 
-def stored_status(row: SetRow) -> StatusRecord:
-    """A set of an earlier daemon run, from the history store."""
+def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusRecord:
+    """A set of an earlier daemon run, from the history store: its final status, else
+    its ``last`` sample's figures (a set labd was killed under), else zeros."""
     final = row["final"]
     if isinstance(final, dict):
         out = final.copy()
         out["state"] = row["state"]
         return counted(cast(dict[str, Any], out))
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "mechanism": row["mechanism"],
-        "state": row["state"],
-        "counters": row["counters"],
-        "printers": row["printers"],
-        "params": row["params"],
+    figures: dict[str, Any] = {
         "value": 0,
         "attempted": 0,
         "lost": 0,
@@ -90,8 +98,28 @@ def stored_status(row: SetRow) -> StatusRecord:
         "rate": 0.0,
         "latency_p50_us": None,
         "latency_p99_us": None,
+    }
+    duration = None
+    if last is not None:
+        figures.update((k, last[k]) for k in FIGURE_KEYS)
+        started = row["started_at"]
+        if started is not None and last["at"] >= started:
+            duration = last["at"] - started  # up to its last sample: wall clock, the best left
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "mechanism": row["mechanism"],
+        "variant": f"{row['mechanism']} {row['counters']}",
+        "messages": None,
+        "state": row["state"],
+        "counters": row["counters"],
+        "printers": row["printers"],
+        "params": row["params"],
+        **figures,  # type: ignore[typeddict-item]
+        "sampled_at": last["at"] if last is not None else row["stopped_at"],
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
+        "duration": duration,
         "processes_alive": 0,
         "processes_total": row["counters"] + row["printers"],
         "error": row["error"],
@@ -105,3 +133,16 @@ def counted(status: dict[str, Any]) -> StatusRecord:
         status.setdefault("processes_alive", sum(1 for p in procs if p.get("alive")))
         status.setdefault("processes_total", len(procs))
     return cast(StatusRecord, status)
+
+
+def keep_last_figures(history: History, set_ids: list[int]) -> None:
+    """Sets labd was killed under keep, as final, the figures of their last sample."""
+    for set_id in set_ids:
+        try:
+            row = history.get(set_id)
+            last = history.samples(set_id, limit=1) if row is not None else []
+        except HistoryError as exc:
+            log.warning("set %d: its last figures cannot be read: %s", set_id, exc.message)
+            continue
+        if row is not None:
+            history.finish(set_id, stored_status(row, last[0] if last else None))

@@ -128,9 +128,8 @@ class Daemon:
         state_dir: Path | None = None,
         root: Path | None = None,
         socket_name: str = "labd.sock",
-        prefix: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
-        self.prefix = list(prefix)  # a command that runs labd (e.g. under other limits)
         self.root = root or short_dir()
         self.socket = str(self.root / socket_name)
         self.state_dir = state_dir or (self.root / "state")
@@ -141,11 +140,12 @@ class Daemon:
         self.seen: dict[int, psutil.Process] = {}  # every descendant ever observed
         self.returncode: int | None = None
         self.allow_tracebacks = False
+        self.wrapper = list(wrapper)  # a command that execs labd (e.g. setpriv ...)
 
     # --- life ------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
         cmd = [
-            *self.prefix,
+            *self.wrapper,
             *labd_command(),
             "--socket",
             self.socket,

@@ -109,7 +109,7 @@ def test_status_answers_while_a_large_set_starts(labd_daemon: Any) -> None:
 def test_a_spawn_above_the_machines_open_files_is_refused_with_the_reason(
     labd_factory: Any,
 ) -> None:
-    d = labd_factory(fakes=True, prefix=[sys.executable, "-c", NOFILE, "120"])
+    d = labd_factory(fakes=True, wrapper=[sys.executable, "-c", NOFILE, "120"])
     with d.connect() as conn:
         with pytest.raises(Exception, match=r"open files .*\(ulimit -n\)") as info:
             call(conn, "spawn", "fake", 200, FAST)
