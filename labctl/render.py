@@ -91,6 +91,8 @@ def status_table(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
     )
     cols.insert([c.header for c in cols].index("LOST") + 1, lost_pc)
     cols.append(Column("RATE", _rate, right=True, drop=1))
+    if len({s.get("owner") for s in sets}) > 1:  # a shared host: say whose each set is
+        cols.append(Column("OWNER", lambda s: _text(s.get("owner")), drop=3))
     return "\n".join(lay_out(cols, sets, width))
 
 

@@ -36,14 +36,16 @@ from labd.history import History
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
+from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
-from labd.printlog import PrintLog, read_log_tail
+from labd.printlog import PrintLog, read_log_tail, within_bytes
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
 from labd.procstats import WATCH_S, ProcStats
 from labd.protocol import (
     MAX_PER_SET,
     MAX_PROCESSES,
     PROTOCOL_VERSION,
+    TAIL_MAX_BYTES,
     WAIT_HELD_S,
     InspectRecord,
     MechanismRecord,
@@ -67,7 +69,7 @@ from labd.setstatus import (
     stored_status,
 )
 from labd.snapshot import Snapshots
-from labd.statedir import lock_state_dir
+from labd.statedir import lock_state_dir, make_state_dir
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
@@ -103,6 +105,7 @@ class Limits:
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     stop: StopTimes = field(default_factory=StopTimes)
+    per_user: int | None = None  # processes of one owner's sets (labd --max-per-user)
 
 
 class Lab:
@@ -118,9 +121,8 @@ class Lab:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_state_dir(state_dir)
         self._state_lock = lock_state_dir(state_dir)
-        (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
         self._clock = clock  # the wall clock, for display; durations are monotonic
         self.store = store if store is not None else History.open(state_dir, clock=clock)
@@ -134,6 +136,7 @@ class Lab:
         self._closing = False
         self.started_at = clock()
         self.address = ""
+        self.admins = Admins()  # who besides root and labd's user may stop any set
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
         clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
@@ -291,6 +294,7 @@ class Lab:
                 state, dropped = row["state"], 0
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
+        lines = within_bytes(lines, TAIL_MAX_BYTES, newest=after <= 0)
         return {"id": set_id, "lines": list(lines), "last": last, "state": state}
 
     def tallies(self, set_id: int) -> dict[str, Any]:
@@ -306,7 +310,13 @@ class Lab:
             raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> SpawnRecord:
+    def spawn(
+        self,
+        mechanism: str,
+        counters: int,
+        params: Mapping[str, object],
+        caller: Caller = LABD,
+    ) -> SpawnRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -325,7 +335,7 @@ class Lab:
         if values["start_method"] == "fork":
             warnings.append(FORK_WARNING)
             log.warning("set uses %s", FORK_WARNING)
-        pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
+        pset = self._reserve(SetSpec(0, mechanism, counters, values, caller.owner), cls)
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
@@ -350,23 +360,23 @@ class Lab:
         procs = process_records(pset, self._stats, uss=False)
         return cast(SpawnRecord, {**self._status(pset), "processes": procs, "warnings": warnings})
 
-    def _reserve(
-        self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
-    ) -> ProcessSet:
-        need = counters + int(values["printers"])
+    def _reserve(self, want: SetSpec, cls: type[Mechanism]) -> ProcessSet:
+        """Check the limits, record the set and make it (holding its ``busy`` lock)."""
+        mechanism, counters, values = want.mechanism, want.counters, want.values
         with self._lock:
             if self._closing:
                 raise LabError("labd is shutting down")
-            running = sum(s.spec.counters + s.spec.printers for s in self._sets.values() if s.live)
-            if running + need > self.limits.total:
-                raise LimitError(
-                    f"this set would bring labd to {running + need} processes, "
-                    f"above the limit of {self.limits.total} (stop some: labctl stop)"
-                )
+            live = [(s.spec.owner, s.spec.processes) for s in self._sets.values() if s.live]
+            check_quota(want.owner, want.processes, live, self.limits)
             set_id = self.store.new_set(
-                mechanism, str(values["name"]), counters, int(values["printers"]), values
+                mechanism,
+                str(values["name"]),
+                counters,
+                int(values["printers"]),
+                values,
+                owner=want.owner,
             )
-            spec = SetSpec(set_id, mechanism, counters, values)
+            spec = SetSpec(set_id, mechanism, counters, values, want.owner)
             env = SetEnv(
                 set_id,
                 counters,
@@ -388,9 +398,10 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str) -> list[StatusRecord]:
-        """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
-        targets, mine, held = self._claim(ids)
+    def stop(self, ids: Sequence[int] | str, caller: Caller = LABD) -> list[StatusRecord]:
+        """Stop sets and wait until they are stopped; ``"all"`` stops every live set
+        ``caller`` may stop (an admin's: all; anyone else's: their own)."""
+        targets, mine, held = self._claim(ids, caller)
         wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
         for s in held:  # "all": sets being started or stopped by someone else
             if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
@@ -416,7 +427,7 @@ class Lab:
         return [self._status_of(i) for i in targets]
 
     def _claim(
-        self, ids: Sequence[int] | str
+        self, ids: Sequence[int] | str, caller: Caller
     ) -> tuple[list[int], list[ProcessSet], list[ProcessSet]]:
         """The targets, the live ones now ours to stop, and (for "all") those another
         operation holds, which the caller waits for."""
@@ -424,13 +435,19 @@ class Lab:
         held: list[ProcessSet] = []
         with self._lock:
             if ids == "all":
-                targets = sorted(i for i, s in self._sets.items() if _needs_stop(s))
+                targets = sorted(
+                    i
+                    for i, s in self._sets.items()
+                    if _needs_stop(s) and caller.may_stop(s.spec.owner)
+                )
             else:
                 assert not isinstance(ids, str), "only 'all' is a word here"
                 targets = list(ids)
                 for i in targets:
                     if i not in self._sets and self.store.get(i) is None:
                         raise NoSuchSet(f"no set {i} (see: labctl status)")
+                    if i in self._sets and _needs_stop(self._sets[i]):
+                        caller.check_stop(i, self._sets[i].spec.owner)
             for i in targets:
                 s = self._sets.get(i)
                 if s is None or not _needs_stop(s):

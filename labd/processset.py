@@ -45,10 +45,15 @@ class SetSpec:
     mechanism: str
     counters: int
     values: dict[str, Any]
+    owner: str | None = None  # who spawned it (labd.owners)
 
     @property
     def printers(self) -> int:
         return int(self.values["printers"])
+
+    @property
+    def processes(self) -> int:
+        return self.counters + self.printers
 
     @property
     def name(self) -> str:

@@ -33,6 +33,17 @@ PER_SET_CEILING = 4096
 MAX_PER_SET = PER_SET_CEILING
 MAX_PROCESSES = 65536
 PROTOCOL_VERSION = 1
+#: what labd writes, instead of any rpyc frame, to a client it accepted and turns away
+#: (at its connection limit, an unsuitable certificate): one line,
+#: b"labd refused KIND: MESSAGE\n". Its first five bytes can never start an rpyc frame
+#: (a frame's fifth byte is 0 or 1), so a client tells the two apart by them.
+REFUSAL_PREFIX = b"labd refused "
+REFUSAL_BUSY = "busy"  # at its connection limit: try again later
+REFUSAL_DENIED = "denied"  # this client may not connect (its certificate, say)
+REFUSAL_MAX = 1024  # bytes a refusal line may take
+#: at most this many bytes of lines in one ``tail`` answer (fewer lines than asked for
+#: then; the caller goes on after the last one it got)
+TAIL_MAX_BYTES = 256 * 1024
 SOCKET_NAME = "labd.sock"
 #: rpyc settings both ends keep (PITFALLS): no attribute beyond the exposed API, no
 #: pickle, no setattr or delattr, no class imported because a peer named it
@@ -146,6 +157,7 @@ class StatusRecord(FiguresRecord):
     processes_alive: int  # one row whatever the set's size: the processes are counted,
     processes_total: int  # listed only by inspect (and status --processes)
     error: str | None  # why a set is degraded or failed
+    owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
     #: seconds it ran (so far), by the monotonic clock; the wall times are for display
     duration: NotRequired[float | None]
 
@@ -254,6 +266,21 @@ def typed_value(value: object) -> str:
     if type(value) is float:
         return f"{value:g}"
     return str(value)
+
+
+def refusal_line(kind: str, message: str) -> bytes:
+    """The line labd writes to a client it turns away."""
+    text = " ".join(message.split())
+    return REFUSAL_PREFIX + f"{kind}: {text}".encode()[: REFUSAL_MAX - 20] + b"\n"
+
+
+def parse_refusal(data: bytes) -> tuple[str, str] | None:
+    """(kind, message) of a refusal line, or None if ``data`` is not one."""
+    if not data.startswith(REFUSAL_PREFIX):
+        return None
+    text = data[len(REFUSAL_PREFIX) :].split(b"\n", 1)[0].decode("utf-8", "replace")
+    kind, _, message = text.partition(": ")
+    return kind, message.strip() or "labd refused the connection"
 
 
 def runtime_dir() -> Path:

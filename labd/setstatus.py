@@ -46,6 +46,7 @@ def live_status(s: ProcessSet) -> StatusRecord:
         "processes_alive": sum(1 for w in workers if w.alive),
         "processes_total": s.spec.counters + s.spec.printers,
         "error": s.error,
+        "owner": s.spec.owner,
     }
 
 
@@ -88,6 +89,7 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
     if isinstance(final, dict):
         out = final.copy()
         out["state"] = row["state"]
+        out.setdefault("owner", row.get("owner"))
         return counted(cast(dict[str, Any], out))
     figures: dict[str, Any] = {
         "value": 0,
@@ -123,6 +125,7 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
         "processes_alive": 0,
         "processes_total": row["counters"] + row["printers"],
         "error": row["error"],
+        "owner": row.get("owner"),
     }
 
 

@@ -6,17 +6,15 @@ checked only through its exit code and output (the contract in DESIGN.md, "labct
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from daemonkit import DaemonFactory
-from helpers import Daemon, describe, labctl_command, wait_for
+from daemonkit import DaemonFactory, Labctl
+from helpers import describe, wait_for
 
 from labd.protocol import PROCESS_KEYS, SET_KEYS
 from labd.testing import running
@@ -31,40 +29,6 @@ EXPERIMENTS = [  # (mechanism, counters, KEY=VALUE ...)
     ("pipe", 2, ["interval=0.1"]),
 ]
 RACY, LOCKED = 1, 2  # indexes in EXPERIMENTS
-
-
-class Labctl:
-    def __init__(self, daemon: Daemon, home: Path) -> None:
-        self.address = f"unix:{daemon.socket}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LABCTL_")}
-        self.env.update(
-            XDG_RUNTIME_DIR=str(home / "run"),
-            XDG_STATE_HOME=str(home / "state"),
-            XDG_CONFIG_HOME=str(home / "config"),
-            HOME=str(home),
-        )
-
-    def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        cmd = [*labctl_command(), "--connect", self.address, *args]
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, env=self.env, timeout=60, stdin=subprocess.DEVNULL
-        )
-        assert done.returncode == code, (
-            f"labctl {' '.join(args)} exited {done.returncode}, not {code}\n"
-            f"stdout: {done.stdout}\nstderr: {done.stderr}"
-        )
-        assert "Traceback" not in done.stderr
-        return done
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--json").stdout)
-
-    def fails(self, *args: str, code: int) -> str:
-        """A failing command: its one-line message on stderr."""
-        done = self.run(*args, code=code)
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, done.stderr
-        return lines[0]
 
 
 def by_id(statuses: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:

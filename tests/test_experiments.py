@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import xml.etree.ElementTree as ET
@@ -16,46 +15,13 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import DaemonFactory, one_daemon
-from helpers import Daemon, labctl_command, wait_for
+from daemonkit import DaemonFactory, Labctl, one_daemon
+from helpers import Daemon, wait_for
 
 pytestmark = pytest.mark.daemon
 
 SHORT = ("--seconds", "0.5", "--warmup", "0.2")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class Labctl:
-    """labctl in a subprocess against one labd, with a private home."""
-
-    def __init__(self, daemon: Daemon, home: Path, extra_env: dict[str, str] | None = None):
-        self.address = f"unix:{daemon.socket}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LABCTL_")}
-        self.env.update(XDG_STATE_HOME=str(home / "state"), HOME=str(home), **(extra_env or {}))
-
-    def command(self, *args: str) -> list[str]:
-        return [*labctl_command(), "--connect", self.address, *args]
-
-    def run(
-        self, *args: str, code: int = 0, timeout: float = 90
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            self.command(*args),
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        assert done.returncode == code, (
-            f"labctl {' '.join(args)} exited {done.returncode}, not {code}\n"
-            f"stdout: {done.stdout}\nstderr: {done.stderr}"
-        )
-        assert "Traceback" not in done.stderr
-        return done
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--json").stdout)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonFactory
+from daemonkit import DaemonFactory
 from helpers import labctl_command
 
 pytestmark = pytest.mark.daemon

@@ -13,6 +13,8 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -187,6 +189,7 @@ PRIVATE = [
     "_rpyc_getattr",
     "_guard",
     "_on_shutdown",
+    "_caller",
     "on_connect",
     "exposed_shutdown",
     "__init__",
@@ -503,3 +506,23 @@ def test_a_second_labd_on_the_same_state_dir_leaves_the_first_alone(
         wait_for(lambda: status(conn, sid)["attempted"] > before + 2, 3, "the first to go on")
         assert status(conn, sid)["state"] == "running"
         assert len(running(workers)) == len(workers)
+
+
+@pytest.mark.parametrize("where", ["a-file/state", "/proc/ipclab-state"])
+def test_a_state_dir_that_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path, where: str) -> None:
+    (tmp_path / "a-file").write_text("in the way")  # not a directory; /proc refuses mkdir
+    target = where if where.startswith("/") else str(tmp_path / where)
+    sock = tmp_path / "s.sock"
+    proc = subprocess.run(
+        [sys.executable, "-m", "labd", "--socket", str(sock), "--state-dir", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and lines[-1].startswith(
+        f"labd: cannot make the state directory {target}: "
+    ), lines
+    assert not sock.exists()
