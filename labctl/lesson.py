@@ -181,8 +181,9 @@ def run_step(client: Client, step: Step, out: Out | None) -> dict[str, Any]:
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(1.0, left))
             live = client.status(ids)
-            for s in live:  # the busiest it was seen (psutil's first reading is 0)
-                seen = [c for c in (cpu.get(int(s["id"])), _printer_cpu(s)) if c is not None]
+            for s in live:  # the busiest it was seen; inspect lists the processes
+                now = _printer_cpu(client.inspect(int(s["id"])))
+                seen = [c for c in (cpu.get(int(s["id"])), now) if c is not None]
                 cpu[int(s["id"])] = max(seen, default=None)
             if out is not None:
                 out("   " + " | ".join(f"#{s['id']} {_figures(s)}" for s in live))

@@ -165,7 +165,7 @@ class Store:
             )
 
     def finish(self, set_id: int, final: StatusRecord) -> None:
-        """Keep the set's final status object (as shown by ``inspect``)."""
+        """Keep the set's final status object (with its processes, for ``inspect``)."""
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE sets SET final_json = ? WHERE id = ?", (json.dumps(final), set_id)

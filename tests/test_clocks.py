@@ -52,7 +52,7 @@ def lab(tmp_path: Path, clock: SteppingClock) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        pids = [p["pid"] for s in lab.status() for p in s["processes"]]
+        pids = [p["pid"] for s in lab.status() for p in lab.inspect(s["id"])["processes"]]
         procs = [psutil.Process(p) for p in [*pids, manager] if p and psutil.pid_exists(p)]
         lab.close()
         wait_for(lambda: not running(procs), 10, "the Lab's processes to end")

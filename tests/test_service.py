@@ -342,7 +342,7 @@ def test_each_set_is_a_process_group_that_its_stop_ends_whole(
 ) -> None:
     sid = spawn(rpc, "fake", 2, json.dumps({"interval": 0.05, "helper": True}))
     other = spawn(rpc, "fake", 1)
-    procs = {i: [p["pid"] for p in status(rpc, i)["processes"]] for i in (sid, other)}
+    procs = {i: [p["pid"] for p in call(rpc, "inspect", i)["processes"]] for i in (sid, other)}
 
     def grouped() -> dict[int, set[int]]:  # each worker joins its set's group as it starts
         groups = {i: {os.getpgid(pid) for pid in pids} for i, pids in procs.items()}
@@ -495,7 +495,7 @@ def test_a_second_labd_on_the_same_state_dir_leaves_the_first_alone(
     with first.connect() as conn:
         sid = spawn(conn, "fake", 2)
         wait_for(lambda: status(conn, sid)["attempted"] > 0, 5, "increments")
-        workers = [psutil.Process(p["pid"]) for p in status(conn, sid)["processes"]]
+        workers = [psutil.Process(p["pid"]) for p in call(conn, "inspect", sid)["processes"]]
         second = labd_factory(fakes=True, state_dir=first.state_dir, start=False)
         second.start(wait=False)
         try:
