@@ -3,14 +3,14 @@
 # drive) and runs the whole suite.
 PY ?= python3
 # command:package pairs
-DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2
+DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 redis-server:redis-server
 
 .PHONY: test deps debian-tools lint run
 test: deps
 	$(PY) -m pytest
 
 deps: debian-tools
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e examples/ipclab-shm
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,redis]' -e examples/ipclab-shm
 
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \

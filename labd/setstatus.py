@@ -40,6 +40,7 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         "stopped_at": s.stopped_at,
         "processes": procs,
         "error": s.error,
+        "extra": s.mechanism.figures(),
     }
 
 

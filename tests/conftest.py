@@ -39,6 +39,7 @@ LEFTOVER_GRACE = 5.0
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end to end with a real labd and real labctl")
+    config.addinivalue_line("markers", "daemon: starts a real labd or other processes")
 
 
 # --- the session guard ------------------------------------------------------------------
@@ -217,3 +218,16 @@ def module_rpc(module_labd: Daemon) -> Iterator[rpyc.Connection]:
     conn = module_labd.connect()
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One private redis-server for the session (unix socket, no persistence); its slow
+    Pub/Sub subscribers are dropped at 256 KiB of backlog, so a stall loses messages fast."""
+    from redis_server import RedisServer
+
+    server = RedisServer(["--client-output-buffer-limit", "pubsub 256kb 128kb 1"])
+    try:
+        yield server
+    finally:
+        server.stop()
