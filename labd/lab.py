@@ -27,7 +27,7 @@ from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
-from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
+from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S, State
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
@@ -203,15 +203,15 @@ class Lab:
             pset.start(self._collector.add)
         except LabError as exc:  # refused by the mechanism, with its one line
             log.error("set %d failed to start: %s", pset.spec.id, exc.message)
-            pset.set_state("failed", f"could not start: {exc.message}")
+            pset.fail(f"could not start: {exc.message}")
             error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
-            pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
+            pset.fail(f"could not start: {type(exc).__name__}: {exc}")
             error = exc
         finally:
             pset.busy.release()
-        if pset.state == "failed":  # failed to start, or failed while starting
+        if pset.state == State.FAILED:  # failed to start, or failed while starting
             if pset.workers:
                 self._stop_in_background(pset)
             else:
@@ -313,7 +313,7 @@ class Lab:
                 else:
                     for m in mine:
                         m.busy.release()
-                    what = "already stopping" if s.state == "stopping" else f"busy ({s.state})"
+                    what = "already stopping" if s.state == State.STOPPING else f"busy ({s.state})"
                     raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
         return targets, mine, held
 
@@ -330,6 +330,8 @@ class Lab:
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
+        if s.stopped_at is None:  # it never ran a stop: failed before any process started
+            s.stopped_at = time.time()
         final = self._status(s)
         self.store.finish(s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
@@ -349,9 +351,9 @@ class Lab:
         threading.Thread(target=run, name=f"stop-{s.spec.id}", daemon=True).start()
 
     # --- events ----------------------------------------------------------------------
-    def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
+    def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
         self.store.set_state(s.spec.id, state, detail)
-        if state == "failed" and s.workers and not s.busy.locked():
+        if state == State.FAILED and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
@@ -407,4 +409,4 @@ class Lab:
 
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
-    return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
+    return s.live or (s.state == State.FAILED and bool(s.workers) and s.stopped_at is None)

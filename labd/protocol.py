@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from labd.errors import UsageError
@@ -57,8 +58,28 @@ SET_KEYS = (
     "processes",
 )
 PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss")
-STATES = ("starting", "running", "degraded", "stopping", "stopped", "failed", "interrupted")
-LIVE_STATES = ("starting", "running", "degraded", "stopping")
+
+
+class State(StrEnum):
+    """A set's state (contract: these strings). The allowed changes between them are
+    the table in :mod:`labd.lifecycle`, the one place a set's state is changed."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DEGRADED = "degraded"  # a process died unexpectedly; the others run on
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # labd died while the set ran
+
+    @property
+    def live(self) -> bool:
+        return self in LIVE_STATES
+
+
+STATES = tuple(State)
+LIVE_STATES = (State.STARTING, State.RUNNING, State.DEGRADED, State.STOPPING)
+FINISHED_STATES = (State.STOPPED, State.FAILED, State.INTERRUPTED)
 
 
 def typed_value(value: object) -> str:

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from labd.errors import ConfigError, NoSuchSet
-from labd.protocol import FIGURE_KEYS, LIVE_STATES, STATES
+from labd.protocol import FIGURE_KEYS, FINISHED_STATES, LIVE_STATES, STATES, State
 
 SCHEMA_VERSION = 1
 FILENAME = "history.sqlite3"
-FINISHED_STATES = ("stopped", "failed", "interrupted")
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
 
@@ -140,9 +139,9 @@ class Store:
         if state not in STATES:
             raise ValueError(f"unknown set state {state!r} (one of {', '.join(STATES)})")
         now = time.time() if at is None else at
-        started = now if state == "running" else None
+        started = now if state == State.RUNNING else None
         stopped = now if state in FINISHED_STATES else None
-        error = detail if state == "failed" else None
+        error = detail if state == State.FAILED else None
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE sets SET state = ?, started_at = COALESCE(started_at, ?),"

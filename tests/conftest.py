@@ -13,6 +13,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -32,6 +33,7 @@ from helpers import (
     stop_own_multiprocessing_helpers,
     wait_for,
 )
+from labkit import MakeLab, lab_maker
 
 SESSION = os.environ.setdefault(SESSION_VAR, uuid.uuid4().hex)
 LEFTOVER_GRACE = 5.0
@@ -231,3 +233,10 @@ def redis_server() -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
+    """Start in-process Labs on ``tmp_path/state``; each is closed at the end and none
+    of its processes (workers, Manager) may outlive it (see labkit.py)."""
+    yield from lab_maker(tmp_path)
