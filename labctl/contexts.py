@@ -28,6 +28,12 @@ LOCAL = "local"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
+class ContextError(UsageError):
+    """A context that does not exist, or a context file labctl refuses (exit 2)."""
+
+    exit_code = 2
+
+
 def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "ipclab"
@@ -63,15 +69,17 @@ class Contexts:
         except FileNotFoundError:
             return {"current": None, "contexts": {}}
         except OSError as exc:
-            raise UsageError(f"cannot read the context file {self.path}: {exc.strerror}") from None
+            what = f"cannot read the context file {self.path}: {exc.strerror}"
+            raise ContextError(what) from None
         with os.fdopen(fd) as f:
             _check_private(os.fstat(f.fileno()), self.path)
             try:
                 data = json.load(f)
             except ValueError as exc:
-                raise UsageError(f"the context file {self.path} is not valid JSON: {exc}") from None
+                what = f"the context file {self.path} is not valid JSON: {exc}"
+                raise ContextError(what) from None
         if not isinstance(data, dict) or not isinstance(data.get("contexts"), dict):
-            raise UsageError(f"the context file {self.path} is malformed (remove it, add again)")
+            raise ContextError(f"the context file {self.path} is malformed (remove it, add again)")
         return data
 
     def all(self) -> list[Context]:
@@ -86,7 +94,7 @@ class Contexts:
         raw = self._load()["contexts"].get(name)
         if raw is None:
             known = ", ".join(c.name for c in self.all()) or "none yet"
-            raise UsageError(
+            raise ContextError(
                 f"no context {name!r} (known: {known}; add one: labctl context add NAME "
                 "--connect ADDRESS)"
             )
@@ -95,10 +103,13 @@ class Contexts:
     # --- changing ------------------------------------------------------------------
     def add(self, ctx: Context) -> None:
         check_name(ctx.name)
-        ctx.target()  # the address and TLS files must fit together (UsageError if not)
+        try:
+            ctx.target()  # the address and TLS files must fit together
+        except UsageError as exc:
+            raise ContextError(exc.message) from None
         data = self._load()
         if ctx.name in data["contexts"]:
-            raise UsageError(f"context {ctx.name!r} exists (remove it first: labctl context rm)")
+            raise ContextError(f"context {ctx.name!r} exists (remove it first: labctl context rm)")
         data["contexts"][ctx.name] = {k: v for k, v in asdict(ctx).items() if k != "name" and v}
         self._save(data)
 
@@ -143,7 +154,7 @@ def choose_target(
     default local socket."""
     if context is not None:
         if connect is not None or any(tls_paths):
-            raise UsageError("--context and --connect/--tls-* exclude each other")
+            raise ContextError("--context and --connect/--tls-* exclude each other")
         if context == LOCAL:
             return resolve_target(None, no_autostart=no_autostart)
         return (store or Contexts()).get(context).target()
@@ -156,9 +167,9 @@ def choose_target(
 
 def check_name(name: str) -> None:
     if name == LOCAL:
-        raise UsageError(f"{LOCAL!r} is reserved: it names the default local socket")
+        raise ContextError(f"{LOCAL!r} is reserved: it names the default local socket")
     if not _NAME.match(name):
-        raise UsageError(
+        raise ContextError(
             f"context name {name!r}: use letters, digits, _ . - (at most 63, no comma)"
         )
 
@@ -169,17 +180,17 @@ def absolute(path: str | None) -> str | None:
 
 def _context(name: str, raw: object) -> Context:
     if not isinstance(raw, dict) or not isinstance(raw.get("connect"), str):
-        raise UsageError(f"context {name!r} is malformed in the context file (rm it, add again)")
+        raise ContextError(f"context {name!r} is malformed in the context file (rm it, add again)")
     keys = ("tls_cert", "tls_key", "tls_ca")
     return Context(name, raw["connect"], *(raw.get(k) for k in keys))
 
 
 def _check_private(st: os.stat_result, path: Path) -> None:
     if st.st_uid != os.getuid():
-        raise UsageError(f"the context file {path} is not yours: refusing it (remove it)")
+        raise ContextError(f"the context file {path} is not yours: refusing it (remove it)")
     if stat.S_IMODE(st.st_mode) & 0o077:
         mode = oct(stat.S_IMODE(st.st_mode))[2:]
-        raise UsageError(
+        raise ContextError(
             f"the context file {path} is open to others (mode {mode}): refusing it "
             f"(chmod 600 {path})"
         )

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from labctl.client import Client
-from labctl.contexts import LOCAL, Contexts
+from labctl.contexts import LOCAL, ContextError, Contexts
 from labctl.target import Target, resolve_target
-from labd.errors import ConnectError, LabError, UsageError
+from labd.errors import ConnectError, LabError
 from labd.protocol import LIVE_STATES, default_state_dir
 
 FILE_NAME = "groups.json"
@@ -217,14 +217,14 @@ def _answer(
 
 def _check_on(on: Sequence[str], counters: int, params: dict[str, str]) -> list[str]:
     names = [n.strip() for n in on if n.strip()]
-    if len(names) < 1:
-        raise UsageError("--on needs one or more contexts: --on lab1,lab2")
+    if not names:
+        raise ContextError("--on needs one or more contexts: --on lab1,lab2")
     if len(set(names)) != len(names):
-        raise UsageError("--on names a context twice")
+        raise ContextError("--on names a context twice")
     if counters < len(names):
-        raise UsageError(f"{counters} counters cannot be spread over {len(names)} contexts")
+        raise ContextError(f"{counters} counters cannot be spread over {len(names)} contexts")
     if "group" in params:
-        raise UsageError("group= is set by --on: leave it out")
+        raise ContextError("group= is set by --on: leave it out")
     return names
 
 

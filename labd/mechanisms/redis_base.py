@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from labd.mechanisms import redis_conn
 from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.worker.contexts import CounterContext, PrinterContext
 
 
 class RedisMechanism(Mechanism):
@@ -60,6 +61,26 @@ class RedisMechanism(Mechanism):
 
     def printer_args(self, index: int) -> tuple[Any, ...]:
         return self.worker_args()
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        with redis_conn.server_lost("counter", ctx.index, args[0]):
+            cls.run_counter(ctx, *args)
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        with redis_conn.server_lost("printer", ctx.index, args[0]):
+            cls.run_printer(ctx, *args)
+
+    @classmethod
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
+        """The counter loop, given :meth:`worker_args`."""
+        raise NotImplementedError
+
+    @classmethod
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        """The printer loop, given :meth:`worker_args`."""
+        raise NotImplementedError
 
     def figures(self) -> dict[str, Any]:
         return dict(self._figures)

@@ -16,10 +16,12 @@ one namespace; the last part to end reads the final figures and removes every ke
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,19 @@ def check_values(values: Mapping[str, Any]) -> None:
     if namespace and not re.fullmatch(r"[A-Za-z0-9_.:{}-]{1,100}", namespace):
         raise ParamError(f"namespace={namespace!r}: use letters, digits and _ . : - (at most 100)")
     parse_group(str(values.get("group") or ""))
+
+
+@contextlib.contextmanager
+def server_lost(role: str, index: int, url: str) -> Iterator[None]:
+    """In a worker: the server going away ends it with one line on stderr (labd's log)
+    and exit code 1 (the set degrades), not a traceback."""
+    redis = redis_module()
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(f"{role} {index}: lost the Redis server at {url}: {reason}\n")
+        sys.exit(1)
 
 
 def read_password(values: Mapping[str, Any]) -> str | None:

@@ -57,7 +57,7 @@ class RedisCounter(RedisMechanism):
             self._figures["retries"] = int(data["retries"] or 0)
 
     @classmethod
-    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
         url, kwargs, keys = args
         client = redis_conn.open_client(url, kwargs)
         op = str(ctx.values.get("op", "getset"))
@@ -72,7 +72,7 @@ class RedisCounter(RedisMechanism):
             client.close()
 
     @classmethod
-    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
         url, kwargs, keys = args
         client = redis_conn.open_client(url, kwargs)
         get, key, show = client.get, keys["value"], ctx.show

@@ -59,7 +59,7 @@ class RedisPubSub(RedisMechanism):
             client.publish(f"{ns.prefix}:ch:{j}", b"")
 
     @classmethod
-    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
         url, kwargs, channels = args
         client = redis_conn.open_client(url, kwargs)
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
@@ -74,7 +74,7 @@ class RedisPubSub(RedisMechanism):
             client.close()
 
     @classmethod
-    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
         url, kwargs, channels = args
         redis = redis_conn.redis_module()
         client = redis_conn.open_client(url, kwargs)

@@ -57,7 +57,7 @@ class RedisQueue(RedisMechanism):
             client.lpush(ns.data["list"], *([b""] * self._printers))
 
     @classmethod
-    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
         url, kwargs, keys = args
         client = redis_conn.open_client(url, kwargs)
         key, push, length = keys["list"], client.lpush, client.llen
@@ -76,7 +76,7 @@ class RedisQueue(RedisMechanism):
             client.close()
 
     @classmethod
-    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
         url, kwargs, keys = args
         client = redis_conn.open_client(url, kwargs)
         key, pop, received = keys["list"], client.brpop, ctx.received
