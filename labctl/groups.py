@@ -271,8 +271,10 @@ def _value(reached: list[dict[str, Any]], ended: bool) -> int:
             return int(final)
     if not reached:
         return 0
-    latest = max(reached, key=lambda p: float(p.get("stopped_at") or time.time()))
-    return int(latest.get("value") or 0)
+    if ended:  # no part left the final read (one died): the last one to stop saw most
+        latest = max(reached, key=lambda p: float(p.get("stopped_at") or 0.0))
+        return int(latest.get("value") or 0)
+    return max(int(p.get("value") or 0) for p in reached)  # the freshest sample
 
 
 def _state(states: list[str], unreachable: int, ended: bool) -> str:

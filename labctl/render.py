@@ -61,6 +61,9 @@ def _short(name: Any) -> str:
 
 
 def status_row(s: Record) -> list[str]:
+    # a group's part (spawn --on) shows the group's shared value: its own lost means
+    # nothing alone (see the group: labctl status GROUP)
+    part = bool((s.get("params") or {}).get("group"))
     return [
         _text(s.get("id")),
         _short(s.get("name")),
@@ -69,8 +72,8 @@ def status_row(s: Record) -> list[str]:
         _text(s.get("counters")),
         humane.count(s.get("value")),
         humane.count(s.get("attempted")),
-        humane.count(s.get("lost")),
-        humane.percent(s.get("lost"), s.get("attempted")),
+        humane.MISSING if part else humane.count(s.get("lost")),
+        humane.MISSING if part else humane.percent(s.get("lost"), s.get("attempted")),
         humane.rate(s.get("rate")) if s.get("state") in LIVE_STATES else humane.MISSING,
     ]
 
