@@ -17,48 +17,25 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import click
 
-from labctl import follow, group_cmds, render
+from labctl import figures, follow, group_cmds, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
 from labctl.context_cmds import context
 from labctl.contexts import choose_target
+from labctl.experiments import COMMANDS as EXPERIMENT_COMMANDS
+from labctl.invoke import LabGroup, invoke
 from labctl.state import State
-from labd.errors import EXIT_FAILED, LabError, UsageError, message_of
+from labd.errors import UsageError
 from labd.protocol import Address
 
-EXIT_INTERRUPTED = 130
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Failure(click.ClickException):
-    """A :class:`LabError` on its way out through click, keeping its exit code."""
-
-    def __init__(self, error: LabError) -> None:
-        super().__init__(error.message)
-        # per instance: click >= 8.5 declares exit_code a ClassVar
-        setattr(self, "exit_code", error.exit_code)  # noqa: B010
-
-    def show(self, file: Any = None) -> None:
-        _fail(self.format_message(), self.exit_code)  # the same one line as run() prints
-
-
-class LabGroup(click.Group):
-    """A group that turns our errors into click's, so that click's own machinery (and
-    ``CliRunner``) reports them with the right exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LabError as exc:
-            raise Failure(exc) from exc
 
 
 def client_of(ctx: click.Context, *, autostart: bool = True) -> Client:
@@ -78,6 +55,7 @@ GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart", "c
 
 
 @click.group(cls=LabGroup, invoke_without_command=True, context_settings=CONTEXT)
+@click.version_option(package_name="ipclab", prog_name="labctl", message="%(prog)s %(version)s")
 @click.option(
     "--connect",
     type=ADDRESS,
@@ -138,12 +116,12 @@ def cli(
 
 
 def open_repl(ctx: click.Context) -> None:
-    """Hand over to the REPL (``labctl.repl.run(state) -> exit code``)."""
+    """Hand over to the REPL (``labctl.repl.run(state, group) -> exit code``)."""
     state: State = ctx.obj
     if state.interactive:
         click.echo(ctx.get_help())
         return
-    try:
+    try:  # prompt_toolkit is imported here only, never for one command
         repl_run = getattr(importlib.import_module("labctl.repl"), "run", None)
     except ModuleNotFoundError as exc:
         if exc.name != "labctl.repl":
@@ -151,7 +129,7 @@ def open_repl(ctx: click.Context) -> None:
         repl_run = None
     if repl_run is None:
         raise click.UsageError("the REPL is not available yet: give a command")
-    ctx.exit(repl_run(state))
+    ctx.exit(repl_run(state, cli))
 
 
 @cli.command()
@@ -168,7 +146,7 @@ SPAWN_HELP = """Start a set of N counter processes sharing a counter through MEC
 \b
 KEY=VALUE pairs set the mechanism's parameters and the common ones
 (interval, printers, duration, start_method, name); see: labctl mechanisms.
-Prints the new set's id (with --json, its status object).
+Says the new set's id and what it is (with --json, its status object).
 
 \b
 Examples:
@@ -206,7 +184,9 @@ def spawn(
     if on is not None:
         return group_cmds.spawn_on(mechanism, counters, params, on, as_json)
     created = client_of(ctx).spawn(mechanism, counters, params)
-    show(created, as_json, lambda record: str(record.get("id")))
+    for warning in created.get("warnings") or ():
+        click.echo(f"labctl: warning: {warning}", err=True)
+    show(created, as_json, render.spawned)
 
 
 @cli.command()
@@ -217,7 +197,8 @@ def spawn(
 def status(ctx: click.Context, items: tuple[str, ...], as_json: bool, all_contexts: bool) -> None:
     """One row per set: running ones and those ended since labd started.
 
-    Give ids to see only those sets, or group ids (spawn --on) to see groups.
+    Give ids to see only those sets, or group ids (spawn --on) to see groups. What each
+    figure means: help figures.
     """
     ids, gids = group_cmds.split_ids(items)
     group_cmds.only_groups(gids, ids, "status")
@@ -226,7 +207,7 @@ def status(ctx: click.Context, items: tuple[str, ...], as_json: bool, all_contex
     if gids:
         return group_cmds.status(gids, as_json)
     sets = client_of(ctx).status(ids)
-    show(sets, as_json, render.status_table)
+    show(sets, as_json, lambda found: render.status_table(found, figures.width()))
 
 
 @cli.command()
@@ -241,6 +222,19 @@ def inspect(ctx: click.Context, item: str, as_json: bool) -> None:
     (set_id,) = ids
     found = client_of(ctx).inspect(set_id)
     show(found, as_json, render.inspect)
+
+
+@cli.command()
+@click.argument("set_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def explain(ctx: click.Context, set_id: int, as_json: bool) -> None:
+    """The story of a set: attempted, value, lost and why; with trace=yes, each lost
+    update (who read what, who overwrote whom) on a timeline."""
+    from labctl import explain as story
+
+    found = client_of(ctx).explain(set_id)
+    show(found, as_json, story.render)
 
 
 @cli.command()
@@ -310,12 +304,63 @@ def repl(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.argument("step", metavar="[STEP]", required=False)
+@click.option("--list", "as_list", is_flag=True, help="List the steps.")
+@click.option("--auto", is_flag=True, help="Do not wait for Enter between steps.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: each step's result.")
+@click.pass_context
+def lesson(ctx: click.Context, step: str | None, as_list: bool, auto: bool, as_json: bool) -> None:
+    """A guided tour of the lesson's sections with real sets: each step's claim, its
+    live figures, and the verdict with the numbers measured here."""
+    from labctl import lesson as tour
+
+    if as_list:
+        click.echo(tour.listing())
+        return
+    if step is not None and step not in tour.NAMES:
+        raise click.UsageError(f"no step {step!r} (steps: {', '.join(tour.NAMES)})")
+    names = [step] if step else list(tour.NAMES)
+    out = None if as_json else click.echo
+    results = tour.tour(client_of(ctx), names, out=out, pause=not (auto or as_json))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+
+
+@cli.command(name="help")
+@click.argument("topic", metavar="[COMMAND | figures]", required=False)
+@click.pass_context
+def help_(ctx: click.Context, topic: str | None) -> None:
+    """The commands, one command's help, or what each figure means (help figures)."""
+    group = ctx.parent.command if ctx.parent else cli
+    if topic == "figures":
+        click.echo(figures.LEGEND)
+    elif topic is None:
+        click.echo(ctx.parent.get_help() if ctx.parent else cli.get_help(ctx))
+    elif isinstance(group, click.Group) and topic in group.commands:
+        cmd = group.commands[topic]
+        with click.Context(cmd, info_name=topic, parent=ctx.parent) as sub:
+            click.echo(cmd.get_help(sub))
+    else:
+        raise click.UsageError(f"no command or topic {topic!r} (see: labctl help)")
+
+
+@cli.command()
 @click.pass_context
 def shutdown(ctx: click.Context) -> None:
     """Stop every set and then labd itself."""
     client = client_of(ctx, autostart=False)
+    state = ctx.find_object(State)
+    if state is not None:
+        state.shut_down = True
+        state.on_shutdown()
     client.shutdown()
-    click.echo(f"labd at {client.address} is shutting down")
+    click.echo(f"labd is shutting down (at {client.address})")
+    if state is not None and state.interactive:
+        click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
+
+
+for _command in EXPERIMENT_COMMANDS:  # compare, experiments, report, history, plot, export
+    cli.add_command(_command)
 
 
 cli.add_command(context)
@@ -325,61 +370,12 @@ def _write(text: str) -> None:
     click.echo(text, nl=False)
 
 
-def _usage_line(exc: click.UsageError) -> str:
-    message = exc.format_message()
-    if exc.ctx is None or "(see:" in message:
-        return message
-    return f"{message} (see: {exc.ctx.command_path} --help)"
-
-
 def run(args: Sequence[str] | None = None, *, state: State | None = None) -> int:
     """Run one command line through the group; return its exit code, never raise.
 
     ``state`` is the REPL's session state (``None``: build one from the global options).
     """
-    words = list(args) if args is not None else sys.argv[1:]
-    for word in words:
-        if not _is_text(word):
-            raw = word.encode("utf-8", "surrogateescape")
-            return _fail(f"an argument is not UTF-8 text: {raw!r}", 2)
-    try:
-        result = cli.main(
-            args=words,
-            prog_name="labctl",
-            standalone_mode=False,
-            obj=state,
-        )
-    except click.UsageError as exc:
-        return _fail(_usage_line(exc), exc.exit_code)
-    except click.ClickException as exc:
-        return _fail(exc.format_message(), exc.exit_code)
-    except click.Abort:
-        return _fail("interrupted", EXIT_INTERRUPTED)
-    except LabError as exc:
-        return _fail(exc.message, exc.exit_code)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
-    except Exception as exc:
-        if os.environ.get("LABCTL_DEBUG"):
-            raise
-        return _fail(f"internal error: {type(exc).__name__}: {message_of(exc)}", EXIT_FAILED)
-    return result if isinstance(result, int) else 0
-
-
-def _fail(message: str, code: int) -> int:
-    """One line on stderr, whatever the message quotes (control characters escaped)."""
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message.strip())
-    click.echo(f"labctl: {line}", err=True)
-    return code
-
-
-def _is_text(word: str) -> bool:
-    """False for argv bytes that are not UTF-8 (Python decodes them to lone surrogates)."""
-    try:
-        word.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return invoke(cli, sys.argv[1:] if args is None else args, state)
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from labctl import humane
-from labctl.render import status_row, styled_state
+from labctl import figures, humane
+from labctl.layout import Column, lay_out
+from labctl.render import set_columns, styled_state
 from labctl.table import table
 from labd.protocol import typed_value
 
@@ -51,15 +52,9 @@ def stopped(g: Record) -> str:
     return f"group {g.get('group')} ({g.get('mechanism')}) {totals(g)}"
 
 
-def all_contexts(sets: Sequence[Record]) -> str:
+def all_contexts(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
     """Every context's sets, the first column naming the context."""
     if not sets:
         return "no sets on any context"
-    rows = [[str(s.get("context")), *status_row(s)] for s in sets]
-    headers = ("CONTEXT", "ID", "NAME", "MECHANISM", "STATE", "COUNTERS", "VALUE", "ATTEMPTED")
-    headers += ("LOST", "LOST%", "RATE")  # type: ignore[assignment]
-
-    def style(column: int, cell: str, padded: str) -> str:
-        return styled_state(cell, padded) if column == 4 else padded
-
-    return "\n".join(table(headers, rows, right={1, 5, 6, 7, 8, 9, 10}, style=style))
+    cols = [Column("CONTEXT", lambda s: str(s.get("context"))), *set_columns(sets)]
+    return "\n".join(lay_out(cols, sets, width))

@@ -12,9 +12,18 @@ from typing import Any
 
 import click
 
-from labctl import humane
+from labctl import figures, humane
+from labctl.layout import Column, lay_out
 from labctl.table import pairs, table
-from labd.protocol import LIVE_STATES, typed_value
+from labd.protocol import (
+    EventRecord,
+    InspectRecord,
+    MechanismRecord,
+    ParamRecord,
+    ProcessRecord,
+    StatusRecord,
+    typed_value,
+)
 
 Record = Mapping[str, Any]
 
@@ -26,25 +35,12 @@ STATE_COLOURS = {
     "failed": "red",
     "interrupted": "red",
 }
-STATUS_HEADERS = (
-    "ID",
-    "NAME",
-    "MECHANISM",
-    "STATE",
-    "COUNTERS",
-    "VALUE",
-    "ATTEMPTED",
-    "LOST",
-    "LOST%",
-    "RATE",
-)
-NAME_WIDTH = 24
 
 
 def styled_state(state: str, padded: str | None = None) -> str:
     colour = STATE_COLOURS.get(state)
     text = state if padded is None else padded
-    return click.style(text, fg=colour) if colour else text
+    return figures.paint(text, fg=colour) if colour else text
 
 
 def _text(value: Any) -> str:
@@ -55,42 +51,61 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _short(name: Any) -> str:
-    text = _text(name)
-    return text if len(text) <= NAME_WIDTH else text[: NAME_WIDTH - 3] + "..."
+def group_part(s: Record) -> bool:
+    """A part of a group (spawn --on): its value is the group's shared one, so its own
+    lost means nothing alone (see the group: labctl status GROUP)."""
+    return bool((s.get("params") or {}).get("group"))
 
 
-def status_row(s: Record) -> list[str]:
-    # a group's part (spawn --on) shows the group's shared value: its own lost means
-    # nothing alone (see the group: labctl status GROUP)
-    part = bool((s.get("params") or {}).get("group"))
-    return [
-        _text(s.get("id")),
-        _short(s.get("name")),
-        _text(s.get("mechanism")),
-        _text(s.get("state")),
-        _text(s.get("counters")),
-        humane.count(s.get("value")),
-        humane.count(s.get("attempted")),
-        humane.MISSING if part else humane.count(s.get("lost")),
-        humane.MISSING if part else humane.percent(s.get("lost"), s.get("attempted")),
-        humane.rate(s.get("rate")) if s.get("state") in LIVE_STATES else humane.MISSING,
+def _lost(s: Record) -> str:
+    return humane.MISSING if group_part(s) else humane.count(s.get("lost"))
+
+
+def _lost_pc(s: Record) -> str:
+    return humane.MISSING if group_part(s) else humane.percent(s.get("lost"), s.get("attempted"))
+
+
+def _lost_cell(s: Record, raw: str, padded: str) -> str:
+    return figures.paint_lost(s.get("lost"), padded)
+
+
+def _state_cell(s: Record, raw: str, padded: str) -> str:
+    return styled_state(raw, padded)
+
+
+def _rate(s: Record) -> str:
+    return humane.rate(s.get("rate")) if figures.live(s) else humane.MISSING
+
+
+def set_columns(sets: Sequence[Record]) -> list[Column]:
+    """The columns status and watch share; IN FLIGHT and CORRUPT where they apply."""
+    cols = [
+        Column("ID", lambda s: _text(s.get("id")), right=True),
+        Column("SET", figures.set_cell, squeeze=True),
+        Column("STATE", lambda s: _text(s.get("state")), paint=_state_cell),
+        Column("VALUE", lambda s: humane.count(s.get("value")), right=True),
+        Column("ATTEMPTED", lambda s: humane.count(s.get("attempted")), right=True),
+        Column("LOST", _lost, right=True, paint=_lost_cell),
     ]
+    if figures.in_flight_applies(sets):
+        cols.append(Column("IN FLIGHT", lambda s: humane.count(s.get("in_flight")), right=True))
+    if figures.corrupt_applies(sets):
+        cols.append(Column("CORRUPT", lambda s: humane.count(s.get("corrupt")), right=True))
+    return cols
 
 
-def status_table(sets: Sequence[Record]) -> str:
-    """One row per set: id, name, mechanism, state, counters, value, attempted, lost, rate."""
+def status_table(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
+    """One row per set: id, name, variant, state, value, attempted, lost, ..., rate."""
     if not sets:
         return "no sets (start one with: labctl spawn queue 3)"
+    cols = set_columns(sets)
+    lost_pc = Column("LOST%", _lost_pc, right=True, drop=2)
+    cols.insert([c.header for c in cols].index("LOST") + 1, lost_pc)
+    cols.append(Column("RATE", _rate, right=True, drop=1))
+    return "\n".join(lay_out(cols, sets, width))
 
-    def style(column: int, cell: str, padded: str) -> str:
-        return styled_state(cell, padded) if column == 3 else padded
 
-    rows = [status_row(s) for s in sets]
-    return "\n".join(table(STATUS_HEADERS, rows, right={0, 4, 5, 6, 7, 8, 9}, style=style))
-
-
-def param_line(p: Record) -> list[str]:
+def param_line(p: ParamRecord) -> list[str]:
     """``key=default``, type, and help followed by the allowed values or range."""
     allowed = ""
     if p.get("choices") is not None:
@@ -109,7 +124,7 @@ def _bound(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def common_params(mechs: Sequence[Record]) -> list[Record]:
+def common_params(mechs: Sequence[MechanismRecord]) -> list[ParamRecord]:
     """Parameters every loaded mechanism declares identically (shown once)."""
     loaded = [m for m in mechs if not m.get("error")]
     if len(loaded) < 2:
@@ -118,7 +133,7 @@ def common_params(mechs: Sequence[Record]) -> list[Record]:
     return [p for p in first if all(p in (m.get("params") or []) for m in loaded[1:])]
 
 
-def _mechanism_title(m: Record) -> list[str]:
+def _mechanism_title(m: MechanismRecord) -> list[str]:
     tags = [_text(m.get("source"))] + (["messages"] if m.get("messages") else [])
     name = click.style(_text(m.get("name")), bold=True)
     lines = [f"{name}  {_text(m.get('summary'))}  ({', '.join(tags)})"]
@@ -127,7 +142,7 @@ def _mechanism_title(m: Record) -> list[str]:
     return lines
 
 
-def mechanisms(mechs: Sequence[Record]) -> str:
+def mechanisms(mechs: Sequence[MechanismRecord]) -> str:
     """Each mechanism with its own parameters, then the common ones, columns aligned."""
     if not mechs:
         return "no mechanisms installed (is ipclab installed in this environment?)"
@@ -143,14 +158,14 @@ def mechanisms(mechs: Sequence[Record]) -> str:
     return "\n\n".join("\n".join(title + [next(lines) for _ in rows]) for title, rows in sections)
 
 
-def _title(s: Record) -> str:
+def _title(s: StatusRecord) -> str:
     name = f' "{s["name"]}"' if s.get("name") else ""
-    return f"set {_text(s.get('id'))}{name}: {_text(s.get('mechanism'))}, " + styled_state(
+    return f"set {_text(s.get('id'))}{name}: {figures.variant(s)}, " + styled_state(
         _text(s.get("state"))
     )
 
 
-def _times(s: Record) -> list[tuple[str, str]]:
+def _times(s: StatusRecord) -> list[tuple[str, str]]:
     started, stopped = s.get("started_at"), s.get("stopped_at")
     ran = None
     if isinstance(started, int | float):
@@ -165,14 +180,14 @@ def _times(s: Record) -> list[tuple[str, str]]:
     ]
 
 
-def _metrics(s: Record) -> list[tuple[str, str]]:
+def _metrics(s: InspectRecord) -> list[tuple[str, str]]:
     lost = humane.exact(s.get("lost"))
     if s.get("attempted"):
         lost += f" ({humane.percent(s.get('lost'), s.get('attempted'))})"
     items = [
         ("value", humane.exact(s.get("value"))),
         ("attempted", humane.exact(s.get("attempted"))),
-        ("lost", lost),
+        ("lost", figures.paint_lost(s.get("lost"), lost)),
         ("in flight", humane.exact(s.get("in_flight"))),
         ("corrupt", humane.exact(s.get("corrupt"))),
         ("rate", humane.rate(s.get("rate"))),
@@ -186,7 +201,7 @@ def _metrics(s: Record) -> list[tuple[str, str]]:
     return items
 
 
-def processes(procs: Sequence[Record]) -> list[str]:
+def processes(procs: Sequence[ProcessRecord]) -> list[str]:
     rows = [
         [
             _text(p.get("role")),
@@ -203,7 +218,7 @@ def processes(procs: Sequence[Record]) -> list[str]:
     return table(headers, rows, right={1, 2, 4, 5, 6}, indent="  ")
 
 
-def events(evs: Sequence[Record]) -> list[str]:
+def events(evs: Sequence[EventRecord]) -> list[str]:
     rows = [
         [humane.clock(e.get("at"), millis=True), _text(e.get("state")), _text(e.get("detail"))]
         for e in evs
@@ -211,7 +226,7 @@ def events(evs: Sequence[Record]) -> list[str]:
     return table(("AT", "STATE", "DETAIL"), rows, indent="  ")
 
 
-def inspect(s: Record) -> str:
+def inspect(s: InspectRecord) -> str:
     """A set in full: times, parameters, metrics, processes, error, events."""
     lines = [_title(s), *pairs(_times(s))]
     params = s.get("params") or {}
@@ -227,23 +242,42 @@ def inspect(s: Record) -> str:
     return "\n".join(lines)
 
 
-def stopped(sets: Sequence[Record]) -> str:
+def stopped(sets: Sequence[StatusRecord]) -> str:
     """One line per set that was stopped, with its final metrics."""
     if not sets:
         return "no sets to stop"
     return "\n".join(stopped_line(s) for s in sets)
 
 
-def stopped_line(s: Record) -> str:
+def stopped_line(s: StatusRecord) -> str:
+    """``set 3 "demo" (shared 10 lock=yes) stopped: value .., attempted .., lost .. (..%)``
+    and ``corrupt`` where messages arrived garbled."""
     state = styled_state(_text(s.get("state")))
-    lost, attempted = s.get("lost"), s.get("attempted")
-    return (
-        f"set {_text(s.get('id'))} ({_text(s.get('mechanism'))}) {state}:"
+    lost, attempted, corrupt = s.get("lost"), s.get("attempted"), s.get("corrupt")
+    name = f' "{s["name"]}"' if s.get("name") else ""
+    lost_text = f"lost {humane.exact(lost)} ({humane.percent(lost, attempted)})"
+    line = (
+        f"set {_text(s.get('id'))}{name} ({figures.variant(s)}) {state}:"
         f" value {humane.exact(s.get('value'))}, attempted {humane.exact(attempted)},"
-        f" lost {humane.exact(lost)} ({humane.percent(lost, attempted)})"
+        f" {figures.paint_lost(lost, lost_text)}"
+    )
+    if corrupt:
+        line += f", corrupt {humane.exact(corrupt)} ({humane.percent(corrupt, attempted)})"
+    return line
+
+
+def spawned(s: Record) -> str:
+    """What spawn says: the new set, what it is, and where to look at it."""
+    n, m = s.get("counters"), s.get("printers")
+    plural = "" if m == 1 else "s"
+    return (
+        f"started set {_text(s.get('id'))}: {figures.variant(s)}"
+        f" ({_text(n)} counters, {_text(m)} printer{plural})\n"
+        f"  watch it: watch {_text(s.get('id'))}   its output: tail {_text(s.get('id'))}"
+        f"   end it: stop {_text(s.get('id'))}"
     )
 
 
-def tail_lines(lines: Sequence[Sequence[Any]]) -> str:
+def tail_lines(lines: Sequence[tuple[int, str]]) -> str:
     """The printers' lines as they were printed (each is ``[seq, text]``)."""
     return "\n".join(str(text) for _seq, text in lines)

@@ -17,17 +17,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from labd import __version__
+from labd import __version__, explain
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.experiments.core import Experiments
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
+from labd.mechanisms.base import Mechanism
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
-from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S, State
+from labd.protocol import (
+    MAX_PER_SET,
+    MAX_PROCESSES,
+    PROTOCOL_VERSION,
+    WAIT_HELD_S,
+    InspectRecord,
+    MechanismRecord,
+    SpawnRecord,
+    State,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
+)
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
@@ -37,16 +51,28 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-PRELOAD = ["labd.workers", "labd.worker.contexts", "labd.board", "labd.pacing"]
+FORK_WARNING = (
+    "start_method=fork in a threaded daemon: a child may deadlock on a lock another "
+    "thread held at the fork (use forkserver, the default, or spawn)"
+)
+#: what the forkserver imports once, so workers start warm (every module of labd.worker)
+PRELOAD = [
+    "labd.worker.process",
+    "labd.worker.contexts",
+    "labd.worker.board",
+    "labd.worker.pacing",
+    "labd.worker.trace",
+]
 
 
 @dataclass(frozen=True)
 class Ended:
     """What is kept of a set that ended in this run."""
 
-    status: dict[str, Any]
+    status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
+    trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,7 @@ class Lab:
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
@@ -109,9 +136,11 @@ class Lab:
         self._collector.start()
         self._sampler.start()
         self.manager.get()
+        self.experiments.start()
 
     def close(self) -> None:
         """Stop every set (counters first, then printers), then release everything."""
+        self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
         self.stop("all")
@@ -130,7 +159,7 @@ class Lab:
         return ctx
 
     # --- queries ---------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
+    def version(self) -> VersionRecord:
         return {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
@@ -139,32 +168,48 @@ class Lab:
             "address": self.address,
         }
 
-    def mechanisms(self) -> list[dict[str, Any]]:
+    def mechanisms(self) -> list[MechanismRecord]:
         return self.registry.describe()
 
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
         if not ids:
             with self._lock:
                 ids = sorted([*self._sets, *self._ended])
         return [self._status_of(i) for i in ids]
 
-    def inspect(self, set_id: int) -> dict[str, Any]:
+    def inspect(self, set_id: int) -> InspectRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
-        out = self._status_of(set_id)
+        status = self._status_of(set_id)
         row = self.store.get(set_id)
-        out["events"] = row["events"] if row else []
-        if pset is not None and pset.metrics is not None:
+        out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
+        if pset is not None and pset.metrics is not None and pset.live:
+            figures, out["per_counter"] = pset.metrics.consistent()
+            same = {**figures.as_record(), "sampled_at": figures.sampled_at}
+            out = cast(InspectRecord, {**out, **same})  # the same read as per_counter
+        elif pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    def explain(self, set_id: int) -> dict[str, Any]:
+        """The story of a set (labd.explain), from its trace if it ran with trace=yes."""
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
+        status = self.inspect(set_id)
+        live = pset is not None and pset.live
+        trace = pset.mechanism.trace() if pset is not None else ended.trace if ended else None
+        lines = [str(text) for _seq, text in self.tail(set_id, 0, 10_000)["lines"]]
+        return explain.story(status, trace, live, lines)
+
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
+        with self._lock:
+            pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
+        state: str
         if pset is not None:
             lines, last = pset.output.lines(after, limit)
             state = pset.state
@@ -178,10 +223,22 @@ class Lab:
                 state, dropped = row["state"], 0
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
-        return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
+        return {"id": set_id, "lines": list(lines), "last": last, "state": state}
+
+    def tallies(self, set_id: int) -> dict[str, Any]:
+        """A running set's exact tallies read now (see SetMetrics.tallies)."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is None or pset.metrics is None or pset.state != "running":
+            state = pset.state if pset is not None else "not running"
+            raise SetError(f"set {set_id} is {state}, not running (see: labctl status {set_id})")
+        try:
+            return pset.metrics.tallies()
+        except ValueError:
+            raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
+    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> SpawnRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -195,8 +252,10 @@ class Lab:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
+        warnings = []
         if values["start_method"] == "fork":
-            log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
+            warnings.append(FORK_WARNING)
+            log.warning("set uses %s", FORK_WARNING)
         pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
         error: Exception | None = None
         try:
@@ -221,10 +280,10 @@ class Lab:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return self._status(pset)
+        return {**self._status(pset), "warnings": warnings}
 
     def _reserve(
-        self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
+        self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
     ) -> ProcessSet:
         need = counters + int(values["printers"])
         with self._lock:
@@ -259,7 +318,7 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
+    def stop(self, ids: Sequence[int] | str) -> list[StatusRecord]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
         targets, mine, held = self._claim(ids)
         wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
@@ -332,11 +391,15 @@ class Lab:
         """Record a set that is over, keep its final status, let go of the rest."""
         if s.stopped_at is None:  # it never ran a stop: failed before any process started
             s.stopped_at = time.time()
+        if s.output_done is None:  # its output never reached the collector, which closes it
+            s.output.close()
         final = self._status(s)
         self.store.finish(s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
-            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
+            self._ended[s.spec.id] = Ended(
+                final, per_counter, s.output.dropped, s.mechanism.trace()
+            )
             del self._sets[s.spec.id]
 
     def _stop_in_background(self, s: ProcessSet) -> None:
@@ -390,20 +453,20 @@ class Lab:
         return f"{len(live)} set(s) running, {procs} process(es)"
 
     # --- rendering -------------------------------------------------------------------
-    def _status_of(self, set_id: int) -> dict[str, Any]:
+    def _status_of(self, set_id: int) -> StatusRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         if pset is not None:
             return self._status(pset)
         if ended is not None:
-            return dict(ended.status)
+            return ended.status.copy()
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
         return stored_status(row)
 
-    def _status(self, s: ProcessSet) -> dict[str, Any]:
+    def _status(self, s: ProcessSet) -> StatusRecord:
         return live_status(s, self._sampler.stats.cache)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labd.errors import ParamError
-from labd.protocol import PER_SET_CEILING
+from labd.protocol import PER_SET_CEILING, ParamRecord
 
 TYPES: dict[type, str] = {int: "int", float: "float", bool: "bool", str: "str"}
 _TRUE = ("yes", "true", "on", "1")
@@ -52,9 +52,11 @@ class Param:
             allowed = ", ".join(self.show(c) for c in self.choices)
             raise ParamError(f"{self.name}={self.show(value)} is not allowed (choose {allowed})")
         if self.min is not None and value < self.min:
-            raise ParamError(f"{self.name}={self.show(value)} is below the minimum {self.min:g}")
+            shown = self.show(value)
+            raise ParamError(f"{self.name}={shown} is below the minimum {_bound(self.min)}")
         if self.max is not None and value > self.max:
-            raise ParamError(f"{self.name}={self.show(value)} is above the maximum {self.max:g}")
+            shown = self.show(value)
+            raise ParamError(f"{self.name}={shown} is above the maximum {_bound(self.max)}")
         return value
 
     def _convert(self, raw: object) -> Any:
@@ -109,9 +111,9 @@ class Param:
             return shlex.quote(value)
         return str(value)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ParamRecord:
         """The parameter as in ``labctl mechanisms --json`` (contract)."""
-        out: dict[str, Any] = {
+        out: ParamRecord = {
             "name": self.name,
             "type": TYPES[self.type],
             "default": self.default,
@@ -192,6 +194,11 @@ def resolve(declared: Iterable[Param], given: Mapping[str, object], owner: str) 
             f"{MIN_INTERVAL:g} s"
         )
     return values
+
+
+def _bound(x: float) -> str:
+    """A limit as typed: ``1048576``, ``0.0001`` (never ``1.04858e+06``)."""
+    return str(int(x)) if x == int(x) else repr(x)
 
 
 def _not_text(text: str) -> bool:

@@ -11,10 +11,11 @@ from typing import Any
 
 import psutil
 from fakes import BrokenSetup, CrashingCounter, FakeCounter
-from helpers import alive, short_dir, wait_for
+from helpers import short_dir, wait_for
 
 from labd.lab import Lab, Limits
 from labd.registry import Registry
+from labd.testing import running
 
 FAST = {"interval": 0.05}
 MakeLab = Callable[..., Lab]
@@ -59,7 +60,7 @@ def close(lab: Lab) -> None:
     manager = lab.manager.pid
     procs = [psutil.Process(pid) for pid in [*pids, manager] if pid and psutil.pid_exists(pid)]
     lab.close()
-    wait_for(lambda: not alive(procs), 5.0, "the Lab's processes (workers, Manager) to end")
+    wait_for(lambda: not running(procs), 5.0, "the Lab's processes (workers, Manager) to end")
 
 
 def one(lab: Lab, set_id: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 from fakes import CRASH_CODE, BrokenSetup, FakeCounter
-from helpers import alive, sigkill, wait_for
+from helpers import sigkill, wait_for
 from labkit import FAST, MakeLab, close, one, pids, spawn
 
 from labd.errors import (
@@ -32,6 +32,9 @@ from labd.errors import (
 from labd.lab import Limits
 from labd.registry import Entry, Registry
 from labd.store import FILENAME, Store
+from labd.testing import check_accounting, running
+
+pytestmark = pytest.mark.daemon
 
 
 # --- life of a set -----------------------------------------------------------------------
@@ -73,16 +76,16 @@ def test_stop_ends_every_process_with_exact_accounting(make_lab: MakeLab) -> Non
     (final,) = lab.stop([sid])
     assert final["state"] == "stopped"
     assert final["attempted"] > 1000
-    assert final["in_flight"] == 0
-    assert final["lost"] == final["attempted"] - final["value"] == 0  # the fake is exact
+    check_accounting(final)
+    assert final["lost"] == 0  # the fake is exact
     assert final["corrupt"] == 0
     assert final["stopped_at"] >= final["started_at"]
     assert all(not p["alive"] and p["exitcode"] == 0 for p in final["processes"])
-    assert not alive(procs)
+    assert not running(procs)
     assert one(lab, sid) == final  # stable once stopped
     inspected = lab.inspect(sid)  # also once stopped, while the Lab still holds the set
     assert len(inspected["per_counter"]) == 3
-    assert sum(inspected["per_counter"]) == final["attempted"]
+    check_accounting(inspected)  # per_counter sums to attempted
     events = [e["state"] for e in inspected["events"]]
     assert events == ["starting", "running", "stopping", "stopped"]
 
@@ -109,9 +112,8 @@ def test_a_killed_counter_is_noticed_within_a_second(make_lab: MakeLab) -> None:
     wait_for(lambda: one(lab, sid)["attempted"] >= before + 4, 5, "the rest to keep counting")
     (final,) = lab.stop([sid])
     assert final["state"] == "stopped"
-    assert final["lost"] == final["attempted"] - final["value"]
+    check_accounting(final)
     assert final["lost"] in (0, 1)  # at most the increment the kill interrupted
-    assert final["in_flight"] == 0
 
 
 def test_when_every_process_dies_the_set_fails(make_lab: MakeLab) -> None:
@@ -392,7 +394,7 @@ def test_close_stops_every_set_and_records_it(make_lab: MakeLab) -> None:
     wait_for(lambda: all(s["attempted"] for s in lab.status()), 5, "both sets to count")
     procs = [psutil.Process(pid) for s in lab.status() for pid in pids(s)]
     close(lab)
-    assert not alive(procs)
+    assert not running(procs)
     again = make_lab()
     for s in again.status(ids):
         assert s["state"] == "stopped"

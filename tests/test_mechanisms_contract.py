@@ -15,8 +15,12 @@ from typing import Any
 
 import pytest
 import rpyc
-from conftest import one_daemon
+from daemonkit import one_daemon
 from helpers import Daemon, wait_for
+
+from labd.testing import check_accounting
+
+pytestmark = pytest.mark.daemon
 
 ENTRY_POINTS = {ep.name: ep for ep in entry_points(group="labd.mechanisms")}
 MESSAGE_SAFE = ("queue", "pipe")  # by design nothing is lost with their defaults
@@ -110,11 +114,8 @@ def check_invariant(final: dict[str, Any]) -> None:
     where = f"{final['mechanism']} {final['params']}: {final}"
     assert final["state"] == "stopped", where
     assert final["attempted"] > 0, where
-    assert final["value"] >= 0, where
-    assert final["in_flight"] == 0, where
-    assert final["lost"] == final["attempted"] - final["value"], where
-    assert 0 <= final["lost"] <= final["attempted"], where
-    assert final["corrupt"] >= 0, where
+    check_accounting(final)
+    assert final["lost"] <= final["attempted"], where
     procs = final["processes"]
     assert len(procs) == final["counters"] + final["printers"], where
     assert all(not p["alive"] for p in procs), where
@@ -172,7 +173,8 @@ def test_a_shared_pipe_end_garbles_large_messages(rpc: rpyc.Connection) -> None:
     params = {"interval": 0, "shared_end": True, "payload": 65536}
     final = lost_or_retry(rpc, "pipe", params, "corrupt", 200)
     assert final["corrupt"] > 0, final
-    assert final["lost"] > 0, final
+    # every message that did not arrive intact arrived garbled: corrupt, none lost
+    assert final["lost"] == 0, final
 
 
 @pytest.mark.parametrize("payload", [16, 8192])

@@ -171,3 +171,27 @@ def test_a_password_file_logs_in_and_the_secret_never_shows(
         p.read_bytes().decode("latin-1") for p in labd_daemon.state_dir.rglob("*") if p.is_file()
     ]
     assert not [text for text in seen if SECRET in text]
+
+
+def test_without_the_extra_the_mechanisms_are_listed_and_refused_in_one_line(
+    labd_factory: Any, tmp_path: Path
+) -> None:
+    hidden = tmp_path / "hide" / "redis"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('the redis package is hidden here')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "hide"))
+    d = labd_factory(env=env)
+    rpc = d.connect()
+    try:
+        listed = {m["name"]: m for m in json.loads(rpc.root.mechanisms())}
+        assert {"redis", "redis-queue", "redis-pubsub"} <= set(listed)
+        assert "error" not in listed["redis"]
+        with pytest.raises(Exception) as caught:
+            rpc.root.spawn("redis", 1, json.dumps({"url": "unix:///nonexistent.sock"}))
+        assert one_line(caught.value) == (
+            "the Redis mechanisms need the redis package: install the extra: "
+            "pip install 'ipclab[redis]'"
+        )
+        assert json.loads(rpc.root.status(())) == []
+    finally:
+        rpc.close()

@@ -35,6 +35,7 @@ from labctl.target import Target
 from labd.protocol import Address
 
 FAST = Pace(interval=0.05, retry=0.05)
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"  # a terminal's bracketed paste
 
 
 @pytest.fixture
@@ -49,10 +50,11 @@ def run_lines(state: State, typed: str, history: Path) -> int:
     """Type ``typed`` into a headless REPL and run it until it leaves."""
     with create_pipe_input() as keys:
         keys.send_text(typed)
-        return repl.run(state, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
+        return repl.run(state, cli, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
 
 
 # --- the loop, against a real labd -----------------------------------------------------
+@pytest.mark.daemon
 def test_spawn_then_status_run_through_the_same_grammar(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -60,25 +62,31 @@ def test_spawn_then_status_run_through_the_same_grammar(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("labd 0.1.0 at unix:")  # connected before the first prompt
-    set_id = re.search(r"^(\d+)$", out, re.M)
+    set_id = re.search(r"^started set (\d+): queue 2 interval=0\.1 \(2 counters", out, re.M)
     assert set_id, out
-    assert re.search(rf"^\s*{set_id[1]}\s+-\s+queue\s+(starting|running)", out, re.M), out
-    assert f"set {set_id[1]} (queue) stopped" in out
+    assert re.search(rf"^\s*{set_id[1]}\s+queue 2 interval=0\.1\s+(starting|running)", out, re.M)
+    assert f"set {set_id[1]} (queue 2 interval=0.1) stopped" in out
     history = (tmp_path / "h").read_text()
     assert "+spawn queue 2 interval=0.1" in history and "+status" in history
 
 
+@pytest.mark.daemon
 def test_help_and_help_command(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_lines(state, "help\rhelp spawn\rhelp exit\rquit\r", tmp_path / "h") == 0
     out = capsys.readouterr().out
-    assert "Usage: labctl [OPTIONS]" in out and "COMMAND" in out  # click 8.5: [COMMAND]
+    # the REPL's usage: no "labctl [OPTIONS]", no option the REPL refuses, no "repl"
+    assert "Usage: labctl [OPTIONS]" not in out.split("Usage: labctl spawn")[0]
+    assert "--connect" not in out and "--no-autostart" not in out
+    assert not re.search(r"^\s+repl\s", out, re.M)
     assert "Commands:" in out and "spawn" in out and "Ctrl-D leaves" in out
+    assert "help figures" in out
     assert "Usage: labctl spawn [OPTIONS] MECH N [KEY=VALUE]..." in out
     assert "exit: leave the REPL" in out
 
 
+@pytest.mark.daemon
 def test_errors_are_one_line_and_the_loop_goes_on(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,7 +96,8 @@ def test_errors_are_one_line_and_the_loop_goes_on(
         "echo 'unbalanced\r"  # quotes
         "stop\r"  # a missing argument
         "inspect 424242\r"  # the daemon says no
-        f"{huge}\r"  # a paste gone wrong
+        f"{PASTE_START}{huge}{PASTE_END}\r"  # a paste gone wrong (bracketed, as terminals
+        # send a paste: one insertion, not 8 KB of single keys to process and redraw)
         "spaw\x03"  # Ctrl-C cancels the line being typed
         "status --json\r"  # and the loop still runs commands
         "\x04"  # Ctrl-D leaves
@@ -106,18 +115,19 @@ def test_errors_are_one_line_and_the_loop_goes_on(
     assert captured.out.rstrip().endswith("]")  # status --json ran after all that
 
 
+@pytest.mark.daemon
 def test_dispatch_returns_codes_and_none_to_leave(
     state: State, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert dispatch("", state) == 0
-    assert dispatch("   # a comment", state) == 0
-    assert dispatch("mechanisms", state) == 0
-    assert dispatch("labctl status", state) == 0  # a pasted "labctl" is allowed
-    assert dispatch("frobnicate", state) == 2
-    assert dispatch("tail notanumber", state) == 2
-    assert dispatch("--connect unix:/x status", state) == 2  # fixed at start-up
-    assert dispatch("exit", state) is None
-    assert dispatch("quit", state) is None
+    assert dispatch("", state, cli) == 0
+    assert dispatch("   # a comment", state, cli) == 0
+    assert dispatch("mechanisms", state, cli) == 0
+    assert dispatch("labctl status", state, cli) == 0  # a pasted "labctl" is allowed
+    assert dispatch("frobnicate", state, cli) == 2
+    assert dispatch("tail notanumber", state, cli) == 2
+    assert dispatch("--connect unix:/x status", state, cli) == 2  # fixed at start-up
+    assert dispatch("exit", state, cli) is None
+    assert dispatch("quit", state, cli) is None
     err = capsys.readouterr().err
     assert "labctl: no command 'frobnicate' (see: help)" in err
     assert "apply when labctl starts" in err
@@ -223,15 +233,23 @@ def test_toolbar_shows_live_sets_and_the_connection() -> None:
         updated=100.0,
     )  # fmt: skip
     assert text_of(toolbar_text(live, "unix:/s", now=100.5)) == " #3 queue 120 lost 0 19.9/s "
+    named = Snapshot(connected=True, updated=100.0, sets=tuple(
+        {"id": i, "name": "demo", "variant": "shared 10 lock=yes", "state": "running",
+         "value": 892_145, "lost": 0, "rate": 14.9} for i in range(1, 9)))  # fmt: skip
+    bar = text_of(toolbar_text(named, "unix:/s", now=100.5, width=80))
+    assert len(bar) <= 80 and bar.startswith(' #1 "demo" shared 10 lock=yes 892k lost 0'), bar
+    assert bar.endswith("more (watch)"), bar
     assert "stale 9s" in text_of(toolbar_text(live, "unix:/s", now=109.0))
     down = Snapshot(connected=False, problem="cannot reach labd at unix:/s")
     assert "DISCONNECTED from unix:/s" in text_of(toolbar_text(down, "unix:/s", now=0))
     idle = Snapshot(connected=True)
     assert "no running sets" in text_of(toolbar_text(idle, "unix:/s", now=0))
-    assert text_of(prompt_text(live, "unix:/run/labd.sock")) == "lab@unix:/run/labd.sock> "
+    assert text_of(prompt_text(live, "unix:/run/user/1000/ipclab/labd.sock")) == "lab> "
+    assert text_of(prompt_text(live, "lab.example.org:18861")) == "lab@lab.example.org> "
 
 
 # --- the poller and reconnection, against real daemons ---------------------------------
+@pytest.mark.daemon
 def test_poller_fills_the_cache_on_its_own_connection(module_labd: Daemon) -> None:
     cache = LiveCache()
     woken: list[int] = []
@@ -248,6 +266,7 @@ def test_poller_fills_the_cache_on_its_own_connection(module_labd: Daemon) -> No
         poller.stop()
 
 
+@pytest.mark.daemon
 def test_labd_going_away_is_said_once_and_the_repl_reconnects(
     labd_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -258,17 +277,17 @@ def test_labd_going_away_is_said_once_and_the_repl_reconnects(
     poller = Poller(target, cache, pace=FAST, say=said.append)
     poller.start()
     try:
-        assert dispatch("status", state) == 0  # the state's own connection
+        assert dispatch("status", state, cli) == 0  # the state's own connection
         assert first.stop() == 0
         wait_for(lambda: not cache.snapshot().connected, 10, "the poller to notice")
-        assert dispatch("help", state) == 0  # help still works
-        assert dispatch("status", State(target)) == 3  # one line: cannot reach labd
+        assert dispatch("help", state, cli) == 0  # help still works
+        assert dispatch("status", State(target), cli) == 3  # one line: cannot reach labd
         labd_factory(root=first.root)  # labd is back, at the same socket
         wait_for(lambda: cache.snapshot().connected, 10, "the poller to reconnect")
         assert state.connected  # the old connection looks fine, but its daemon is gone
         assert forget_lost(state, cache, seen=0) == 1  # what the loop does before each line
         assert not state.connected
-        assert dispatch("status", state) == 0  # a new connection, no "connection lost"
+        assert dispatch("status", state, cli) == 0  # a new connection, no "connection lost"
     finally:
         poller.stop()
         state.close()
