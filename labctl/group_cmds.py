@@ -90,7 +90,7 @@ def all_contexts(as_json: bool) -> None:
     groups = Groups()
     local = default_socket().exists()  # a silent local socket is no context of the user's
     names = ["local"] * local + [c.name for c in Contexts().all()]
-    answers: dict[str, list[dict[str, Any]] | str] = {}
+    answers: dict[str, Any] = {}  # a context's sets, or why it did not answer
 
     def ask(name: str) -> None:
         try:

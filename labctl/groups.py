@@ -176,13 +176,13 @@ class Groups:
 
     def _figures(self, gid: str, rec: dict[str, Any], clients: dict[str, Client]) -> dict[str, Any]:
         def ask(part: dict[str, Any]) -> dict[str, Any]:
-            found: dict[str, Any] = clients[part["context"]].status((part["set"],))[0]
-            return found
+            found: Any = clients[part["context"]].status((part["set"],))[0]
+            return dict(found)
 
         return combine(gid, rec, [_answer(ask, p) for p in rec["parts"]])
 
     def _each_part(
-        self, gid: str, rec: dict[str, Any], call: Callable[[Client, int], dict[str, Any]]
+        self, gid: str, rec: dict[str, Any], call: Callable[[Client, int], Any]
     ) -> dict[str, Any]:
         """Ask every part at once (a thread per context): a slow host delays no other."""
         parts = rec["parts"]
@@ -192,7 +192,7 @@ class Groups:
             def ask(p: dict[str, Any]) -> dict[str, Any]:
                 client = self.connect(p["context"])
                 try:
-                    return call(client, int(p["set"]))
+                    return dict(call(client, int(p["set"])))
                 finally:
                     client.close()
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from labd.errors import UsageError
 
@@ -137,6 +137,8 @@ class StatusRecord(FiguresRecord):
     stopped_at: float | None
     processes: list[ProcessRecord]
     error: str | None  # why a set is degraded or failed
+    #: the mechanism's own figures (Redis: namespace, retries of op=watch, group_value)
+    extra: NotRequired[dict[str, Any]]
 
 
 class SpawnRecord(StatusRecord):
