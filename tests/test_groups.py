@@ -111,7 +111,7 @@ def test_contexts_are_private_named_and_chosen(two: tuple[Daemon, Daemon], user:
     assert stat.S_IMODE(user.contexts_file.parent.stat().st_mode) == 0o700
     listed = {c["name"]: c for c in user.json("context", "list")}
     assert listed["lab1"]["connect"] == f"unix:{a.socket}" and not listed["lab1"]["current"]
-    sid = user.ok("--context", "lab2", "spawn", "queue", "1").strip()
+    sid = str(user.json("--context", "lab2", "spawn", "queue", "1")["id"])
     assert [s["id"] for s in live_sets(b)] == [int(sid)] and live_sets(a) == []
     user.ok("context", "use", "lab2")  # now the default for commands without --connect
     assert [s["id"] for s in user.json("status")] == [int(sid)]
