@@ -156,6 +156,12 @@ def test_a_group_over_two_labds_counts_exactly(
 ) -> None:
     racy = group_run(user, "getset", redis_server.url)
     assert racy["lost"] > 0, racy
+    gid = racy["group"]
+    shown = user.json("inspect", gid)  # inspect and watch take the group id too
+    assert (shown["group"], shown["value"], shown["lost"]) == (gid, racy["value"], racy["lost"])
+    watched = user.ok("watch", gid)  # not a terminal: one table, and it has ended
+    assert f"group {gid}" in watched and "stopped: value" in watched
+    assert "lab1" in user.ok("status", gid) and "lab2" in user.ok("status", gid)
     exact = group_run(user, "incr", redis_server.url)
     assert exact["lost"] == 0 and exact["value"] == exact["attempted"], exact
     assert redis_server.keys() == []
