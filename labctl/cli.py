@@ -206,8 +206,11 @@ def status(ctx: click.Context, items: tuple[str, ...], as_json: bool, all_contex
         return group_cmds.all_contexts(as_json)
     if gids:
         return group_cmds.status(gids, as_json)
-    sets = client_of(ctx).status(ids)
+    client = client_of(ctx)
+    sets = client.status(ids)
     show(sets, as_json, lambda found: render.status_table(found, figures.width()))
+    for line in render.daemon_warnings(client.version()):
+        click.echo(line, err=True)
 
 
 @cli.command()

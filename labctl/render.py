@@ -22,6 +22,7 @@ from labd.protocol import (
     ParamRecord,
     ProcessRecord,
     StatusRecord,
+    VersionRecord,
     typed_value,
 )
 
@@ -165,10 +166,25 @@ def _title(s: StatusRecord) -> str:
     )
 
 
+def daemon_warnings(version: VersionRecord) -> list[str]:
+    """labd's own trouble, one line each: a degraded history, a file moved aside."""
+    lines = []
+    history = version.get("history")
+    if history is not None and history.get("state") == "degraded":
+        waiting = history.get("pending")
+        lines.append(
+            f"warning: labd's history store is degraded: {_text(history.get('reason'))}"
+            f" ({_text(waiting)} write(s) waiting); new sets are refused until it recovers"
+        )
+    for text in version.get("warnings") or ():
+        lines.append(f"warning: {_text(text)}")
+    return [click.style(line, fg="yellow") for line in lines]
+
+
 def _times(s: StatusRecord) -> list[tuple[str, str]]:
     started, stopped = s.get("started_at"), s.get("stopped_at")
-    ran = None
-    if isinstance(started, int | float):
+    ran = s.get("duration")  # labd's monotonic measure; wall times are for display
+    if not isinstance(ran, int | float) and isinstance(started, int | float):
         end = stopped if isinstance(stopped, int | float) else time.time()
         ran = end - started
     return [

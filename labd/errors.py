@@ -11,7 +11,9 @@
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
     ├── NoSuchExperiment        no experiment with that id
+    ├── HistoryError            the history store takes no writes now (disk full, ...)
     ├── ConfigError             labd cannot start as configured (bad socket, TLS ...): 2
+    │   └── StoreDamaged        the history file is damaged or read-only (moved aside)
     └── ConnectError            labctl cannot reach labd: 3
 
 Every exception keeps its data in ``args`` (the first item is the one-line,
@@ -72,10 +74,18 @@ class NoSuchExperiment(LabError):
     """No experiment with that id."""
 
 
+class HistoryError(LabError):
+    """The history store cannot take writes now; labd refuses new sets until it can."""
+
+
 class ConfigError(LabError):
     """labd cannot start as configured: a usage error of labd's own command line."""
 
     exit_code = EXIT_USAGE
+
+
+class StoreDamaged(ConfigError):
+    """The history file is damaged or cannot be written: labd moves it aside."""
 
 
 class ConnectError(LabError):

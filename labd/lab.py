@@ -21,8 +21,17 @@ from typing import Any, cast
 
 from labd import __version__, explain
 from labd.collector import Collector
-from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.errors import (
+    HistoryError,
+    LabError,
+    LimitError,
+    NoSuchSet,
+    SetBusy,
+    SetError,
+    UsageError,
+)
 from labd.experiments.core import Experiments
+from labd.history import History
 from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
@@ -44,10 +53,10 @@ from labd.protocol import (
 )
 from labd.reaper import Reaper
 from labd.registry import Registry
+from labd.remains import clear_remains
 from labd.sampler import Sampler
-from labd.setstatus import live_status, stored_status
+from labd.setstatus import keep_last_figures, live_status, stored_status
 from labd.statedir import lock_state_dir
-from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
@@ -88,17 +97,19 @@ class Lab:
         state_dir: Path,
         *,
         registry: Registry | None = None,
-        store: Store | None = None,
+        store: History | None = None,
         limits: Limits = Limits(),
         runtime_dir: Path | None = None,
         on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_dir = state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._state_lock = lock_state_dir(state_dir)
         (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
-        self.store = store if store is not None else Store(state_dir / "history.sqlite3")
+        self._clock = clock  # the wall clock, for display; durations are monotonic
+        self.store = store if store is not None else History.open(state_dir, clock=clock)
         self.limits = limits
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -107,9 +118,10 @@ class Lab:
         #: inspect): their processes, output ring and metrics are let go
         self._ended: dict[int, Ended] = {}
         self._closing = False
-        self.started_at = time.time()
+        self.started_at = clock()
         self.address = ""
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
+        clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
         self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
         self._reaper = Reaper(self._worker_exited)
@@ -126,6 +138,8 @@ class Lab:
                 ", ".join(map(str, interrupted)),
             )
             end_leftovers(self.store, interrupted)
+            keep_last_figures(self.store, interrupted)
+        self.store.start()
         # Validate every plugin now, then let the forkserver (started by the Manager
         # below) preload only those that loaded: children start warm, and a plugin
         # that raises at import cannot take the forkserver down.
@@ -166,6 +180,8 @@ class Lab:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "address": self.address,
+            "history": self.store.health(),
+            "warnings": list(self.store.warnings),
         }
 
     def mechanisms(self) -> list[MechanismRecord]:
@@ -182,7 +198,10 @@ class Lab:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         status = self._status_of(set_id)
-        row = self.store.get(set_id)
+        try:
+            row = self.store.get(set_id)
+        except HistoryError:
+            row = None  # the history cannot be read now: the live figures still can
         out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
         if pset is not None and pset.metrics is not None and pset.live:
             figures, out["per_counter"] = pset.metrics.consistent()
@@ -305,6 +324,7 @@ class Lab:
                 spec.printers,
                 self._context(str(values["start_method"])),
                 self.manager.get,
+                clock=self._clock,
             )
             output = PrintLog(self._log_path(set_id))
             pset = ProcessSet(

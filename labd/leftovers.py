@@ -17,14 +17,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
-from labd.store import Store
+from labd.errors import HistoryError
 from labd.worker import process as worker_process
+
+if TYPE_CHECKING:
+    from labd.history import History
 
 log = logging.getLogger("labd.leftovers")
 
 
-def record_workers(store: Store, set_id: int, pids: list[int]) -> None:
+def record_workers(store: History, set_id: int, pids: list[int]) -> None:
     """Note a set's workers with their creation times, for :func:`end_leftovers`."""
     import psutil
 
@@ -37,7 +41,7 @@ def record_workers(store: Store, set_id: int, pids: list[int]) -> None:
     store.add_workers(set_id, rows)
 
 
-def end_leftovers(store: Store, set_ids: list[int]) -> int:
+def end_leftovers(store: History, set_ids: list[int]) -> int:
     """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
     not notice), with its set's process group: what its workers started goes too. A
     pid counts only if its creation time matches (pids get reused); a group only if
@@ -45,7 +49,11 @@ def end_leftovers(store: Store, set_ids: list[int]) -> int:
     number cannot have been reused)."""
     import psutil
 
-    rows = store.workers(set_ids)
+    try:
+        rows = store.workers(set_ids)
+    except HistoryError as exc:
+        log.error("the processes of sets %s cannot be read: %s", set_ids, exc.message)
+        return 0
     workers = {(set_id, pid) for set_id, pid, _ in rows}
     ended = 0
     for set_id, pid, created in rows:

@@ -89,6 +89,8 @@ class SetEnv:
     context: multiprocessing.context.BaseContext
     manager_source: Callable[[], tuple[SyncManager, int]]
     manager_generation: int | None = field(default=None)
+    #: the wall clock, for display; order and durations come from time.monotonic
+    clock: Callable[[], float] = time.time
 
     def manager(self) -> SyncManager:
         manager, self.manager_generation = self.manager_source()
@@ -114,8 +116,9 @@ class ProcessSet:
         self._watch = watch
         #: the set's state; see labd.lifecycle for the table and the lock order
         self.life = Lifecycle(f"set {spec.id}", lambda state, detail: on_state(self, state, detail))
-        self.started_at: float | None = None
+        self.started_at: float | None = None  # wall clock, for display
         self.stopped_at: float | None = None
+        self._ran: tuple[float, float | None] | None = None  # monotonic start, end
         self.workers: list[Worker] = []
         self.metrics: SetMetrics | None = None
         self.busy = threading.Lock()  # held by a start or a stop in progress
@@ -151,7 +154,8 @@ class ProcessSet:
             for end in (counter_wake, printer_wake, out_writer):
                 end.close()
         self.mechanism.started()
-        self.started_at = time.time()
+        self.started_at = self.env.clock()
+        self._ran = (time.monotonic(), None)
         duration = spec.values.get("duration")
         if duration:
             self.deadline = time.monotonic() + float(duration)
@@ -196,6 +200,14 @@ class ProcessSet:
     @property
     def error(self) -> str | None:
         return self.life.error
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran (so far), by the monotonic clock; None before it started."""
+        if self._ran is None:
+            return None
+        start, end = self._ran
+        return (time.monotonic() if end is None else end) - start
 
     @property
     def live(self) -> bool:
@@ -248,7 +260,9 @@ class ProcessSet:
             figures = self.metrics.final() if self.metrics else None
         finally:  # whatever failed above, the set ends and lets go of its resources
             self.release()
-            self.stopped_at = time.time()
+            self.stopped_at = self.env.clock()
+            if self._ran is not None:
+                self._ran = (self._ran[0], time.monotonic())
             self.life.move(self.life.final())
         return figures
 

@@ -137,6 +137,8 @@ class StatusRecord(FiguresRecord):
     stopped_at: float | None
     processes: list[ProcessRecord]
     error: str | None  # why a set is degraded or failed
+    #: seconds it ran (so far), by the monotonic clock; the wall times are for display
+    duration: NotRequired[float | None]
     #: the mechanism's own figures (Redis: namespace, retries of op=watch, group_value)
     extra: NotRequired[dict[str, Any]]
 
@@ -195,6 +197,15 @@ class TailRecord(TypedDict):
     state: str
 
 
+class HistoryRecord(TypedDict):
+    """The history store's health, in ``version()``."""
+
+    state: str  # "ok" or "degraded"
+    reason: str | None  # why degraded: disk full, I/O error, locked by another process ...
+    since: float | None
+    pending: int  # writes waiting in memory
+
+
 class VersionRecord(TypedDict):
     """Who answers, as ``version()`` returns it."""
 
@@ -203,6 +214,8 @@ class VersionRecord(TypedDict):
     pid: int
     started_at: float
     address: str
+    history: NotRequired[HistoryRecord]
+    warnings: NotRequired[list[str]]  # labd's own trouble (a history file moved aside ...)
 
 
 class ShutdownRecord(TypedDict):

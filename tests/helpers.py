@@ -128,24 +128,24 @@ class Daemon:
         state_dir: Path | None = None,
         root: Path | None = None,
         socket_name: str = "labd.sock",
-        prefix: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.root = root or short_dir()
         self.socket = str(self.root / socket_name)
         self.state_dir = state_dir or (self.root / "state")
         self.log_path = self.root / f"labd-{time.monotonic_ns()}.log"
         self.args = list(args)
-        self.prefix = list(prefix)  # e.g. ip netns exec NAME: labd on another "host"
         self.env = dict(os.environ if env is None else env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.seen: dict[int, psutil.Process] = {}  # every descendant ever observed
         self.returncode: int | None = None
         self.allow_tracebacks = False
+        self.wrapper = list(wrapper)  # a command that execs labd (e.g. setpriv ...)
 
     # --- life ------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
         cmd = [
-            *self.prefix,
+            *self.wrapper,
             *labd_command(),
             "--socket",
             self.socket,

@@ -243,7 +243,7 @@ def test_a_group_across_two_hosts(
     port = free_port()
     a = labd_factory(("--listen", f"{netns.host_addr}:{port}", *pki.labd_args()))
     b = labd_factory(
-        ("--listen", f"{netns.peer_addr}:{port}", *pki.labd_args()), prefix=netns.exec_prefix()
+        ("--listen", f"{netns.peer_addr}:{port}", *pki.labd_args()), wrapper=netns.exec_prefix()
     )
     redis_port = free_port()
     server = RedisServer(["--protected-mode", "no"], bind=netns.host_addr, port=redis_port)
