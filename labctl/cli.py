@@ -192,9 +192,14 @@ def spawn(
 @cli.command()
 @click.argument("items", metavar="[ID|GROUP]...", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option(
+    "--processes", "each", is_flag=True, help="Each set's processes too (one inspect per set)."
+)
 @click.option("--all-contexts", is_flag=True, help="Every context's sets, with a CONTEXT column.")
 @click.pass_context
-def status(ctx: click.Context, items: tuple[str, ...], as_json: bool, all_contexts: bool) -> None:
+def status(
+    ctx: click.Context, items: tuple[str, ...], as_json: bool, each: bool, all_contexts: bool
+) -> None:
     """One row per set: running ones and those ended since labd started.
 
     Give ids to see only those sets, or group ids (spawn --on) to see groups. What each
@@ -208,7 +213,11 @@ def status(ctx: click.Context, items: tuple[str, ...], as_json: bool, all_contex
         return group_cmds.status(gids, as_json)
     client = client_of(ctx)
     sets = client.status(ids)
-    show(sets, as_json, lambda found: render.status_table(found, figures.width()))
+    if each:
+        listed = [{**s, "processes": client.inspect(s["id"])["processes"]} for s in sets]
+        show(listed, as_json, lambda found: render.status_with_processes(found, figures.width()))
+    else:
+        show(sets, as_json, lambda found: render.status_table(found, figures.width()))
     for line in render.daemon_warnings(client.version()):
         click.echo(line, err=True)
 

@@ -14,6 +14,7 @@ from labd import __version__
 from labd.errors import ConfigError
 from labd.protocol import MAX_CLIENTS, MAX_PER_SET, MAX_PROCESSES, Address
 from labd.server.access import PRIVATE, SocketAccess
+from labd.server.admission import PER_USER, ClientLimits
 
 log = logging.getLogger("labd")
 
@@ -25,15 +26,19 @@ class DaemonConfig:
     state_dir: Path
     access: SocketAccess = PRIVATE
     max_clients: int = MAX_CLIENTS
+    clients_per_user: int = PER_USER
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
+    admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
+    per_user: int | None = None  # --max-per-user: processes of one user's sets
 
 
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
     from labd.lab import Lab, Limits
     from labd.notify import Notifier
+    from labd.owners import Admins
     from labd.server.listener import listen, load_tls
 
     tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
@@ -42,16 +47,17 @@ def serve(config: DaemonConfig) -> int:
     stop = threading.Event()
     lab = Lab(
         config.state_dir,
-        limits=Limits(config.per_set, config.total),
+        limits=Limits(config.per_set, config.total, per_user=config.per_user),
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
     )
-    clients = config.max_clients
+    lab.admins = Admins.of(config.admin_gids)
+    clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
-        listen(Address(path=str(config.socket)), lab, stop.set, config.access, max_clients=clients)
+        listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)
     ]
     try:
-        listeners += [listen(a, lab, stop.set, tls=tls, max_clients=clients) for a in config.listen]
+        listeners += [listen(a, lab, stop.set, tls=tls, limits=clients) for a in config.listen]
     except ConfigError:
         for item in listeners:
             item.close()

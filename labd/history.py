@@ -123,6 +123,7 @@ class History:
         counters: int,
         printers: int,
         params: dict[str, Any],
+        owner: str | None = None,
     ) -> int:
         """Record a new set and return its id; refused while the history is degraded."""
         with self._lock:
@@ -131,7 +132,14 @@ class History:
             try:
                 set_id = self._mark.take(self.store.max_id())
                 self.store.new_set(
-                    mechanism, name, counters, printers, params, at=self._clock(), set_id=set_id
+                    mechanism,
+                    name,
+                    counters,
+                    printers,
+                    params,
+                    at=self._clock(),
+                    set_id=set_id,
+                    owner=owner,
                 )
             except FAULTS as exc:
                 self._degrade(exc, probe=True)

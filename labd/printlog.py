@@ -165,6 +165,21 @@ class PrintLog:
         self._size = 0
 
 
+def within_bytes(
+    lines: list[tuple[int, str]], budget: int, *, newest: bool
+) -> list[tuple[int, str]]:
+    """As many of ``lines`` as fit in ``budget`` bytes of text (at least one): the
+    newest ones with ``newest``, else the oldest, so that one answer holds little."""
+    kept: list[tuple[int, str]] = []
+    used = 0
+    for item in reversed(lines) if newest else lines:
+        used += len(item[1]) + 1
+        if kept and used > budget:
+            break
+        kept.append(item)
+    return kept[::-1] if newest else kept
+
+
 def read_log_tail(
     path: Path, limit: int, after: int = 0, dropped: int = 0
 ) -> list[tuple[int, str]]:

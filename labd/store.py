@@ -5,7 +5,8 @@ One SQLite file, ``STATE_DIR/history.sqlite3``, in WAL mode with ``synchronous=N
 by one lock serves every thread of the daemon. Tables::
 
     sets     one row per set; AUTOINCREMENT, so an id is never reused, not after a
-             delete and not across restarts (and labd.idmark, not with a new file)
+             delete and not across restarts (and labd.idmark, not with a new file);
+             ``owner``, who spawned it (added to a store of an older labd at open)
     events   (set_id, at, state, detail): every state the set entered, listed in
              the order written (``at`` is the wall clock, which may step back)
     samples  (set_id, at, value, attempted, lost, in_flight, corrupt, rate,
@@ -70,12 +71,13 @@ class SetRow(TypedDict):
     stopped_at: float | None
     final: StatusRecord | None  # the status it ended with, as inspect showed it
     error: str | None
+    owner: str | None  # who spawned it (labd.owners); None in a store of labd 0.1.0
     events: NotRequired[list[EventRecord]]  # from get(), not from history()
 
 
 _SET_COLUMNS = (
     "id, name, mechanism, counters, printers, params_json, state, "
-    "created_at, started_at, stopped_at, final_json, error"
+    "created_at, started_at, stopped_at, final_json, error, owner"
 )
 
 
@@ -115,6 +117,7 @@ class Store:
         *,
         at: float | None = None,
         set_id: int | None = None,
+        owner: str | None = None,
     ) -> int:
         """Record a new set in state ``starting`` and return its id (never reused): the
         next AUTOINCREMENT one, or ``set_id`` (above every id given before)."""
@@ -122,8 +125,8 @@ class Store:
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "INSERT INTO sets (id, name, mechanism, counters, printers, params_json, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'starting', ?)",
-                (set_id, name, mechanism, counters, printers, json.dumps(params), now),
+                " created_at, owner) VALUES (?, ?, ?, ?, ?, ?, 'starting', ?, ?)",
+                (set_id, name, mechanism, counters, printers, json.dumps(params), now, owner),
             )
             set_id = cur.lastrowid
             assert set_id is not None
@@ -162,7 +165,7 @@ class Store:
             )
 
     def finish(self, set_id: int, final: StatusRecord) -> None:
-        """Keep the set's final status object (as shown by ``inspect``)."""
+        """Keep the set's final status object (with its processes, for ``inspect``)."""
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE sets SET final_json = ? WHERE id = ?", (json.dumps(final), set_id)
@@ -206,9 +209,13 @@ class Store:
 
     def check(self) -> None:
         """Read every page (``PRAGMA quick_check``): damage in a middle page shows only
-        when read. Raises :class:`StoreDamaged` naming the first problems."""
-        with self._lock:
-            quick_check(self._conn, self.path)
+        when read. Raises :class:`StoreDamaged` naming the first problems. It reads on
+        a connection of its own, so writers go on meanwhile (WAL)."""
+        reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            quick_check(reader, self.path)
+        finally:
+            reader.close()
 
     def probe(self) -> None:
         """A small real write: raises the error the next write would meet, if any."""
@@ -350,7 +357,7 @@ class Store:
 
 def _set_record(row: tuple[Any, ...]) -> SetRow:
     (set_id, name, mechanism, counters, printers, params_json, state) = row[:7]
-    (created_at, started_at, stopped_at, final_json, error) = row[7:]
+    (created_at, started_at, stopped_at, final_json, error, owner) = row[7:]
     return {
         "id": set_id,
         "name": name,
@@ -364,4 +371,5 @@ def _set_record(row: tuple[Any, ...]) -> SetRow:
         "stopped_at": stopped_at,
         "final": None if final_json is None else json.loads(final_json),
         "error": error,
+        "owner": owner,
     }

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS sets (
     started_at REAL,
     stopped_at REAL,
     final_json TEXT,
-    error TEXT
+    error TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS sets_by_state ON sets(state);
 CREATE TABLE IF NOT EXISTS events (
@@ -59,6 +60,9 @@ CREATE TABLE IF NOT EXISTS workers (
     created REAL NOT NULL
 );
 """
+#: columns added since schema 1, each with its type: an older store gains them at open
+#: (additive only, so that an older labd can still read the file)
+_ADDED_COLUMNS = (("sets", "owner", "TEXT"),)
 
 
 def open_db(path: Path, busy_timeout: float, *, check: bool) -> sqlite3.Connection:
@@ -85,6 +89,7 @@ def open_db(path: Path, busy_timeout: float, *, check: bool) -> sqlite3.Connecti
             )
         if version < SCHEMA_VERSION:
             conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+        _add_columns(conn)
         if check:
             quick_check(conn, path)
         with conn:  # a write, so a read-only file shows now and not at the first set
@@ -106,6 +111,15 @@ def open_db(path: Path, busy_timeout: float, *, check: bool) -> sqlite3.Connecti
         conn.close()
         raise
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a store made by an older labd the columns added since."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            with conn:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:

@@ -81,7 +81,8 @@ def test_the_queue_loses_nothing_and_times_its_messages(
     final = run(module_rpc, "redis-queue", 3, params, 3000)
     assert (final["lost"], final["value"]) == (0, final["attempted"]), final
     assert 0 < final["latency_p50_us"] <= final["latency_p99_us"], final
-    assert all(p["exitcode"] == 0 for p in final["processes"]), final
+    procs = json.loads(module_rpc.root.inspect(final["id"]))["processes"]
+    assert all(p["exitcode"] == 0 for p in procs), procs
 
 
 def test_pubsub_loses_what_a_stalled_subscriber_misses(
@@ -89,7 +90,8 @@ def test_pubsub_loses_what_a_stalled_subscriber_misses(
 ) -> None:
     params = {"url": redis_server.url, "interval": 0, "payload": 256}
     sid = json.loads(module_rpc.root.spawn("redis-pubsub", 2, json.dumps(params)))["id"]
-    printer = next(p["pid"] for p in status(module_rpc, sid)["processes"] if p["role"] == "printer")
+    procs = json.loads(module_rpc.root.inspect(sid))["processes"]
+    printer = next(p["pid"] for p in procs if p["role"] == "printer")
     try:
         wait_for(lambda: status(module_rpc, sid)["value"] > 100, 20, "messages to arrive")
         os.kill(printer, signal.SIGSTOP)  # the server drops it past 256 KiB of backlog
