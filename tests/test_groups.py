@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonFactory
+from daemonkit import DaemonFactory
 from helpers import Daemon, free_port, labctl_command, short_dir, wait_for
 from redis_server import RedisServer
 from test_tls import Netns, Pki, tls_init
