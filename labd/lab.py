@@ -325,6 +325,7 @@ class Lab:
                 f"{counters} counters is above the limit of {self.limits.per_set} per set"
             )
         values = resolve(cls.params + COMMON_PARAMS, params, f"mechanism {mechanism!r}")
+        cls.check(values)
         if values["printers"] > self.limits.per_set:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
@@ -339,6 +340,10 @@ class Lab:
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
+        except LabError as exc:  # refused by the mechanism, with its one line
+            log.error("set %d failed to start: %s", pset.spec.id, exc.message)
+            pset.fail(f"could not start: {exc.message}")
+            error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
             pset.fail(f"could not start: {type(exc).__name__}: {exc}")
