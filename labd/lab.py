@@ -428,6 +428,8 @@ class Lab:
             s.output.close()
         final = self._status(s)
         self.store.finish(s.spec.id, final)
+        if s.metrics is not None:  # its last sample: a set shorter than the sampler's second
+            self.store.add_samples([s.metrics.figures.row(s.spec.id, s.stopped_at)])
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
             self._ended[s.spec.id] = Ended(
