@@ -167,15 +167,22 @@ def spawn(
 @cli.command()
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option(
+    "--processes", "each", is_flag=True, help="Each set's processes too (one inspect per set)."
+)
 @click.pass_context
-def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool) -> None:
+def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool, each: bool) -> None:
     """One row per set: running ones and those ended since labd started.
 
     Give ids to see only those sets. What each figure means: help figures.
     """
     client = client_of(ctx)
     sets = client.status(ids)
-    show(sets, as_json, lambda found: render.status_table(found, figures.width()))
+    if each:
+        listed = [{**s, "processes": client.inspect(s["id"])["processes"]} for s in sets]
+        show(listed, as_json, lambda found: render.status_with_processes(found, figures.width()))
+    else:
+        show(sets, as_json, lambda found: render.status_table(found, figures.width()))
     for line in render.daemon_warnings(client.version()):
         click.echo(line, err=True)
 

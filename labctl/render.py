@@ -96,6 +96,14 @@ def status_table(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
     return "\n".join(lay_out(cols, sets, width))
 
 
+def status_with_processes(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
+    """The status table, then each set's processes (``status --processes``)."""
+    parts = [status_table(sets, width)]
+    for s in sets:
+        parts += ["", f"set {_text(s.get('id'))} processes", *processes(s.get("processes") or [])]
+    return "\n".join(parts)
+
+
 def param_line(p: ParamRecord) -> list[str]:
     """``key=default``, type, and help followed by the allowed values or range."""
     allowed = ""
@@ -217,11 +225,12 @@ def processes(procs: Sequence[ProcessRecord]) -> list[str]:
             _text(p.get("exitcode")),
             humane.MISSING if p.get("cpu_percent") is None else f"{p['cpu_percent']:.1f}",
             humane.size(p.get("rss")),
+            humane.size(p.get("uss")),
         ]
         for p in procs
     ]
-    headers = ("ROLE", "INDEX", "PID", "ALIVE", "EXIT", "CPU%", "RSS")
-    return table(headers, rows, right={1, 2, 4, 5, 6}, indent="  ")
+    headers = ("ROLE", "INDEX", "PID", "ALIVE", "EXIT", "CPU%", "RSS", "USS")
+    return table(headers, rows, right={1, 2, 4, 5, 6, 7}, indent="  ")
 
 
 def events(evs: Sequence[EventRecord]) -> list[str]:
@@ -239,6 +248,10 @@ def inspect(s: InspectRecord) -> str:
     if params:
         lines += ["", "parameters", *pairs([(k, typed_value(v)) for k, v in params.items()])]
     lines += ["", "metrics", *pairs(_metrics(s))]
+    memory = s.get("memory_per_worker")
+    if isinstance(memory, Mapping) and memory.get("rss") is not None:
+        each = f"RSS {humane.size(memory.get('rss'))}, USS {humane.size(memory.get('uss'))}"
+        lines += ["", f"memory per worker: {each}"]
     if s.get("processes"):
         lines += ["", "processes", *processes(s["processes"])]
     if s.get("error"):

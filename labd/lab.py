@@ -8,6 +8,7 @@ Lab lock while waiting for processes.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from labd import __version__, explain
+from labd import __version__, capacity, explain
 from labd.collector import Collector
 from labd.errors import (
     HistoryError,
@@ -39,6 +40,7 @@ from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail, within_bytes
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
+from labd.procstats import WATCH_S, ProcStats
 from labd.protocol import (
     MAX_PER_SET,
     MAX_PROCESSES,
@@ -47,6 +49,8 @@ from labd.protocol import (
     WAIT_HELD_S,
     InspectRecord,
     MechanismRecord,
+    MemoryRecord,
+    ProcessRecord,
     SpawnRecord,
     State,
     StatusRecord,
@@ -57,8 +61,15 @@ from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.remains import clear_remains
 from labd.sampler import Sampler
-from labd.setstatus import keep_last_figures, live_status, stored_status
-from labd.statedir import lock_state_dir
+from labd.setstatus import (
+    keep_last_figures,
+    live_status,
+    memory_per_worker,
+    process_records,
+    stored_status,
+)
+from labd.snapshot import Snapshots
+from labd.statedir import lock_state_dir, make_state_dir
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
@@ -67,6 +78,7 @@ FORK_WARNING = (
     "thread held at the fork (use forkserver, the default, or spawn)"
 )
 #: what the forkserver imports once, so workers start warm (every module of labd.worker)
+FREEZE = "labd.worker.frozen"  # last: freezes what the preload imported
 PRELOAD = [
     "labd.worker.process",
     "labd.worker.contexts",
@@ -83,6 +95,8 @@ class Ended:
     status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
+    text: str = ""  # the final status as JSON text, serialised once
+    processes: list[ProcessRecord] = field(default_factory=list)  # for inspect
     trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
@@ -107,9 +121,8 @@ class Lab:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_state_dir(state_dir)
         self._state_lock = lock_state_dir(state_dir)
-        (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
         self._clock = clock  # the wall clock, for display; durations are monotonic
         self.store = store if store is not None else History.open(state_dir, clock=clock)
@@ -130,7 +143,12 @@ class Lab:
         self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
+        self._stats = ProcStats()
+        self._worker_bytes = capacity.DEFAULT_WORKER_BYTES  # measured at each spawn
+        self._snapshots = Snapshots(self._fragments)
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self._sampler.on_tick = self._snapshots.invalidate
+        self._sampler.stats = self._stats
         self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
@@ -149,7 +167,7 @@ class Lab:
         # that raises at import cannot take the forkserver down.
         self.registry.load_all()
         forkserver = self._context("forkserver")
-        forkserver.set_forkserver_preload(PRELOAD + self.registry.modules())
+        forkserver.set_forkserver_preload([*PRELOAD, *self.registry.modules(), FREEZE])
         self._reaper.start()
         self._collector.start()
         self._sampler.start()
@@ -192,10 +210,29 @@ class Lab:
         return self.registry.describe()
 
     def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
+        result: list[StatusRecord] = json.loads(self.status_text(ids))
+        return result
+
+    def status_text(self, ids: Sequence[int] = ()) -> str:
+        """The status objects of ``ids`` (all sets if empty) as one JSON array, from the
+        snapshot shared by every caller (see :mod:`labd.snapshot`)."""
+        snap = self._snapshots.get()
         if not ids:
-            with self._lock:
-                ids = sorted([*self._sets, *self._ended])
-        return [self._status_of(i) for i in ids]
+            return snap.text
+        return snap.select(ids, lambda i: json.dumps(self._status_of(i), separators=(",", ":")))
+
+    @property
+    def snapshot_generation(self) -> int:
+        """Grows at each sampler tick and state change: status text is rebuilt then."""
+        return self._snapshots.generation
+
+    def _fragments(self) -> dict[int, str]:
+        with self._lock:
+            live, ended = list(self._sets.values()), list(self._ended.values())
+        out = {e.status["id"]: e.text for e in ended}
+        for s in live:
+            out[s.spec.id] = json.dumps(self._status(s), separators=(",", ":"))
+        return out
 
     def inspect(self, set_id: int) -> InspectRecord:
         with self._lock:
@@ -206,7 +243,18 @@ class Lab:
             row = self.store.get(set_id)
         except HistoryError:
             row = None  # the history cannot be read now: the live figures still can
-        out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
+        procs: list[ProcessRecord] = []
+        if pset is not None:
+            pset.watched_until = time.monotonic() + WATCH_S  # sampled each second now
+            procs = process_records(pset, self._stats)
+        elif ended is not None:
+            procs = list(ended.processes)
+        elif row is not None and isinstance(row["final"], dict):
+            procs = list(cast(dict[str, Any], row["final"]).get("processes") or [])
+        memory: MemoryRecord = memory_per_worker(procs)
+        events = row.get("events", []) if row else []
+        extra = {"processes": procs, "memory_per_worker": memory, "events": events}
+        out = cast(InspectRecord, {**status, **extra})
         if pset is not None and pset.metrics is not None and pset.live:
             figures, out["per_counter"] = pset.metrics.consistent()
             same = {**figures.as_record(), "sampled_at": figures.sampled_at}
@@ -281,6 +329,8 @@ class Lab:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
+        need = counters + int(values["printers"])
+        capacity.check(need, self._worker_bytes, capacity.probe())  # the machine's limits
         warnings = []
         if values["start_method"] == "fork":
             warnings.append(FORK_WARNING)
@@ -303,9 +353,12 @@ class Lab:
                 self._end(pset)
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
-        record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
+        pids = [w.pid for w in pset.workers]
+        record_workers(self.store, pset.spec.id, pids)
+        self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return {**self._status(pset), "warnings": warnings}
+        procs = process_records(pset, self._stats, uss=False)
+        return cast(SpawnRecord, {**self._status(pset), "processes": procs, "warnings": warnings})
 
     def _reserve(self, want: SetSpec, cls: type[Mechanism]) -> ProcessSet:
         """Check the limits, record the set and make it (holding its ``busy`` lock)."""
@@ -338,6 +391,7 @@ class Lab:
             )
             pset.busy.acquire()  # a stop waits until the set has started
             self._sets[set_id] = pset
+        self._snapshots.invalidate()
         return pset
 
     def _log_path(self, set_id: int) -> Path:
@@ -427,15 +481,19 @@ class Lab:
         if s.output_done is None:  # its output never reached the collector, which closes it
             s.output.close()
         final = self._status(s)
-        self.store.finish(s.spec.id, final)
+        procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
+        self.store.finish(s.spec.id, cast(StatusRecord, {**final, "processes": procs}))
         if s.metrics is not None:  # its last sample: a set shorter than the sampler's second
             self.store.add_samples([s.metrics.figures.row(s.spec.id, s.stopped_at)])
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
+            text = json.dumps(final, separators=(",", ":"))
+            trace = s.mechanism.trace()
             self._ended[s.spec.id] = Ended(
-                final, per_counter, s.output.dropped, s.mechanism.trace()
+                final, per_counter, s.output.dropped, text=text, processes=procs, trace=trace
             )
             del self._sets[s.spec.id]
+        self._snapshots.invalidate()
 
     def _stop_in_background(self, s: ProcessSet) -> None:
         def run() -> None:
@@ -450,6 +508,7 @@ class Lab:
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
+        self._snapshots.invalidate()
         self.store.set_state(s.spec.id, state, detail)
         if state == State.FAILED and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
@@ -457,6 +516,7 @@ class Lab:
             self._on_change(self.summary())
 
     def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
+        self._snapshots.invalidate()  # one process fewer alive
         s.worker_exited(w)
 
     def _deadline(self, s: ProcessSet) -> None:
@@ -502,7 +562,7 @@ class Lab:
         return stored_status(row)
 
     def _status(self, s: ProcessSet) -> StatusRecord:
-        return live_status(s, self._sampler.stats.cache)
+        return live_status(s)
 
 
 def _needs_stop(s: ProcessSet) -> bool:

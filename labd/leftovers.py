@@ -20,6 +20,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from labd.errors import HistoryError
+from labd.procstats import read_stat
 from labd.worker import process as worker_process
 
 if TYPE_CHECKING:
@@ -30,15 +31,22 @@ log = logging.getLogger("labd.leftovers")
 
 def record_workers(store: History, set_id: int, pids: list[int]) -> None:
     """Note a set's workers with their creation times, for :func:`end_leftovers`."""
-    import psutil
-
+    boot = _boot_time()
     rows = []
     for pid in pids:
-        try:
-            rows.append((pid, psutil.Process(pid).create_time()))
-        except psutil.Error:
-            continue  # already gone: nothing to end later
+        stat = read_stat(pid)  # one read each, not a psutil object: a set may be large
+        if stat is not None:  # else already gone: nothing to end later
+            rows.append((pid, boot + stat[2]))
     store.add_workers(set_id, rows)
+
+
+def _boot_time() -> float:
+    """The boot time psutil's ``create_time`` counts from (``btime`` of /proc/stat)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
 
 
 def end_leftovers(store: History, set_ids: list[int]) -> int:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing import process as mp_process
 from multiprocessing.connection import Connection
 from multiprocessing.managers import SyncManager
 from multiprocessing.process import BaseProcess
@@ -33,6 +34,7 @@ from labd.worker import process as worker_process
 from labd.worker.contexts import WorkerSpec
 
 log = logging.getLogger("labd.set")
+START_THREADS = 4  # counters of a set started at once (see ProcessSet._spawn_counters)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class ProcessSet:
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
         self.pgid = 0  # the set's process group, once its first worker leads it
+        #: until then (monotonic), the sampler reads its processes' CPU and RSS each second
+        self.watched_until = 0.0
 
     # --- start ---------------------------------------------------------------------
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
@@ -153,12 +157,14 @@ class ProcessSet:
         try:
             for j in range(spec.printers):
                 self._spawn("printer", j, printer_wake, out_writer, self.mechanism.printer_args(j))
-            for i in range(spec.counters):
-                self._spawn("counter", i, counter_wake, out_writer, self.mechanism.counter_args(i))
+            self._spawn_counters(counter_wake, out_writer)
         finally:
             for end in (counter_wake, printer_wake, out_writer):
                 end.close()
         self.mechanism.started()
+        # by now the first worker has long started, unless the set is small
+        if self.workers and not _group_made(self.workers[0]):
+            log.warning("set %d: its first worker made no process group", spec.id)
         self.started_at = self.env.clock()
         self._ran = (time.monotonic(), None)
         duration = spec.values.get("duration")
@@ -168,6 +174,37 @@ class ProcessSet:
             for w in self.workers:  # ended while starting: the reaper's call was too early
                 if not w.alive:
                     self.worker_exited(w)
+
+    def _spawn_counters(self, wake: Connection, out: Connection) -> None:
+        """Start the counters from START_THREADS threads at once: each start is a round
+        trip to the forkserver, and while it forks one the next request is on its way.
+        Every start is tried; the first error is raised once all have returned."""
+        indexes = iter(range(self.spec.counters))
+        pick = threading.Lock()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            while not errors:
+                with pick:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                try:
+                    self._spawn("counter", i, wake, out, self.mechanism.counter_args(i))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [
+            threading.Thread(target=run, name=f"start-{self.spec.id}-{k}", daemon=True)
+            for k in range(min(START_THREADS, self.spec.counters) - 1)
+        ]
+        for t in threads:
+            t.start()
+        run()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def _spawn(
         self, role: str, index: int, wake: Connection, out: Connection, args: tuple[Any, ...]
@@ -190,12 +227,15 @@ class ProcessSet:
             daemon=True,
         )
         process.start()
+        # Our reaper joins it: out of multiprocessing's list of children, whose every
+        # entry each Process.start() polls (a thousand workers: half a million polls).
+        mp_process._children.discard(process)  # type: ignore[attr-defined]
         assert process.pid is not None
         worker = Worker(role, index, process, process.pid)
         self.workers.append(worker)
         self._watch(self, worker)
-        if not self.pgid:  # the first worker leads the set's group: others join it
-            self.pgid = _group_led_by(worker)
+        if not self.pgid:  # the first worker leads the set's group; the next ones join
+            self.pgid = worker.pid  # it, waiting for it if they start first
 
     # --- states ----------------------------------------------------------------------
     @property
@@ -341,16 +381,17 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _group_led_by(worker: Worker, timeout: float = 2.0) -> int:
-    """The group ``worker`` makes at its start (setpgid(0, 0)): wait until it exists, so
-    the next workers can join it; 0 if it does not come (they then stay in labd's)."""
+def _group_made(leader: Worker, timeout: float = 2.0) -> bool:
+    """Wait until the set's first worker leads its group (setpgid(0, 0) at its start):
+    the set runs once spawn returns. Waited for once, after every start was sent (the
+    others do not wait for it), so a large set pays nothing for it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if os.getpgid(worker.pid) == worker.pid:
-                return worker.pid
+            if os.getpgid(leader.pid) == leader.pid:
+                return True
         except ProcessLookupError:
-            return 0
-        if not worker.alive or time.monotonic() >= deadline:
-            return 0
+            return False
+        if not leader.alive or time.monotonic() >= deadline:
+            return False
         time.sleep(0.0005)

@@ -25,11 +25,13 @@ WAIT_HELD_S = 120.0
 #: counters drain, the queue's end markers wait, printers drain: each up to MAX_DRAIN_S,
 #: plus the SIGTERM/SIGKILL steps and a margin
 STOP_CALL_TIMEOUT = WAIT_HELD_S + 3 * MAX_DRAIN_S + 60.0
-#: labd's default limits: counters (or printers) per set, and processes in all sets
-MAX_PER_SET = 256
-MAX_PROCESSES = 2048
 #: the most counters or printers a set can have, whatever labd --max-per-set says
 PER_SET_CEILING = 4096
+#: labd's default limits: counters (or printers) per set, and processes in all sets.
+#: High on purpose: the machine is the limit (memory, tasks, open files), checked
+#: before each spawn (labd.capacity), so a spawn it cannot hold is refused with why.
+MAX_PER_SET = PER_SET_CEILING
+MAX_PROCESSES = 65536
 PROTOCOL_VERSION = 1
 #: what labd writes, instead of any rpyc frame, to a client it accepted and turns away
 #: (at its connection limit, an unsuitable certificate): one line,
@@ -80,9 +82,14 @@ SET_KEYS = (
     "sampled_at",  # time.time() when the figures were read
     "started_at",
     "stopped_at",
-    "processes",
+    "processes_alive",
+    "processes_total",
 )
-PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss")
+#: inspect's record of a set adds these to SET_KEYS: each process (PROCESS_KEYS), the
+#: mean memory of one worker (``{"rss", "uss"}``, bytes), the state changes, each
+#: counter's increments (contract)
+INSPECT_KEYS = ("processes", "memory_per_worker", "events", "per_counter")
+PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss", "uss")
 
 
 class State(StrEnum):
@@ -107,7 +114,7 @@ ParamValue = str | int | float | bool | None
 
 
 class ProcessRecord(TypedDict):
-    """One worker of a set, in a status record (contract: PROCESS_KEYS)."""
+    """One worker of a set, in an inspect record (contract: PROCESS_KEYS)."""
 
     role: str  # "counter" or "printer"
     index: int
@@ -116,6 +123,7 @@ class ProcessRecord(TypedDict):
     exitcode: int | None
     cpu_percent: float | None
     rss: int | None
+    uss: int | None  # unique memory: what this worker costs on its own
 
 
 class FiguresRecord(TypedDict):
@@ -132,7 +140,7 @@ class FiguresRecord(TypedDict):
 
 
 class StatusRecord(FiguresRecord):
-    """One set, as ``status()``, ``spawn()`` and ``stop()`` return it (contract: SET_KEYS)."""
+    """One set, as ``status()`` and ``stop()`` return it (contract: SET_KEYS)."""
 
     id: int
     name: str
@@ -146,7 +154,8 @@ class StatusRecord(FiguresRecord):
     params: dict[str, ParamValue]
     started_at: float | None
     stopped_at: float | None
-    processes: list[ProcessRecord]
+    processes_alive: int  # one row whatever the set's size: the processes are counted,
+    processes_total: int  # listed only by inspect (and status --processes)
     error: str | None  # why a set is degraded or failed
     owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
     #: seconds it ran (so far), by the monotonic clock; the wall times are for display
@@ -154,9 +163,18 @@ class StatusRecord(FiguresRecord):
 
 
 class SpawnRecord(StatusRecord):
-    """A new set, as ``spawn()`` returns it: its status and what the user should know."""
+    """A new set, as ``spawn()`` returns it: its status, its processes (listed once) and
+    what the user should know."""
 
+    processes: list[ProcessRecord]
     warnings: list[str]  # e.g. start_method=fork in a threaded daemon
+
+
+class MemoryRecord(TypedDict):
+    """The mean memory of one live worker of a set, in bytes (None: none measured)."""
+
+    rss: int | None
+    uss: int | None
 
 
 class EventRecord(TypedDict):
@@ -170,6 +188,8 @@ class EventRecord(TypedDict):
 class InspectRecord(StatusRecord):
     """A set in full, as ``inspect()`` returns it."""
 
+    processes: list[ProcessRecord]
+    memory_per_worker: MemoryRecord
     events: list[EventRecord]
     per_counter: NotRequired[list[int]]  # each counter's attempts, where still known
 

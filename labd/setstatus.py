@@ -1,16 +1,17 @@
 """A set's status object (the contract's keys, see labd.protocol.SET_KEYS): of a live
-set, from its metrics and the sampler's process stats; of an earlier one, from the store."""
+set, from its metrics; of an earlier one, from the store. A status object is one row
+whatever the set's size; its processes one by one come with inspect."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from labd.errors import HistoryError
 from labd.metrics import Figures
 from labd.processset import ProcessSet
-from labd.protocol import FIGURE_KEYS, ProcessRecord, StatusRecord
+from labd.procstats import ProcStats, read_uss
+from labd.protocol import FIGURE_KEYS, MemoryRecord, ProcessRecord, StatusRecord
 from labd.store import SetRow
 from labd.variant import variant
 
@@ -20,23 +21,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("labd.lab")
 
 
-def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> StatusRecord:
-    """The status of a set this daemon runs; ``stats`` maps pid to (cpu %, rss)."""
+def live_status(s: ProcessSet) -> StatusRecord:
+    """The status of a set this daemon runs: one row, whatever the set's size (its
+    processes are counted, not listed: see :func:`process_records`)."""
     figures = s.metrics.figures if s.metrics is not None else Figures()
-    procs: list[ProcessRecord] = []
-    for w in s.workers:
-        cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
-        procs.append(
-            {
-                "role": w.role,
-                "index": w.index,
-                "pid": w.pid,
-                "alive": w.alive,
-                "exitcode": w.exitcode,
-                "cpu_percent": cpu,
-                "rss": rss,
-            }
-        )
+    workers = list(s.workers)
     return {
         "id": s.spec.id,
         "name": s.spec.name,
@@ -54,9 +43,42 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> Status
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
         "duration": s.duration,
-        "processes": procs,
+        "processes_alive": sum(1 for w in workers if w.alive),
+        "processes_total": s.spec.counters + s.spec.printers,
         "error": s.error,
         "owner": s.spec.owner,
+    }
+
+
+def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[ProcessRecord]:
+    """Each process of a set (for inspect): pid, state, CPU %, RSS and (``uss``) USS."""
+    workers = sorted(s.workers, key=lambda w: (w.role != "printer", w.index))
+    now = stats.read(w.pid for w in workers if w.alive)
+    records: list[ProcessRecord] = []
+    for w in workers:
+        cpu, rss = now.get(w.pid, (None, None)) if w.alive else (None, None)
+        records.append(
+            {
+                "role": w.role,
+                "index": w.index,
+                "pid": w.pid,
+                "alive": w.alive,
+                "exitcode": w.exitcode,
+                "cpu_percent": cpu,
+                "rss": rss,
+                "uss": read_uss(w.pid) if uss and w.alive else None,
+            }
+        )
+    return records
+
+
+def memory_per_worker(records: list[ProcessRecord]) -> MemoryRecord:
+    """The mean RSS and USS (bytes) of a set's live workers: what one more costs."""
+    rss = [r["rss"] for r in records if isinstance(r.get("rss"), int)]
+    uss = [r["uss"] for r in records if isinstance(r.get("uss"), int)]
+    return {
+        "rss": sum(x for x in rss if x is not None) // len(rss) if rss else None,
+        "uss": sum(x for x in uss if x is not None) // len(uss) if uss else None,
     }
 
 
@@ -68,7 +90,7 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
         out = final.copy()
         out["state"] = row["state"]
         out.setdefault("owner", row.get("owner"))
-        return out
+        return counted(cast(dict[str, Any], out))
     figures: dict[str, Any] = {
         "value": 0,
         "attempted": 0,
@@ -100,10 +122,20 @@ def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusReco
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
         "duration": duration,
-        "processes": [],
+        "processes_alive": 0,
+        "processes_total": row["counters"] + row["printers"],
         "error": row["error"],
         "owner": row.get("owner"),
     }
+
+
+def counted(status: dict[str, Any]) -> StatusRecord:
+    """A stored final status lists its processes (for inspect): status counts them."""
+    procs = status.pop("processes", None)
+    if isinstance(procs, list):
+        status.setdefault("processes_alive", sum(1 for p in procs if p.get("alive")))
+        status.setdefault("processes_total", len(procs))
+    return cast(StatusRecord, status)
 
 
 def keep_last_figures(history: History, set_ids: list[int]) -> None:

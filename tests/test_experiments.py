@@ -148,7 +148,7 @@ BAD = [
     (("compare", "nope"), "unknown mechanism 'nope'"),
     (("compare", "shared:colour=red"), "no parameter 'colour'"),
     (("compare", "shared", "--sweep", "payload=16,1024"), "has no parameter 'payload'"),
-    (("compare", "shared", "--counters", "300"), "limit of 256 per set"),
+    (("compare", "shared", "--counters", "5000"), "limit of 4096 per set"),
     (("compare", "shared", "--seconds", "0.05"), "--seconds 0.05 is out of range"),
     (("compare", "shared", "--interval", "1", "--seconds", "2"), "too short a window"),
     (("compare", "shared:name=x"), "name cannot be set in a case"),
@@ -192,7 +192,8 @@ def _running(conn: Any, exp_id: int, done: int = 0) -> bool:
 
 
 def _set_pids(conn: Any) -> set[int]:
-    return {p["pid"] for s in json.loads(conn.root.status()) for p in s["processes"]}
+    sets = json.loads(conn.root.status())  # one row each: inspect lists the processes
+    return {p["pid"] for s in sets for p in json.loads(conn.root.inspect(s["id"]))["processes"]}
 
 
 def _alive(pids: set[int]) -> list[int]:

@@ -124,9 +124,10 @@ def test_importing_labd_worker_pulls_in_no_heavy_module() -> None:
 
 
 def test_what_the_forkserver_preloads_is_light_and_exists() -> None:
-    from labd.lab import PRELOAD
+    from labd.lab import FREEZE, PRELOAD
 
-    assert set(PRELOAD) == set(worker_modules()[1:]), "PRELOAD must name labd.worker's modules"
+    preloaded = {*PRELOAD, FREEZE}  # FREEZE last, after the mechanisms: it freezes them all
+    assert preloaded == set(worker_modules()[1:]), "PRELOAD must name labd.worker's modules"
     builtins = [f"labd.mechanisms.{m}" for m in ("shared", "manager", "queue", "pipe")]
     assert forbidden_in(loaded_after_import([*PRELOAD, *builtins])) == []
 

@@ -90,6 +90,7 @@ def run(
         wait_for(lambda: has_line(rpc, sid), 5, f"a 'Time: N' line from {mechanism}")
     finally:
         (final,) = json.loads(rpc.root.stop((sid,)))
+        final["processes"] = json.loads(rpc.root.inspect(sid))["processes"]
     return final  # type: ignore[no-any-return]
 
 

@@ -117,8 +117,12 @@ class LabService(ExperimentMethods, rpyc.Service):
 
     @staticmethod
     def _guard(call: Callable[[], Any]) -> str:
+        return LabService._guard_text(lambda: _json(call()))
+
+    @staticmethod
+    def _guard_text(call: Callable[[], str]) -> str:
         try:
-            return _json(call())
+            return call()
         except LabError:
             raise
         except Exception as exc:  # a bug must not leak a traceback or kill the connection
@@ -144,7 +148,7 @@ class LabService(ExperimentMethods, rpyc.Service):
 
     def exposed_status(self, ids: object = ()) -> str:
         wanted = _ids(ids)
-        return self._guard(lambda: self._lab.status(wanted))
+        return self._guard_text(lambda: self._lab.status_text(wanted))  # serialised once
 
     def exposed_inspect(self, set_id: object) -> str:
         sid = _int(set_id, "set id", 1, 2**62)
