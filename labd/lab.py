@@ -488,6 +488,8 @@ class Lab:
         final = self._status(s)
         procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
         self.store.finish(s.spec.id, cast(StatusRecord, {**final, "processes": procs}))
+        if s.metrics is not None:  # its last sample: a set shorter than the sampler's second
+            self.store.add_samples([s.metrics.figures.row(s.spec.id, s.stopped_at)])
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
             text = json.dumps(final, separators=(",", ":"))
