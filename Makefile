@@ -14,7 +14,7 @@ test: deps
 
 # the fast layer: no real labd, no worker processes (tests marked daemon are left out)
 test-fast: deps
-	"$$($(PY) install.py --test-python)" -m pytest -m "not daemon"
+	"$$($(PY) install.py --test-python)" -m pytest -m "not daemon and not slow"
 
 deps: debian-tools
 	$(PY) install.py --test
