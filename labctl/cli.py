@@ -367,6 +367,8 @@ def shutdown(ctx: click.Context) -> None:
         state.on_shutdown()
     client.shutdown()
     click.echo(f"labd is shutting down (at {client.address})")
+    if state is not None:
+        state.close()  # labd is going: the next command connects afresh, and says so
     if state is not None and state.interactive:
         click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
 
