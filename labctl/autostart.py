@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.client import Client, connect, unreachable
@@ -24,6 +24,11 @@ from labd.errors import ConnectError
 from labd.protocol import default_state_dir
 
 LOCK_NAME = "labd.autostart.lock"
+#: the installed labd, never one from the working directory: -P keeps the current
+#: directory off sys.path (PYTHONPATH and the user's site-packages still count), and the
+#: daemon runs from ``/`` (see :data:`START_DIR`)
+DAEMON_COMMAND = (sys.executable, "-P", "-m", "labd")
+START_DIR = "/"
 LOG_NAME = "labd.log"
 
 
@@ -35,7 +40,7 @@ def _stderr(line: str) -> None:
 class Launch:
     """How to start the daemon and how long to wait for it (tests pass their own)."""
 
-    command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "labd"))
+    command: Sequence[str] = DAEMON_COMMAND
     deadline: float = 10.0
     interval: float = 0.05
     log_dir: Path | None = None  # default: labd.protocol.default_state_dir()
@@ -86,6 +91,7 @@ def _launch(target: Target, launch: Launch) -> Client:
             start_new_session=True,
             close_fds=True,
             env=env,
+            cwd=START_DIR,  # nothing of the user's directory is imported or kept busy
         )
     client = _await(proc, target, launch, log_path)
     launch.say(f"started labd in the background (pid {proc.pid}, log: {log_path})")

@@ -39,6 +39,7 @@ LEFTOVER_GRACE = 5.0
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end to end with a real labd and real labctl")
+    config.addinivalue_line("markers", "daemon: starts a real labd or real processes")
 
 
 # --- the session guard ------------------------------------------------------------------
