@@ -12,7 +12,14 @@ from pathlib import Path
 
 from labd import __version__
 from labd.errors import ConfigError
-from labd.protocol import MAX_CLIENTS, MAX_PER_SET, MAX_PROCESSES, Address
+from labd.protocol import (
+    MAX_CLIENTS,
+    MAX_PER_SET,
+    MAX_PROCESSES,
+    SHUTDOWN_MARGIN_S,
+    TIMEOUT_STOP_S,
+    Address,
+)
 from labd.server.access import PRIVATE, SocketAccess
 
 log = logging.getLogger("labd")
@@ -27,6 +34,7 @@ class DaemonConfig:
     max_clients: int = MAX_CLIENTS
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
+    stop_timeout: float = TIMEOUT_STOP_S  # seconds, from SIGTERM to exit
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
 
 
@@ -71,7 +79,7 @@ def serve(config: DaemonConfig) -> int:
     notifier.send("STOPPING=1")
     for item in listeners:
         item.stop_accepting()
-    lab.close()
+    lab.close(within=config.stop_timeout - SHUTDOWN_MARGIN_S)
     for item in listeners:
         item.close()
     log.info("stopped")

@@ -26,7 +26,7 @@ from labd.leftovers import end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
-from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
+from labd.processset import ProcessSet, SetEnv, SetSpec, StopPlan, StopTimes, Worker
 from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
 from labd.reaper import Reaper
 from labd.registry import Registry
@@ -110,11 +110,12 @@ class Lab:
         self._sampler.start()
         self.manager.get()
 
-    def close(self) -> None:
-        """Stop every set (counters first, then printers), then release everything."""
+    def close(self, within: float | None = None) -> None:
+        """Stop every set (counters first, then printers), within ``within`` seconds if
+        given (draining what it can, then ending the rest), then release everything."""
         with self._lock:
             self._closing = True
-        self.stop("all")
+        self.stop("all", None if within is None else time.monotonic() + within)
         self._sampler.close()
         self._reaper.close()
         self._collector.close()
@@ -254,10 +255,13 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str) -> list[dict[str, Any]]:
-        """Stop sets and wait until they are stopped; ``"all"`` stops every live set."""
+    def stop(self, ids: Sequence[int] | str, until: float | None = None) -> list[dict[str, Any]]:
+        """Stop sets and wait until they are stopped; ``"all"`` stops every live set.
+        ``until``, a monotonic instant, bounds the whole stop (as at shutdown)."""
         targets, mine, held = self._claim(ids)
         wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
+        if until is not None:
+            wait_until = min(wait_until, until - StopPlan.HELD_SHARE * (until - time.monotonic()))
         for s in held:  # "all": sets being started or stopped by someone else
             if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
                 if _needs_stop(s):
@@ -269,11 +273,11 @@ class Lab:
         try:
             for s in mine:
                 s.ask_counters()
-            threads = [threading.Thread(target=self._finish, args=(s,)) for s in mine[1:]]
+            threads = [threading.Thread(target=self._finish, args=(s, until)) for s in mine[1:]]
             for t in threads:
                 t.start()
             if mine:
-                self._finish(mine[0])
+                self._finish(mine[0], until)
             for t in threads:
                 t.join()
         finally:
@@ -312,9 +316,9 @@ class Lab:
                     raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
         return targets, mine, held
 
-    def _finish(self, s: ProcessSet) -> None:
+    def _finish(self, s: ProcessSet, until: float | None = None) -> None:
         try:
-            s.finish_stop(self.limits.stop)
+            s.finish_stop(self.limits.stop, until)
         except Exception:
             log.exception("set %d: stopping", s.spec.id)
         if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):

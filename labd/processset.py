@@ -23,6 +23,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from labd import leftovers
+from labd.bounded import SETUP_S, TEARDOWN_S, HookTimeout, Observer, call_within
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
@@ -59,6 +60,38 @@ class StopTimes:
     counters: float = 3.0
     printers: float = 5.0
     terminate: float = 1.0
+
+
+@dataclass(frozen=True)
+class StopPlan:
+    """One stop's bounds: each role's grace, the monotonic instants its draining ends,
+    and each SIGTERM/SIGKILL wait. Without a deadline, MAX_DRAIN_S per role applies."""
+
+    counters: float
+    printers: float
+    terminate: float
+    counters_until: float
+    printers_until: float
+
+    #: the shares of a deadline's time the counters, then the printers, may drain
+    COUNTERS_SHARE = 0.6
+    SIGNALS_SHARE = 0.1  # each of the four SIGTERM/SIGKILL waits, at most
+    HELD_SHARE = 0.5  # "stop all" waits for sets another call holds, at most
+
+    @classmethod
+    def of(cls, times: StopTimes, until: float | None) -> StopPlan:
+        if until is None:
+            never = float("inf")
+            return cls(times.counters, times.printers, times.terminate, never, never)
+        left = max(0.0, until - time.monotonic())
+        terminate = min(times.terminate, cls.SIGNALS_SHARE * left)
+        return cls(
+            min(times.counters, left),
+            min(times.printers, left),
+            terminate,
+            until - (1.0 - cls.COUNTERS_SHARE) * left,
+            until - 2 * terminate,
+        )
 
 
 @dataclass
@@ -128,17 +161,20 @@ class ProcessSet:
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
         self.pgid = 0  # the set's process group, once its first worker leads it
+        self._observer: Observer | None = None
+        self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
 
     # --- start ---------------------------------------------------------------------
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
         """Create resources and start printers, then counters; ``collect`` reads output."""
         spec, ctx = self.spec, self.env.context
-        self.mechanism.setup(self.env)
+        call_within(lambda: self.mechanism.setup(self.env), SETUP_S, "setup()")
         self._slots = ctx.RawArray("q", board.size(spec.counters, spec.printers))
         reader = board.BoardReader(self._slots, spec.counters, spec.printers)
+        self._observer = Observer(self.mechanism.observe, on_hang=self._observe_hung)
         self.metrics = SetMetrics(
             reader,
-            self.mechanism.observe,
+            self._observer,
             messages=type(self.mechanism).messages,
             interval=float(spec.values["interval"]),
         )
@@ -238,18 +274,28 @@ class ProcessSet:
                     w.expected = True
         self._send_wake("counter")
 
-    def finish_stop(self, times: StopTimes) -> Figures | None:
-        """Wait for counters, release and wait for printers, take the final figures."""
-        self._end_role("counter", times.counters, times.terminate)
+    def _observe_hung(self, exc: HookTimeout) -> None:
+        """The mechanism's observe() hangs: this set's figures are stale, no one else's."""
+        self._transition(("running",), "degraded", f"{exc}: its value is stale")
+
+    def finish_stop(self, times: StopTimes, until: float | None = None) -> Figures | None:
+        """Wait for counters, release and wait for printers, take the final figures.
+
+        ``until`` (a monotonic instant) bounds the whole stop, as at shutdown: workers
+        drain while it allows, then get SIGTERM and SIGKILL; the figures are final anyway.
+        """
+        plan = StopPlan.of(times, until)
+        self._end_role("counter", plan.counters, plan.terminate, plan.counters_until)
+        bound = min(MAX_DRAIN_S + TEARDOWN_S, plan.printers_until - time.monotonic())
         try:
-            self.mechanism.release_printers()
+            call_within(self.mechanism.release_printers, bound, "release_printers()")
         except Exception as exc:
             log.warning("set %d: release_printers: %s", self.spec.id, exc)
         with self._state_lock:
             for w in self.workers:
                 w.expected = True
         self._send_wake("printer")
-        self._end_role("printer", times.printers, times.terminate)
+        self._end_role("printer", plan.printers, plan.terminate, plan.printers_until)
         self._sweep_group()
         figures = None
         try:
@@ -257,8 +303,18 @@ class ProcessSet:
         finally:  # whatever failed above, the set ends and lets go of its resources
             self.release()
             self.stopped_at = time.time()
-            self.set_state(self._final_state)
+            self.set_state(self._final_state, self._cut_short(figures))
         return figures
+
+    def _cut_short(self, figures: Figures | None) -> str:
+        """What a stop that had to end workers left undone, in one line ('' if nothing)."""
+        if not self._forced:
+            return ""
+        undelivered = figures.lost - figures.corrupt if figures is not None else 0
+        what = f": {undelivered} message(s) undelivered" if undelivered > 0 else ""
+        line = f"stop cut short, {' and '.join(self._forced)} ended{what}"
+        log.warning("set %d: %s", self.spec.id, line)
+        return line
 
     def _send_wake(self, role: str) -> None:
         end = self._wake.get(role)
@@ -266,13 +322,16 @@ class ProcessSet:
             with contextlib.suppress(OSError):
                 end.send_bytes(b"x")
 
-    def _end_role(self, role: str, grace: float, terminate: float) -> None:
-        """Wait for a role's workers: asked (grace), then SIGTERM, then SIGKILL."""
+    def _end_role(self, role: str, grace: float, terminate: float, until: float) -> None:
+        """Wait for a role's workers: asked (grace, while they drain, but not past the
+        monotonic instant ``until``), then SIGTERM, then SIGKILL."""
         procs = [w for w in self.workers if w.role == role]
         for step, bound in (("ask", grace), ("terminate", terminate), ("kill", terminate)):
             left = [w for w in procs if w.alive]
             if not left:
                 return
+            if step == "terminate":
+                self._forced.append(f"{len(left)} {role}(s)")
             if step != "ask":
                 log.warning(
                     "set %d: %d %s(s) still running: %s",
@@ -284,16 +343,16 @@ class ProcessSet:
                 for w in left:
                     _signal(w.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
             if step == "ask":
-                self._wait_while_progressing(left, bound)
+                self._wait_while_progressing(left, bound, until)
             else:
                 deadline = time.monotonic() + bound
                 for w in left:
                     w.ended.wait(max(0.0, deadline - time.monotonic()))
 
-    def _wait_while_progressing(self, workers: list[Worker], grace: float) -> None:
+    def _wait_while_progressing(self, workers: list[Worker], grace: float, until: float) -> None:
         """Wait ``grace``; extend it (up to MAX_DRAIN_S) while messages still move, e.g.
         counters flushing a large queue as they exit: they are draining, not stuck."""
-        give_up = time.monotonic() + MAX_DRAIN_S
+        give_up = min(time.monotonic() + MAX_DRAIN_S, until)
         mark = self.metrics.progress() if self.metrics else 0
         while True:
             deadline = min(time.monotonic() + grace, give_up)
@@ -317,9 +376,11 @@ class ProcessSet:
             end.close()
         self._wake.clear()
         try:
-            self.mechanism.teardown()
+            call_within(self.mechanism.teardown, TEARDOWN_S, "teardown()")
         except Exception as exc:
             log.warning("set %d: teardown: %s", self.spec.id, exc)
+        if self._observer is not None:
+            self._observer.close()
         if self.metrics is not None:
             self.metrics.release()
         self._slots = None  # the board's shared memory goes back to the heap
