@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 from labd import __version__
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
-from labd.leftovers import end_leftovers, record_workers
+from labd.leftovers import Members, Tracker, end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
@@ -85,13 +86,18 @@ class Lab:
         self.address = ""
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
-        self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
+        # the Manager runs in a process of labd's own (spawn), not under the forkserver,
+        # so that the forkserver dying (killed, or a fork failing at the process limit)
+        # costs no running set
+        self.manager = ManagerHost(private, self._context("spawn"), self._manager_died)
+        self._tracker = Tracker(self.store, self._members)
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
+        self._tracker.start()  # a subreaper from now on: no helper escapes to init
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning(
@@ -99,12 +105,13 @@ class Lab:
                 ", ".join(map(str, interrupted)),
             )
             end_leftovers(self.store, interrupted)
-        # Validate every plugin now, then let the forkserver (started by the Manager
-        # below) preload only those that loaded: children start warm, and a plugin
-        # that raises at import cannot take the forkserver down.
+        # Validate every plugin now, then let the forkserver preload only those that
+        # loaded: children start warm, and a plugin that raises at import cannot take
+        # the forkserver down.
         self.registry.load_all()
         forkserver = self._context("forkserver")
         forkserver.set_forkserver_preload(PRELOAD + self.registry.modules())
+        multiprocessing.forkserver.ensure_running()  # warm; restarted by the next spawn if it dies
         self._reaper.start()
         self._collector.start()
         self._sampler.start()
@@ -117,6 +124,7 @@ class Lab:
             self._closing = True
         self.stop("all", None if within is None else time.monotonic() + within)
         self._sampler.close()
+        self._tracker.close()
         self._reaper.close()
         self._collector.close()
         self.manager.shutdown()
@@ -318,9 +326,14 @@ class Lab:
 
     def _finish(self, s: ProcessSet, until: float | None = None) -> None:
         try:
+            self._tracker.scan()  # what its workers started, up to now
+        except Exception:
+            log.exception("set %d: listing its processes", s.spec.id)
+        try:
             s.finish_stop(self.limits.stop, until)
         except Exception:
             log.exception("set %d: stopping", s.spec.id)
+        self._tracker.end_set(s.spec.id)
         if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
             log.warning("set %d: printer output still open after the stop", s.spec.id)
         self._end(s)
@@ -369,6 +382,9 @@ class Lab:
             ]
         for s in victims:
             s.fail("the Manager server died")
+
+    def _members(self) -> Members:
+        return {s.spec.id: {w.pid for w in s.workers if w.alive} for s in self._live_sets()}
 
     def _live_sets(self) -> list[ProcessSet]:
         with self._lock:

@@ -105,6 +105,20 @@ class Worker:
     exitcode: int | None = None
     expected: bool = False  # the set asked it to end
     ended: threading.Event = field(default_factory=threading.Event)
+    #: readable once the process has exited, whoever its parent is by then (-1: none)
+    pidfd: int = -1
+
+    @property
+    def exit_fd(self) -> int:
+        """What the reaper waits on: the pidfd, else multiprocessing's sentinel (which a
+        dying forkserver closes while its children still run)."""
+        return self.pidfd if self.pidfd >= 0 else int(self.process.sentinel)
+
+    def close_pidfd(self) -> None:
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = -1
 
     @property
     def alive(self) -> bool:
@@ -222,7 +236,7 @@ class ProcessSet:
         )
         process.start()
         assert process.pid is not None
-        worker = Worker(role, index, process, process.pid)
+        worker = Worker(role, index, process, process.pid, pidfd=_pidfd(process.pid))
         self.workers.append(worker)
         self._watch(self, worker)
         if not self.pgid:  # the first worker leads the set's group: others join it
@@ -384,6 +398,13 @@ class ProcessSet:
         if self.metrics is not None:
             self.metrics.release()
         self._slots = None  # the board's shared memory goes back to the heap
+
+
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # already gone (and reaped), or no pidfd: the sentinel will do
+        return -1
 
 
 def _signal(pid: int, sig: int) -> None:

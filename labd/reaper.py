@@ -4,13 +4,19 @@ seen at once, with its exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
 from labd.loopthread import LoopThread
 from labd.processset import ProcessSet, Worker
+
+JOIN_S = 1.0
+#: what multiprocessing reports for a forkserver child when the forkserver is gone
+FORKSERVER_GONE = 255
 
 log = logging.getLogger("labd.reaper")
 
@@ -23,7 +29,7 @@ class Reaper(LoopThread):
 
     def watch(self, pset: ProcessSet, worker: Worker) -> None:
         with self._lock:
-            self._watched[worker.process.sentinel] = (pset, worker)
+            self._watched[worker.exit_fd] = (pset, worker)
         self._wake()
 
     def _run(self) -> None:
@@ -40,11 +46,33 @@ class Reaper(LoopThread):
                 self._reap(pset, worker)
 
     def _reap(self, pset: ProcessSet, worker: Worker) -> None:
-        worker.process.join()
-        worker.exitcode = worker.process.exitcode
-        worker.process.close()
+        worker.exitcode = _exit_status(worker)
+        worker.close_pidfd()
         worker.ended.set()
         try:
             self._on_exit(pset, worker)
         except Exception:
             log.exception("set %d: handling the exit of pid %d", pset.spec.id, worker.pid)
+
+
+def _exit_status(worker: Worker) -> int | None:
+    """The exit status of a worker that has ended (its pidfd said so). A forkserver child's
+    comes from the forkserver; if the forkserver died, the worker became labd's own
+    child (labd is a subreaper) and tells it itself. None if nobody can tell."""
+    proc = worker.process
+    proc.join(JOIN_S)  # the forkserver writes the status as soon as it reaps the worker
+    code = proc.exitcode
+    if code is None or code == FORKSERVER_GONE:
+        own = _own_child_status(worker.pid)
+        code = own if own is not None else code
+    with contextlib.suppress(ValueError):
+        proc.close()
+    return code
+
+
+def _own_child_status(pid: int) -> int | None:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None  # not labd's child: the forkserver's word stands
+    return os.waitstatus_to_exitcode(status) if done == pid else None

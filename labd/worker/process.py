@@ -4,6 +4,7 @@ pickle them by reference). Kept light: the forkserver preloads it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import select
@@ -22,6 +23,90 @@ EXIT_DAEMON_GONE = 70
 #: in every worker's environment (so in its helpers' too): which labd and set it is of
 SET_VAR = "IPCLAB_SET"
 _GONE_WAIT = 1.0  # seconds a worker whose stop pipe closed waits to see labd gone
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process its children again (not init's): what
+    a worker's helper starts stays in the worker's tree even if it double-forks or
+    calls setsid, so the worker (or labd, the next subreaper up) can end it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def parents(group: int = 0, members: set[int] | None = None) -> dict[int, int]:
+    """Every visible process's parent: pid -> ppid (from /proc/PID/stat); the pids in
+    process group ``group`` are added to ``members`` if given."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        out[int(entry.name)] = int(fields[1])
+        if members is not None and int(fields[2]) == group:
+            members.add(int(entry.name))
+    return out
+
+
+def descendants(roots: set[int], table: dict[int, int] | None = None) -> set[int]:
+    """The pids below ``roots`` in the process tree (``roots`` excluded)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in (parents() if table is None else table).items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for kid in children.get(todo.pop(), ()):
+            if kid not in found and kid not in roots:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def end_descendants(rounds: int = 5, whole_group: bool = False) -> int:
+    """SIGKILL everything below this process (a subreaper: its helpers' orphans come back
+    to it, so a helper cannot slip away by forking while we kill), and reap what is ours.
+    ``whole_group``: below every process of our group too (the set's other workers may
+    be killed with the group before they end their own helpers)."""
+    ended = 0
+    me = os.getpid()
+    if not whole_group and not has_children():
+        return 0  # the usual case: no scan of /proc (orphans come back to us as children)
+    for _ in range(rounds):
+        roots = {me}
+        table = parents(os.getpgrp(), roots if whole_group else None)
+        below = descendants(roots, table)
+        if not below:
+            break
+        for pid in below:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                ended += 1
+        _reap_children()
+    return ended
+
+
+def has_children() -> bool:
+    """Whether this process has a child, alive or not yet reaped (nothing is reaped)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _reap_children() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def _at_eof(conn: Connection) -> bool:
@@ -45,6 +130,7 @@ def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], No
     """
 
     def gone() -> None:
+        end_descendants(whole_group=own_group)
         if own_group:
             with contextlib.suppress(OSError):
                 os.killpg(0, signal.SIGKILL)  # this process included
@@ -89,6 +175,7 @@ def set_marker(daemon_pid: int, set_id: int) -> str:
 def _prepare(spec: WorkerSpec, out: Connection) -> Callable[[Connection], None]:
     """Set the worker up; returns the check to run on its way out (see watch_daemon)."""
     own_group = join_set_group(spec.pgid)
+    become_subreaper()
     os.environ[SET_VAR] = set_marker(spec.daemon_pid, spec.set_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # labd stops us, in order
     # in a group of its own, the worker is in the background of labd's terminal, if
@@ -124,3 +211,4 @@ def run(
             ctx.finish()
     finally:
         on_exit(wake)
+        end_descendants()  # nothing this worker started outlives it
