@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labd import __version__
+from labd.bounded import HookTimeout
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
 from labd.leftovers import Members, Tracker, end_leftovers, record_workers
@@ -209,6 +210,10 @@ class Lab:
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
+        except (LabError, HookTimeout) as exc:  # said in one line: no traceback to add
+            log.error("set %d failed to start: %s", pset.spec.id, exc)
+            pset.set_state("failed", f"could not start: {exc}")
+            error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
             pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
@@ -223,7 +228,8 @@ class Lab:
                 self._end(pset)
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
-        record_workers(self.store, pset.spec.id, [w.pid for w in pset.workers])
+        pids = [w.pid for w in pset.workers]
+        self._record(pset.spec.id, "its processes", record_workers, self.store, pset.spec.id, pids)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         return self._status(pset)
 
@@ -267,9 +273,11 @@ class Lab:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set.
         ``until``, a monotonic instant, bounds the whole stop (as at shutdown)."""
         targets, mine, held = self._claim(ids)
-        wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
+        now = time.monotonic()
+        held_for = WAIT_HELD_S  # for all of them together
         if until is not None:
-            wait_until = min(wait_until, until - StopPlan.HELD_SHARE * (until - time.monotonic()))
+            held_for = min(held_for, StopPlan.HELD_SHARE * (until - now))
+        wait_until = now + held_for
         for s in held:  # "all": sets being started or stopped by someone else
             if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
                 if _needs_stop(s):
@@ -277,7 +285,7 @@ class Lab:
                 else:
                     s.busy.release()
             else:
-                log.warning("set %d: still busy after %.0fs, not stopped", s.spec.id, WAIT_HELD_S)
+                log.warning("set %d: still busy after %.1fs, not stopped", s.spec.id, held_for)
         try:
             for s in mine:
                 s.ask_counters()
@@ -337,13 +345,13 @@ class Lab:
         if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
             log.warning("set %d: printer output still open after the stop", s.spec.id)
         self._end(s)
-        self.store.forget_workers(s.spec.id)
+        self._record(s.spec.id, "that its processes ended", self.store.forget_workers, s.spec.id)
         log.info("set %d: %s", s.spec.id, s.state)
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
         final = self._status(s)
-        self.store.finish(s.spec.id, final)
+        self._record(s.spec.id, "its final figures", self.store.finish, s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
             self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
@@ -362,11 +370,21 @@ class Lab:
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
-        self.store.set_state(s.spec.id, state, detail)
+        self._record(
+            s.spec.id, f"its state {state!r}", self.store.set_state, s.spec.id, state, detail
+        )
         if state == "failed" and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
+
+    def _record(self, set_id: int, what: str, write: Callable[..., None], *args: Any) -> None:
+        """Write to the history; a write that fails is logged and never keeps a set from
+        going on with its life (a stop from stopping its workers)."""
+        try:
+            write(*args)
+        except Exception as exc:
+            log.error("set %d: cannot record %s in the history store: %s", set_id, what, exc)
 
     def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
         s.worker_exited(w)

@@ -177,6 +177,7 @@ class ProcessSet:
         self.pgid = 0  # the set's process group, once its first worker leads it
         self._observer: Observer | None = None
         self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
+        self._until: float | None = None  # the monotonic instant a stop must end by
 
     # --- start ---------------------------------------------------------------------
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
@@ -299,6 +300,7 @@ class ProcessSet:
         drain while it allows, then get SIGTERM and SIGKILL; the figures are final anyway.
         """
         plan = StopPlan.of(times, until)
+        self._until = until
         self._end_role("counter", plan.counters, plan.terminate, plan.counters_until)
         bound = min(MAX_DRAIN_S + TEARDOWN_S, plan.printers_until - time.monotonic())
         try:
@@ -390,7 +392,7 @@ class ProcessSet:
             end.close()
         self._wake.clear()
         try:
-            call_within(self.mechanism.teardown, TEARDOWN_S, "teardown()")
+            call_within(self.mechanism.teardown, self._bound(TEARDOWN_S), "teardown()")
         except Exception as exc:
             log.warning("set %d: teardown: %s", self.spec.id, exc)
         if self._observer is not None:
@@ -398,6 +400,12 @@ class ProcessSet:
         if self.metrics is not None:
             self.metrics.release()
         self._slots = None  # the board's shared memory goes back to the heap
+
+    def _bound(self, seconds: float) -> float:
+        """``seconds``, or less if the stop must end sooner (never under a tenth of one)."""
+        if self._until is None:
+            return seconds
+        return max(0.1, min(seconds, self._until - time.monotonic()))
 
 
 def _pidfd(pid: int) -> int:
