@@ -39,7 +39,13 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-PRELOAD = ["labd.workers", "labd.worker.contexts", "labd.board", "labd.pacing"]
+PRELOAD = [
+    "labd.workers",
+    "labd.worker.contexts",
+    "labd.board",
+    "labd.pacing",
+    "labd.worker.forkserver_hook",  # one line, not a traceback, if the forkserver dies
+]
 
 
 @dataclass(frozen=True)
@@ -221,8 +227,8 @@ class Lab:
         finally:
             pset.busy.release()
         if pset.state == "failed":  # failed to start, or failed while starting
-            if pset.workers:
-                self._stop_in_background(pset)
+            if pset.workers:  # ended now: at the process limit, a thread may not start
+                self._stop_quietly(pset)
             else:
                 pset.release()
                 self._end(pset)
@@ -357,16 +363,18 @@ class Lab:
             self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
             del self._sets[s.spec.id]
 
-    def _stop_in_background(self, s: ProcessSet) -> None:
-        def run() -> None:
-            try:
-                self.stop([s.spec.id])
-            except SetBusy:
-                pass
-            except Exception:
-                log.exception("set %d: background stop", s.spec.id)
+    def _stop_quietly(self, s: ProcessSet) -> None:
+        try:
+            self.stop([s.spec.id])
+        except SetBusy:
+            pass  # someone else is stopping it
+        except Exception:
+            log.exception("set %d: stopping in the background", s.spec.id)
 
-        threading.Thread(target=run, name=f"stop-{s.spec.id}", daemon=True).start()
+    def _stop_in_background(self, s: ProcessSet) -> None:
+        threading.Thread(
+            target=self._stop_quietly, args=(s,), name=f"stop-{s.spec.id}", daemon=True
+        ).start()
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:

@@ -27,6 +27,7 @@ from labd.bounded import SETUP_S, TEARDOWN_S, HookTimeout, Observer, call_within
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
+from labd.proclimit import limit_error
 from labd.protocol import MAX_DRAIN_S
 from labd.worker import board
 from labd.worker import process as worker_process
@@ -235,7 +236,10 @@ class ProcessSet:
             name=f"ipclab-{spec.id}-{role}-{index}",
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except (OSError, EOFError) as exc:  # EOF: the forkserver died (of a failed fork?)
+            raise (limit_error(exc) or exc) from None
         assert process.pid is not None
         worker = Worker(role, index, process, process.pid, pidfd=_pidfd(process.pid))
         self.workers.append(worker)

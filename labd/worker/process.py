@@ -20,6 +20,7 @@ from labd.worker import board
 from labd.worker.contexts import CounterContext, PrinterContext, WorkerSpec
 
 EXIT_DAEMON_GONE = 70
+EXIT_CANNOT_START = 71  # e.g. no thread to watch labd with, at the process limit
 #: in every worker's environment (so in its helpers' too): which labd and set it is of
 SET_VAR = "IPCLAB_SET"
 _GONE_WAIT = 1.0  # seconds a worker whose stop pipe closed waits to see labd gone
@@ -198,7 +199,12 @@ def run(
     args: tuple[Any, ...],
 ) -> None:
     """Run one counter or printer of a set."""
-    on_exit = _prepare(spec, out)
+    try:
+        on_exit = _prepare(spec, out)
+    except RuntimeError as exc:  # "can't start new thread": at the process limit
+        name = f"set {spec.set_id} {spec.role} {spec.index}"
+        print(f"ipclab worker ({name}): cannot start: {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_CANNOT_START)
     view = board.view(slots)
     try:
         if spec.role == "counter":
