@@ -5,12 +5,16 @@ PY ?= python3
 # command:package pairs
 DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2
 
-.PHONY: test deps debian-tools lint run
+.PHONY: test test-fast deps debian-tools lint run
 test: deps
 	$(PY) -m pytest
 
+# the fast layer: no real labd, no worker processes (tests marked daemon are left out)
+test-fast: deps
+	$(PY) -m pytest -m "not daemon"
+
 deps: debian-tools
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e examples/ipclab-shm
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,plot]' -e examples/ipclab-shm
 
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \

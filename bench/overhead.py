@@ -502,15 +502,12 @@ class Labd(PrivateLabd):
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
+        from labd.testing import wait_gone
+
         left: list[str] = []
-        deadline = time.monotonic() + 5
-        for p in self.seen:
+        for p in wait_gone(self.seen, 5.0):
             with contextlib.suppress(psutil.Error):
-                while p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    if time.monotonic() > deadline:
-                        left.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
-                        break
-                    time.sleep(0.05)
+                left.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
         self.remove()
         return left
 

@@ -35,8 +35,9 @@ and reported.
 Exit status: 0 when every run ended cleanly, 1 otherwise, 130 on Ctrl-C.
 
 The module is re-imported by every bare worker (forkserver; Python 3.11 does not preload
-``__main__``), so it imports only the standard library at the top; rpyc and psutil are
-imported where the benchmark needs them.
+``__main__``), so it imports only the standard library at the top; rpyc, psutil and
+labd.testing (the leak checks the test suite uses too) are imported where the benchmark
+needs them.
 """
 
 from __future__ import annotations
@@ -147,29 +148,11 @@ def describe(proc: psutil.Process) -> str:
         return f"{proc.pid} (gone)"
 
 
-def running(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
-    """Those still running: not exited (a zombie has exited), not a reused pid."""
-    import psutil
-
-    out = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-    return out
-
-
-def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until these have exited (zombies have); those still running at the end."""
-    deadline = time.monotonic() + timeout
-    while (left := running(procs)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
 def kill_all(procs: Iterable[psutil.Process]) -> list[str]:
     """SIGKILL those still running and wait for them to go; describe them."""
     import psutil
+
+    from labd.testing import running, wait_gone
 
     targets = running(procs)
     described = [describe(p) for p in targets]
@@ -199,33 +182,12 @@ def own_leftovers() -> list[str]:
     return left
 
 
-def shm_entries() -> set[str]:
-    try:
-        return set(os.listdir("/dev/shm"))
-    except FileNotFoundError:
-        return set()
-
-
-def shm_mapped(procs: Iterable[psutil.Process]) -> set[str]:
-    """The /dev/shm entries these processes map (named, or unlinked already)."""
-    seen: set[str] = set()
-    for p in procs:
-        try:
-            with open(f"/proc/{p.pid}/maps") as f:
-                maps = f.read()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            at = line.find("/dev/shm/")
-            if at >= 0:
-                seen.add(line[at + 9 :].removesuffix(" (deleted)").strip())
-    return seen
-
-
 def shm_left(before: set[str], held: set[str]) -> tuple[list[str], list[str]]:
     """New /dev/shm entries once the run is over: (ours, which are unlinked and reported;
     others', which none of our processes mapped, reported only as a note). Ours get
     ``LEFTOVER_GRACE_S`` to go (a resource tracker unlinks what a killed process left)."""
+    from labd.testing import shm_entries
+
     deadline = time.monotonic() + LEFTOVER_GRACE_S
     while (shm_entries() - before) & held and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -355,6 +317,8 @@ def shut_down(
     """Signal a parent whose workers all run, time the exits, check what is left."""
     import psutil
 
+    from labd.testing import running, shm_mapped, wait_gone
+
     parent = psutil.Process(proc.pid)
     worker_pids = {w.pid for w in workers}
     helpers = [p for p in parent.children(recursive=True) if p.pid not in worker_pids]
@@ -391,6 +355,8 @@ def shut_down(
 def run_bare(size: int, interval: float, settle: float) -> Run:
     """Start the bare parent with ``size`` workers, SIGTERM it once all run."""
     import psutil
+
+    from labd.testing import shm_entries
 
     run = Run("bare", "SIGTERM", size)
     shm_before = shm_entries()
@@ -493,6 +459,8 @@ def run_labd(
 ) -> Run:
     """Start a private labd, run ``plan`` (``size`` processes), signal it once all run."""
     import psutil
+
+    from labd.testing import shm_entries
 
     run = Run("labd", sig.name, size)
     shm_before = shm_entries()

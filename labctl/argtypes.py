@@ -7,7 +7,7 @@ range is for the daemon to say (exit 1), so each limit lives in one place.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import click
 
@@ -15,12 +15,14 @@ from labd.errors import UsageError
 from labd.protocol import Address, parse_address
 
 
-class AddressType(click.ParamType):
+class AddressType(click.ParamType[Address, object]):
     """``unix:PATH``, an absolute ``PATH``, ``HOST:PORT`` or ``[V6]:PORT``."""
 
     name = "address"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Address:
         if isinstance(value, Address):
             return value
         try:
@@ -29,14 +31,17 @@ class AddressType(click.ParamType):
             self.fail(exc.message, param, ctx)
 
 
-class KeyValueType(click.ParamType):
+class KeyValueType(click.ParamType[tuple[str, str], object]):
     """``KEY=VALUE`` -> ``(KEY, VALUE)``; the value is sent as typed, the daemon parses it."""
 
     name = "key=value"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
         if isinstance(value, tuple):
-            return value
+            key, raw = value
+            return str(key), str(raw)
         key, sep, raw = str(value).partition("=")
         if not sep or not key.isidentifier():
             self.fail(

@@ -12,6 +12,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,6 +95,9 @@ def _launch(target: Target, launch: Launch) -> Client:
             cwd=START_DIR,  # nothing of the user's directory is imported or kept busy
         )
     client = _await(proc, target, launch, log_path)
+    # labd outlives this labctl; while we run, reap it if it ends (a REPL session may be
+    # long), and hold the Popen so that it is not collected as a leaked child
+    threading.Thread(target=proc.wait, name="reap-labd", daemon=True).start()
     launch.say(f"started labd in the background (pid {proc.pid}, log: {log_path})")
     return client
 

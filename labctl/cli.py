@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -28,36 +27,14 @@ from labctl import follow, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
+from labctl.experiments import COMMANDS as EXPERIMENT_COMMANDS
+from labctl.invoke import LabGroup, invoke
 from labctl.state import State
 from labctl.target import resolve_target
-from labd.errors import EXIT_FAILED, LabError, UsageError, message_of
+from labd.errors import UsageError
 from labd.protocol import Address
 
-EXIT_INTERRUPTED = 130
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Failure(click.ClickException):
-    """A :class:`LabError` on its way out through click, keeping its exit code."""
-
-    def __init__(self, error: LabError) -> None:
-        super().__init__(error.message)
-        # per instance: click >= 8.5 declares exit_code a ClassVar
-        setattr(self, "exit_code", error.exit_code)  # noqa: B010
-
-    def show(self, file: Any = None) -> None:
-        _fail(self.format_message(), self.exit_code)  # the same one line as run() prints
-
-
-class LabGroup(click.Group):
-    """A group that turns our errors into click's, so that click's own machinery (and
-    ``CliRunner``) reports them with the right exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LabError as exc:
-            raise Failure(exc) from exc
 
 
 def client_of(ctx: click.Context, *, autostart: bool = True) -> Client:
@@ -121,12 +98,12 @@ def cli(
 
 
 def open_repl(ctx: click.Context) -> None:
-    """Hand over to the REPL (``labctl.repl.run(state) -> exit code``)."""
+    """Hand over to the REPL (``labctl.repl.run(state, group) -> exit code``)."""
     state: State = ctx.obj
     if state.interactive:
         click.echo(ctx.get_help())
         return
-    try:
+    try:  # prompt_toolkit is imported here only, never for one command
         repl_run = getattr(importlib.import_module("labctl.repl"), "run", None)
     except ModuleNotFoundError as exc:
         if exc.name != "labctl.repl":
@@ -134,7 +111,7 @@ def open_repl(ctx: click.Context) -> None:
         repl_run = None
     if repl_run is None:
         raise click.UsageError("the REPL is not available yet: give a command")
-    ctx.exit(repl_run(state))
+    ctx.exit(repl_run(state, cli))
 
 
 @cli.command()
@@ -273,15 +250,12 @@ def shutdown(ctx: click.Context) -> None:
     click.echo(f"labd at {client.address} is shutting down")
 
 
+for _command in EXPERIMENT_COMMANDS:  # compare, experiments, report, history, plot, export
+    cli.add_command(_command)
+
+
 def _write(text: str) -> None:
     click.echo(text, nl=False)
-
-
-def _usage_line(exc: click.UsageError) -> str:
-    message = exc.format_message()
-    if exc.ctx is None or "(see:" in message:
-        return message
-    return f"{message} (see: {exc.ctx.command_path} --help)"
 
 
 def run(args: Sequence[str] | None = None, *, state: State | None = None) -> int:
@@ -289,49 +263,7 @@ def run(args: Sequence[str] | None = None, *, state: State | None = None) -> int
 
     ``state`` is the REPL's session state (``None``: build one from the global options).
     """
-    words = list(args) if args is not None else sys.argv[1:]
-    for word in words:
-        if not _is_text(word):
-            raw = word.encode("utf-8", "surrogateescape")
-            return _fail(f"an argument is not UTF-8 text: {raw!r}", 2)
-    try:
-        result = cli.main(
-            args=words,
-            prog_name="labctl",
-            standalone_mode=False,
-            obj=state,
-        )
-    except click.UsageError as exc:
-        return _fail(_usage_line(exc), exc.exit_code)
-    except click.ClickException as exc:
-        return _fail(exc.format_message(), exc.exit_code)
-    except click.Abort:
-        return _fail("interrupted", EXIT_INTERRUPTED)
-    except LabError as exc:
-        return _fail(exc.message, exc.exit_code)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
-    except Exception as exc:
-        if os.environ.get("LABCTL_DEBUG"):
-            raise
-        return _fail(f"internal error: {type(exc).__name__}: {message_of(exc)}", EXIT_FAILED)
-    return result if isinstance(result, int) else 0
-
-
-def _fail(message: str, code: int) -> int:
-    """One line on stderr, whatever the message quotes (control characters escaped)."""
-    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message.strip())
-    click.echo(f"labctl: {line}", err=True)
-    return code
-
-
-def _is_text(word: str) -> bool:
-    """False for argv bytes that are not UTF-8 (Python decodes them to lone surrogates)."""
-    try:
-        word.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return invoke(cli, sys.argv[1:] if args is None else args, state)
 
 
 def main() -> None:

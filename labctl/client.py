@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import rpyc
 from rpyc.core.stream import SocketStream
@@ -23,22 +22,25 @@ from rpyc.utils.factory import connect_stream
 
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
 from labctl.tls import TlsFiles, client_context
-from labd.errors import ConnectError, LabError, message_of
-from labd.protocol import STOP_CALL_TIMEOUT, Address
-
-Record = dict[str, Any]
+from labd.errors import ConnectError, LabError, message_of, ssl_reason
+from labd.protocol import (
+    RPYC_PROTECTIVE,
+    STOP_CALL_TIMEOUT,
+    Address,
+    InspectRecord,
+    MechanismRecord,
+    ShutdownRecord,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
+)
 
 CALL_TIMEOUT = 30.0
 STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
 
 RPYC_CONFIG: dict[str, Any] = {
-    "allow_public_attrs": False,
-    "allow_all_attrs": False,
-    "allow_pickle": False,
-    "allow_setattr": False,
-    "allow_delattr": False,
-    "import_custom_exceptions": False,
-    "instantiate_custom_exceptions": True,
+    **RPYC_PROTECTIVE,
+    "instantiate_custom_exceptions": True,  # labd.errors classes, imported above
     "sync_request_timeout": CALL_TIMEOUT,
 }
 
@@ -51,6 +53,9 @@ def unreachable(address: Address, reason: str | None = None) -> ConnectError:
         f"cannot reach labd at {address}: is it running? "
         "(start it with: labd, or systemctl status labd)"
     )
+
+
+ExperimentRecord = dict[str, Any]  # experiments, history rows, samples (docs/cli.md)
 
 
 class Client:
@@ -72,32 +77,53 @@ class Client:
         with contextlib.suppress(Exception):  # closing a broken stream may fail again
             self._conn.close()
 
-    def version(self) -> Record:
-        return self._call("version")
+    # The records are the daemon's JSON as it sent it: typed as labd.protocol says, but a
+    # newer or older daemon may send more or fewer keys, so readers use .get() for extras.
+    def version(self) -> VersionRecord:
+        return cast(VersionRecord, self._call("version"))
 
-    def mechanisms(self) -> list[Record]:
-        return self._call("mechanisms")
+    def mechanisms(self) -> list[MechanismRecord]:
+        return cast(list[MechanismRecord], self._call("mechanisms"))
 
-    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> Record:
-        return self._call("spawn", mechanism, counters, json.dumps(params))
+    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> StatusRecord:
+        return cast(StatusRecord, self._call("spawn", mechanism, counters, json.dumps(params)))
 
-    def status(self, ids: Sequence[int] = ()) -> list[Record]:
-        return self._call("status", tuple(ids))
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
+        return cast(list[StatusRecord], self._call("status", tuple(ids)))
 
-    def inspect(self, set_id: int) -> Record:
-        return self._call("inspect", set_id)
+    def inspect(self, set_id: int) -> InspectRecord:
+        return cast(InspectRecord, self._call("inspect", set_id))
 
-    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[Record]:
+    def stop(self, ids: Sequence[int] | Literal["all"]) -> list[StatusRecord]:
         which = ids if ids == "all" else tuple(ids)
-        return self._call("stop", which, timeout=STOP_TIMEOUT)
+        return cast(list[StatusRecord], self._call("stop", which, timeout=STOP_TIMEOUT))
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> Record:
-        return self._call("tail", set_id, after, limit)
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
+        return cast(TailRecord, self._call("tail", set_id, after, limit))
 
-    def shutdown(self) -> Record:
-        return self._call("shutdown")
+    def shutdown(self) -> ShutdownRecord:
+        return cast(ShutdownRecord, self._call("shutdown"))
 
-    def _call(self, name: str, *args: object, timeout: float | None = None) -> Any:
+    # --- experiments and history (labctl.experiments): their JSON as labd sent it ---
+    def compare(self, spec: dict[str, Any]) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("compare", json.dumps(spec)))
+
+    def experiment(self, exp_id: int) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("experiment", exp_id))
+
+    def experiments(self, limit: int = 20) -> list[ExperimentRecord]:
+        return cast(list[ExperimentRecord], self._call("experiments", limit))
+
+    def cancel_experiment(self, exp_id: int) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("cancel_experiment", exp_id))
+
+    def history(self, limit: int = 20, mechanism: str | None = None) -> list[ExperimentRecord]:
+        return cast(list[ExperimentRecord], self._call("history", limit, mechanism))
+
+    def samples(self, set_id: int) -> ExperimentRecord:
+        return cast(ExperimentRecord, self._call("samples", set_id))
+
+    def _call(self, name: str, *args: object, timeout: float | None = None) -> object:
         timeout = timeout or self.call_timeout
         try:
             pending = self._method(name)(*args)
@@ -139,11 +165,11 @@ def local_error(exc: LabError) -> LabError:
     """The same error as a plain instance of our own class, with a one-line message."""
     for cls in type(exc).__mro__:
         if getattr(errors, cls.__name__, None) is cls:
-            return cls(message_of(exc), *exc.args[1:])
+            return cast(LabError, cls(message_of(exc), *exc.args[1:]))
     return LabError(message_of(exc))
 
 
-def decode(name: str, text: object) -> Any:
+def decode(name: str, text: object) -> object:
     """The Python value of a JSON answer."""
     if text is None:
         return None
@@ -197,7 +223,7 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
             address, f"labd's TLS certificate is not trusted: {detail} ({hint})"
         ) from exc
     except ssl.SSLError as exc:
-        raise unreachable(address, f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+        raise unreachable(address, f"TLS handshake failed: {ssl_reason(exc)}") from exc
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise unreachable(address) from exc
     except TimeoutError as exc:
@@ -217,14 +243,7 @@ def _lost(exc: BaseException) -> str:
     cause = exc.args[0] if isinstance(exc, EOFError) and exc.args else exc
     if isinstance(cause, ssl.SSLError):
         return (
-            f"labd ended the TLS session: {_ssl_reason(cause)} "
+            f"labd ended the TLS session: {ssl_reason(cause)} "
             "(is --tls-cert signed by the CA labd trusts?)"
         )
     return f"the connection was lost ({message_of(exc)})"
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    """``certificate verify failed``, not ``[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)``."""
-    if exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", message_of(exc))

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from labctl import render
 from labctl.client import Client
-from labd.protocol import LIVE_STATES
+from labd.protocol import LIVE_STATES, TailRecord
 
 Out = Callable[[str], None]
 Sleep = Callable[[float], None]
 
-WATCH_TTY_INTERVAL = 0.1
-WATCH_PLAIN_INTERVAL = 1.0
 TAIL_INTERVAL = 0.2
 TAIL_PAGE = 1000
-
-HOME, CLEAR_SCREEN, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
-HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def tail(
@@ -55,7 +49,7 @@ def tail(
         pass
 
 
-def _print_new(answer: dict[str, Any], last: int, out: Out, *, show: bool = True) -> int:
+def _print_new(answer: TailRecord, last: int, out: Out, *, show: bool = True) -> int:
     """Print an answer's lines; return the sequence number to continue after."""
     got = answer.get("lines") or []
     if got and show:

@@ -7,16 +7,23 @@ a trailing newline. Missing keys show as ``-``: a newer or older daemon still re
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from labctl import humane
 from labctl.table import pairs, table
-from labd.protocol import LIVE_STATES, typed_value
-
-Record = Mapping[str, Any]
+from labd.protocol import (
+    LIVE_STATES,
+    EventRecord,
+    InspectRecord,
+    MechanismRecord,
+    ParamRecord,
+    ProcessRecord,
+    StatusRecord,
+    typed_value,
+)
 
 STATE_COLOURS = {
     "starting": "cyan",
@@ -60,7 +67,7 @@ def _short(name: Any) -> str:
     return text if len(text) <= NAME_WIDTH else text[: NAME_WIDTH - 3] + "..."
 
 
-def status_row(s: Record) -> list[str]:
+def status_row(s: StatusRecord) -> list[str]:
     return [
         _text(s.get("id")),
         _short(s.get("name")),
@@ -75,7 +82,7 @@ def status_row(s: Record) -> list[str]:
     ]
 
 
-def status_table(sets: Sequence[Record]) -> str:
+def status_table(sets: Sequence[StatusRecord]) -> str:
     """One row per set: id, name, mechanism, state, counters, value, attempted, lost, rate."""
     if not sets:
         return "no sets (start one with: labctl spawn queue 3)"
@@ -87,7 +94,7 @@ def status_table(sets: Sequence[Record]) -> str:
     return "\n".join(table(STATUS_HEADERS, rows, right={0, 4, 5, 6, 7, 8, 9}, style=style))
 
 
-def param_line(p: Record) -> list[str]:
+def param_line(p: ParamRecord) -> list[str]:
     """``key=default``, type, and help followed by the allowed values or range."""
     allowed = ""
     if p.get("choices") is not None:
@@ -106,7 +113,7 @@ def _bound(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def common_params(mechs: Sequence[Record]) -> list[Record]:
+def common_params(mechs: Sequence[MechanismRecord]) -> list[ParamRecord]:
     """Parameters every loaded mechanism declares identically (shown once)."""
     loaded = [m for m in mechs if not m.get("error")]
     if len(loaded) < 2:
@@ -115,7 +122,7 @@ def common_params(mechs: Sequence[Record]) -> list[Record]:
     return [p for p in first if all(p in (m.get("params") or []) for m in loaded[1:])]
 
 
-def _mechanism_title(m: Record) -> list[str]:
+def _mechanism_title(m: MechanismRecord) -> list[str]:
     tags = [_text(m.get("source"))] + (["messages"] if m.get("messages") else [])
     name = click.style(_text(m.get("name")), bold=True)
     lines = [f"{name}  {_text(m.get('summary'))}  ({', '.join(tags)})"]
@@ -124,7 +131,7 @@ def _mechanism_title(m: Record) -> list[str]:
     return lines
 
 
-def mechanisms(mechs: Sequence[Record]) -> str:
+def mechanisms(mechs: Sequence[MechanismRecord]) -> str:
     """Each mechanism with its own parameters, then the common ones, columns aligned."""
     if not mechs:
         return "no mechanisms installed (is ipclab installed in this environment?)"
@@ -140,14 +147,14 @@ def mechanisms(mechs: Sequence[Record]) -> str:
     return "\n\n".join("\n".join(title + [next(lines) for _ in rows]) for title, rows in sections)
 
 
-def _title(s: Record) -> str:
+def _title(s: StatusRecord) -> str:
     name = f' "{s["name"]}"' if s.get("name") else ""
     return f"set {_text(s.get('id'))}{name}: {_text(s.get('mechanism'))}, " + styled_state(
         _text(s.get("state"))
     )
 
 
-def _times(s: Record) -> list[tuple[str, str]]:
+def _times(s: StatusRecord) -> list[tuple[str, str]]:
     started, stopped = s.get("started_at"), s.get("stopped_at")
     ran = None
     if isinstance(started, int | float):
@@ -162,7 +169,7 @@ def _times(s: Record) -> list[tuple[str, str]]:
     ]
 
 
-def _metrics(s: Record) -> list[tuple[str, str]]:
+def _metrics(s: InspectRecord) -> list[tuple[str, str]]:
     lost = humane.exact(s.get("lost"))
     if s.get("attempted"):
         lost += f" ({humane.percent(s.get('lost'), s.get('attempted'))})"
@@ -183,7 +190,7 @@ def _metrics(s: Record) -> list[tuple[str, str]]:
     return items
 
 
-def processes(procs: Sequence[Record]) -> list[str]:
+def processes(procs: Sequence[ProcessRecord]) -> list[str]:
     rows = [
         [
             _text(p.get("role")),
@@ -200,7 +207,7 @@ def processes(procs: Sequence[Record]) -> list[str]:
     return table(headers, rows, right={1, 2, 4, 5, 6}, indent="  ")
 
 
-def events(evs: Sequence[Record]) -> list[str]:
+def events(evs: Sequence[EventRecord]) -> list[str]:
     rows = [
         [humane.clock(e.get("at"), millis=True), _text(e.get("state")), _text(e.get("detail"))]
         for e in evs
@@ -208,7 +215,7 @@ def events(evs: Sequence[Record]) -> list[str]:
     return table(("AT", "STATE", "DETAIL"), rows, indent="  ")
 
 
-def inspect(s: Record) -> str:
+def inspect(s: InspectRecord) -> str:
     """A set in full: times, parameters, metrics, processes, error, events."""
     lines = [_title(s), *pairs(_times(s))]
     params = s.get("params") or {}
@@ -224,14 +231,14 @@ def inspect(s: Record) -> str:
     return "\n".join(lines)
 
 
-def stopped(sets: Sequence[Record]) -> str:
+def stopped(sets: Sequence[StatusRecord]) -> str:
     """One line per set that was stopped, with its final metrics."""
     if not sets:
         return "no sets to stop"
     return "\n".join(stopped_line(s) for s in sets)
 
 
-def stopped_line(s: Record) -> str:
+def stopped_line(s: StatusRecord) -> str:
     state = styled_state(_text(s.get("state")))
     lost, attempted = s.get("lost"), s.get("attempted")
     return (
@@ -241,6 +248,6 @@ def stopped_line(s: Record) -> str:
     )
 
 
-def tail_lines(lines: Sequence[Sequence[Any]]) -> str:
+def tail_lines(lines: Sequence[tuple[int, str]]) -> str:
     """The printers' lines as they were printed (each is ``[seq, text]``)."""
     return "\n".join(str(text) for _seq, text in lines)

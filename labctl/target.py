@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from labctl.tls import TlsFiles
 from labd.errors import UsageError
-from labd.protocol import Address, default_socket
+from labd.protocol import Address, default_socket, tls_files
 
 CONNECT_TIMEOUT = 5.0
 
@@ -51,13 +51,5 @@ def resolve_target(
 
 
 def _tls_files(cert: str | None, key: str | None, ca: str | None) -> TlsFiles | None:
-    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
-    missing = [name for name, value in given.items() if not value]
-    if len(missing) == len(given):
-        return None
-    if missing:
-        raise UsageError(
-            f"--tls-cert, --tls-key and --tls-ca go together: missing {', '.join(missing)}"
-        )
-    assert cert and key and ca
-    return TlsFiles(cert=cert, key=key, ca=ca)
+    files = tls_files(cert, key, ca)
+    return None if files is None else TlsFiles(*files)

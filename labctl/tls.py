@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from labd.errors import UsageError
+from labd.errors import UsageError, ssl_reason
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,11 @@ def client_context(files: TlsFiles) -> ssl.SSLContext:
     try:
         context.load_verify_locations(cafile=files.ca)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load the TLS CA {files.ca}: {_reason(exc)}") from exc
+        raise UsageError(f"cannot load the TLS CA {files.ca}: {ssl_reason(exc)}") from exc
     try:
         context.load_cert_chain(certfile=files.cert, keyfile=files.key)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(
-            f"cannot load the TLS certificate {files.cert} with key {files.key}: {_reason(exc)}"
+            f"cannot load the TLS certificate {files.cert} with key {files.key}: {ssl_reason(exc)}"
         ) from exc
     return context
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__

@@ -17,16 +17,15 @@ import termios
 import time
 import tty
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 from labctl import humane
 from labctl.table import table
-from labd.protocol import LIVE_STATES
+from labd.protocol import LIVE_STATES, StatusRecord
 
 Out = Callable[[str], None]
-Record = Mapping[str, Any]
 
 TTY_INTERVAL = 0.1
 PLAIN_INTERVAL = 1.0
@@ -59,7 +58,7 @@ class StatusSource(Protocol):
     @property
     def address(self) -> object: ...
 
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]: ...
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]: ...
 
 
 class Sparks:
@@ -69,9 +68,9 @@ class Sparks:
         self._points = points
         self._every = every
         self._last: float | None = None
-        self._series: dict[Any, deque[float]] = {}
+        self._series: dict[int, deque[float]] = {}
 
-    def add(self, sets: Sequence[Record], now: float) -> None:
+    def add(self, sets: Sequence[StatusRecord], now: float) -> None:
         if self._last is not None and now - self._last < self._every:
             return
         self._last = now
@@ -79,7 +78,7 @@ class Sparks:
             series = self._series.setdefault(s.get("id"), deque(maxlen=self._points))
             series.append(float(s.get("rate") or 0.0))
 
-    def line(self, set_id: Any, blocks: str = BLOCKS) -> str:
+    def line(self, set_id: int, blocks: str = BLOCKS) -> str:
         return sparkline(self._series.get(set_id, ()), blocks)
 
 
@@ -92,14 +91,14 @@ def sparkline(values: Sequence[float] | deque[float], blocks: str = BLOCKS) -> s
     return "".join(blocks[min(last, max(0, round(v / top * last)))] for v in values)
 
 
-def alive(s: Record) -> str:
+def alive(s: StatusRecord) -> str:
     procs = s.get("processes")
     if not isinstance(procs, list) or not procs:
         return humane.MISSING
     return f"{sum(1 for p in procs if p.get('alive'))}/{len(procs)}"
 
 
-def row(s: Record, spark: str) -> list[str]:
+def row(s: StatusRecord, spark: str) -> list[str]:
     live = s.get("state") in LIVE_STATES
     return [
         str(s.get("id", humane.MISSING)),
@@ -117,7 +116,9 @@ def row(s: Record, spark: str) -> list[str]:
     ]
 
 
-def frame(sets: Sequence[Record], sparks: Sparks, header: str, blocks: str = BLOCKS) -> list[str]:
+def frame(
+    sets: Sequence[StatusRecord], sparks: Sparks, header: str, blocks: str = BLOCKS
+) -> list[str]:
     """The picture as lines: a header, a blank line and the table."""
     if not sets:
         return [header, "", "no sets (start one with: spawn queue 3)"]

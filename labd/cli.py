@@ -11,7 +11,7 @@ import click
 
 from labd import __version__
 from labd.daemon import DaemonConfig
-from labd.errors import ConfigError, LabError, UsageError
+from labd.errors import LabError, UsageError
 from labd.pki import DEFAULT_DAYS
 from labd.protocol import (
     MAX_CLIENTS,
@@ -33,7 +33,9 @@ log = logging.getLogger("labd")
 def _ids(convert: Callable[[str], int]) -> Callable[..., tuple[int, ...]]:
     """A click callback turning names or numbers into ids, one BadParameter each."""
 
-    def callback(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+    def callback(
+        ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+    ) -> tuple[int, ...]:
         try:
             return tuple(convert(v) for v in values)
         except ValueError as exc:
@@ -42,7 +44,9 @@ def _ids(convert: Callable[[str], int]) -> Callable[..., tuple[int, ...]]:
     return callback
 
 
-def _address(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+def _address(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Address, ...]:
     out = []
     for text in values:
         try:
@@ -176,8 +180,8 @@ def cli(
     try:
         code = serve(config)
     except LabError as exc:
-        click.echo(f"labd: {exc.args[0]}", err=True)
-        code = 2 if isinstance(exc, ConfigError) else 1
+        click.echo(f"labd: {exc.message}", err=True)
+        code = exc.exit_code
     sys.exit(code)
 
 

@@ -41,6 +41,7 @@ class DaemonConfig:
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
     from labd.lab import Lab, Limits
+    from labd.leftovers import become_subreaper
     from labd.notify import Notifier
     from labd.server.listener import listen, load_tls
 
@@ -67,6 +68,7 @@ def serve(config: DaemonConfig) -> int:
     lab.address = ", ".join(str(item.address) for item in listeners)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
+    become_subreaper()  # orphans of the sets' processes come back to labd, not to init
     lab.start()
     for item in listeners:
         item.start()

@@ -2,7 +2,7 @@
 
 ::
 
-    LabError                    a request failed; exit code 1 unless said otherwise
+    LabError                    a request failed; exit code 1 (``exit_code``) unless said otherwise
     ├── UsageError              bad arguments to a command or an API call
     │   ├── MechanismError      unknown mechanism, or one that failed to load
     │   └── ParamError          unknown parameter key, wrong type, out of range
@@ -10,8 +10,9 @@
     ├── SetError                about one set
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
-    ├── ConfigError             the daemon cannot start as configured (bad socket, TLS ...)
-    └── ConnectError            labctl cannot reach labd (exit code 3)
+    ├── NoSuchExperiment        no experiment with that id
+    ├── ConfigError             labd cannot start as configured (bad socket, TLS ...): 2
+    └── ConnectError            labctl cannot reach labd: 3
 
 Every exception keeps its data in ``args`` (the first item is the one-line,
 user-facing message), because rpyc rebuilds exceptions on the client without
@@ -20,10 +21,13 @@ calling ``__init__``.  The message names the object and says what to do.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 class LabError(Exception):
@@ -64,8 +68,14 @@ class SetBusy(SetError):
     """Another operation on the same set is under way."""
 
 
+class NoSuchExperiment(LabError):
+    """No experiment with that id."""
+
+
 class ConfigError(LabError):
-    """labd cannot start as configured."""
+    """labd cannot start as configured: a usage error of labd's own command line."""
+
+    exit_code = EXIT_USAGE
 
 
 class ConnectError(LabError):
@@ -86,3 +96,17 @@ def message_of(exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
     first = text.strip().splitlines()
     return first[0] if first else type(exc).__name__
+
+
+_SSL_NOISE = re.compile(r"^\[[\w: ]+\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+def ssl_reason(exc: BaseException) -> str:
+    """Why a TLS step failed, in plain words: ``certificate verify failed``, not
+    ``[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed (_ssl.c:1006)``; for
+    a plain OS error (a missing file), its own words."""
+    reason = getattr(exc, "reason", None)  # ssl.SSLError's, without importing ssl here
+    if reason:
+        return str(reason).lower().replace("_", " ")
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else message_of(exc)
+    return _SSL_NOISE.sub("", text).strip().lower() or type(exc).__name__

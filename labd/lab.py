@@ -18,18 +18,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from labd import __version__
 from labd.bounded import HookTimeout
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.experiments.core import Experiments
 from labd.leftovers import Members, Tracker, end_leftovers, record_workers
 from labd.manager_host import ManagerHost
+from labd.mechanisms.base import Mechanism
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
 from labd.processset import ProcessSet, SetEnv, SetSpec, StopPlan, StopTimes, Worker
-from labd.protocol import MAX_PER_SET, MAX_PROCESSES, PROTOCOL_VERSION, WAIT_HELD_S
+from labd.protocol import (
+    MAX_PER_SET,
+    MAX_PROCESSES,
+    PROTOCOL_VERSION,
+    WAIT_HELD_S,
+    InspectRecord,
+    MechanismRecord,
+    State,
+    StatusRecord,
+    TailRecord,
+    VersionRecord,
+)
 from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.sampler import Sampler
@@ -39,20 +52,18 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
-PRELOAD = [
-    "labd.workers",
-    "labd.worker.contexts",
-    "labd.board",
-    "labd.pacing",
-    "labd.worker.forkserver_hook",  # one line, not a traceback, if the forkserver dies
-]
+#: what the forkserver imports once, so workers start warm (every module of labd.worker)
+PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
+#: and, for one line instead of a traceback if the forkserver dies (a fork failing at
+#: the process limit ends it):
+PRELOAD.append("labd.worker.forkserver_hook")
 
 
 @dataclass(frozen=True)
 class Ended:
     """What is kept of a set that ended in this run."""
 
-    status: dict[str, Any]
+    status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
 
@@ -101,10 +112,11 @@ class Lab:
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
-        self._tracker.start()  # a subreaper from now on: no helper escapes to init
+        self._tracker.start()
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning(
@@ -123,10 +135,12 @@ class Lab:
         self._collector.start()
         self._sampler.start()
         self.manager.get()
+        self.experiments.start()
 
     def close(self, within: float | None = None) -> None:
         """Stop every set (counters first, then printers), within ``within`` seconds if
         given (draining what it can, then ending the rest), then release everything."""
+        self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
         self.stop("all", None if within is None else time.monotonic() + within)
@@ -146,7 +160,7 @@ class Lab:
         return ctx
 
     # --- queries ---------------------------------------------------------------------
-    def version(self) -> dict[str, Any]:
+    def version(self) -> VersionRecord:
         return {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
@@ -155,32 +169,33 @@ class Lab:
             "address": self.address,
         }
 
-    def mechanisms(self) -> list[dict[str, Any]]:
+    def mechanisms(self) -> list[MechanismRecord]:
         return self.registry.describe()
 
-    def status(self, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+    def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
         if not ids:
             with self._lock:
                 ids = sorted([*self._sets, *self._ended])
         return [self._status_of(i) for i in ids]
 
-    def inspect(self, set_id: int) -> dict[str, Any]:
+    def inspect(self, set_id: int) -> InspectRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
-        out = self._status_of(set_id)
+        status = self._status_of(set_id)
         row = self.store.get(set_id)
-        out["events"] = row["events"] if row else []
+        out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
         if pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
 
-    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
+        state: str
         if pset is not None:
             lines, last = pset.output.lines(after, limit)
             state = pset.state
@@ -194,10 +209,22 @@ class Lab:
                 state, dropped = row["state"], 0
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
-        return {"id": set_id, "lines": [list(x) for x in lines], "last": last, "state": state}
+        return {"id": set_id, "lines": list(lines), "last": last, "state": state}
+
+    def tallies(self, set_id: int) -> dict[str, Any]:
+        """A running set's exact tallies read now (see SetMetrics.tallies)."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+        if pset is None or pset.metrics is None or pset.state != "running":
+            state = pset.state if pset is not None else "not running"
+            raise SetError(f"set {set_id} is {state}, not running (see: labctl status {set_id})")
+        try:
+            return pset.metrics.tallies()
+        except ValueError:
+            raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> dict[str, Any]:
+    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> StatusRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -218,15 +245,15 @@ class Lab:
             pset.start(self._collector.add)
         except (LabError, HookTimeout) as exc:  # said in one line: no traceback to add
             log.error("set %d failed to start: %s", pset.spec.id, exc)
-            pset.set_state("failed", f"could not start: {exc}")
+            pset.fail(f"could not start: {exc}")
             error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
-            pset.set_state("failed", f"could not start: {type(exc).__name__}: {exc}")
+            pset.fail(f"could not start: {type(exc).__name__}: {exc}")
             error = exc
         finally:
             pset.busy.release()
-        if pset.state == "failed":  # failed to start, or failed while starting
+        if pset.state == State.FAILED:  # failed to start, or failed while starting
             if pset.workers:  # ended now: at the process limit, a thread may not start
                 self._stop_quietly(pset)
             else:
@@ -240,7 +267,7 @@ class Lab:
         return self._status(pset)
 
     def _reserve(
-        self, mechanism: str, counters: int, values: dict[str, Any], cls: Any
+        self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
     ) -> ProcessSet:
         need = counters + int(values["printers"])
         with self._lock:
@@ -275,7 +302,7 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str, until: float | None = None) -> list[dict[str, Any]]:
+    def stop(self, ids: Sequence[int] | str, until: float | None = None) -> list[StatusRecord]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set.
         ``until``, a monotonic instant, bounds the whole stop (as at shutdown)."""
         targets, mine, held = self._claim(ids)
@@ -334,7 +361,7 @@ class Lab:
                 else:
                     for m in mine:
                         m.busy.release()
-                    what = "already stopping" if s.state == "stopping" else f"busy ({s.state})"
+                    what = "already stopping" if s.state == State.STOPPING else f"busy ({s.state})"
                     raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
         return targets, mine, held
 
@@ -356,6 +383,8 @@ class Lab:
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
+        if s.stopped_at is None:  # it never ran a stop: failed before any process started
+            s.stopped_at = time.time()
         final = self._status(s)
         self._record(s.spec.id, "its final figures", self.store.finish, s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
@@ -377,11 +406,11 @@ class Lab:
         ).start()
 
     # --- events ----------------------------------------------------------------------
-    def _state_changed(self, s: ProcessSet, state: str, detail: str) -> None:
+    def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
         self._record(
-            s.spec.id, f"its state {state!r}", self.store.set_state, s.spec.id, state, detail
+            s.spec.id, f"its state {state}", self.store.set_state, s.spec.id, state, detail
         )
-        if state == "failed" and s.workers and not s.busy.locked():
+        if state == State.FAILED and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
@@ -429,23 +458,23 @@ class Lab:
         return f"{len(live)} set(s) running, {procs} process(es)"
 
     # --- rendering -------------------------------------------------------------------
-    def _status_of(self, set_id: int) -> dict[str, Any]:
+    def _status_of(self, set_id: int) -> StatusRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         if pset is not None:
             return self._status(pset)
         if ended is not None:
-            return dict(ended.status)
+            return ended.status.copy()
         row = self.store.get(set_id)
         if row is None:
             raise NoSuchSet(f"no set {set_id} (see: labctl status)")
         return stored_status(row)
 
-    def _status(self, s: ProcessSet) -> dict[str, Any]:
+    def _status(self, s: ProcessSet) -> StatusRecord:
         return live_status(s, self._sampler.stats.cache)
 
 
 def _needs_stop(s: ProcessSet) -> bool:
     """Live, or failed with processes and resources not wound up yet."""
-    return s.live or (s.state == "failed" and bool(s.workers) and s.stopped_at is None)
+    return s.live or (s.state == State.FAILED and bool(s.workers) and s.stopped_at is None)

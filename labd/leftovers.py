@@ -10,12 +10,13 @@ group when labd is gone (:func:`labd.worker.process.watch_daemon`). On this side
   carries its marker (a plugin's helpers) is SIGKILLed;
 - :func:`end_leftovers`: at start, what is left of sets a dead labd ran is ended, with
   its process group;
-- :class:`Tracker`: labd and every worker are child subreapers (``PR_SET_CHILD_SUBREAPER``),
-  so a helper that double-forks, calls setsid or scrubs its environment still comes back
-  to its worker, or to labd once the worker is gone: never to init. Once a second the
-  tracker records every live set's descendants (their pids and creation times, in the
-  store too, for a later labd), reaps the orphans labd adopted and ends those whose set
-  is no longer running; :meth:`Tracker.end_set` ends a set's recorded helpers at its stop.
+- :class:`Tracker`: labd (:func:`become_subreaper`, called by the daemon) and every
+  worker are child subreapers (``PR_SET_CHILD_SUBREAPER``), so a helper that
+  double-forks, calls setsid or scrubs its environment still comes back to its worker,
+  or to labd once the worker is gone: never to init. Each worker ends its descendants
+  as it exits, or when labd dies; once a second the tracker records every live set's
+  descendants (pids and creation times, in the store too, for a later labd), and
+  :meth:`Tracker.end_set` ends those left at the set's stop (a killed worker's).
 
 No cgroup is used: a host that delegates one (systemd's ``Delegate=``) could hold each
 set in its own, but the subreapers already close every escape a process can make by
@@ -26,11 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 
 from labd.store import Store
@@ -124,7 +123,6 @@ def group_members(pgid: int, var: str, value: str) -> list[int]:
 #: live sets as the tracker sees them: set id -> pids of its workers still running
 Members = dict[int, set[int]]
 TRACK_EVERY = 1.0  # seconds between scans
-ADOPTION_AGE = 1.0  # a child of labd this young may be one multiprocessing just started
 
 
 def become_subreaper() -> None:
@@ -132,37 +130,30 @@ def become_subreaper() -> None:
         log.warning("cannot become a child subreaper: a helper that escapes its set may outlive it")
 
 
-def _infrastructure() -> set[int]:
-    """labd's own children that multiprocessing runs: the forkserver, the resource
-    tracker, the Manager server and processes started with spawn or fork."""
-    from multiprocessing import forkserver, resource_tracker
-
-    pids = {p.pid for p in multiprocessing.active_children() if p.pid is not None}
-    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
-        pid = getattr(helper, "_forkserver_pid", None) or getattr(helper, "_pid", None)
-        if pid:
-            pids.add(int(pid))
-    return pids
-
-
 class Tracker:
-    """Records what each set started and ends what outlives its set (see module doc)."""
+    """Records what each set started and ends it with its set (see module doc).
+
+    Only processes recorded as a set's descendants are ever signalled or reaped: labd
+    may be embedded in a process with children of its own (a test run), which are not
+    the tracker's business.
+    """
 
     def __init__(self, store: Store, members: Callable[[], Members]) -> None:
         self._store = store
         self._members = members
         self._lock = threading.Lock()
         self._helpers: dict[int, dict[int, float]] = {}  # set id -> {pid: creation time}
+        self._killed: set[int] = set()  # helpers ended, to reap if they were adopted
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
 
     def start(self) -> None:
-        become_subreaper()
         self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        self._reap_killed()
 
     @property
     def alive(self) -> bool:
@@ -176,13 +167,13 @@ class Tracker:
                 log.exception("tracking the sets' processes")
 
     def scan(self) -> None:
-        """Record new descendants of live sets; reap and end labd's adopted orphans."""
+        """Record new descendants of live sets; reap the helpers labd adopted and ended."""
         members = self._members()
         table = worker_process.parents()
         with self._lock:
             for set_id, pids in members.items():
                 self._record(set_id, worker_process.descendants(pids, table) - pids)
-            self._adopted(table, members)
+        self._reap_killed()
 
     def _record(self, set_id: int, pids: set[int]) -> None:
         import psutil
@@ -198,22 +189,9 @@ class Tracker:
         if rows:
             self._store.add_workers(set_id, rows)  # for a labd after this one
 
-    def _adopted(self, table: dict[int, int], members: Members) -> None:
-        """labd's children that are none of its own: orphans of sets' processes."""
-        me = os.getpid()
-        ours = _infrastructure().union(*members.values())
-        live_helpers = {pid for i in members for pid in self._helpers.get(i, {})}
-        for pid, ppid in table.items():
-            if ppid != me or pid in ours or not _older_than(pid, ADOPTION_AGE):
-                continue
-            if _reap(pid) or pid in live_helpers:
-                continue  # a zombie now reaped, or a helper of a set still running
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)  # reaped at the next scan
-                log.warning("ended process %d: its set is no longer running", pid)
-
     def end_set(self, set_id: int) -> int:
-        """SIGKILL the helpers recorded for a set whose workers have all ended."""
+        """SIGKILL the helpers recorded for a set whose workers have all ended (those
+        whose worker was killed came back to labd, a subreaper: reaped here too)."""
         with self._lock:
             helpers = self._helpers.pop(set_id, {})
         ended = 0
@@ -222,9 +200,16 @@ class Tracker:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
                     ended += 1
+                    self._killed.add(pid)
         if ended:
             log.warning("set %d: killed %d process(es) its workers started", set_id, ended)
+        self._reap_killed()
         return ended
+
+    def _reap_killed(self) -> None:
+        for pid in list(self._killed):
+            if _reap(pid):
+                self._killed.discard(pid)
 
 
 def _same_process(pid: int, created: float) -> bool:
@@ -236,17 +221,9 @@ def _same_process(pid: int, created: float) -> bool:
         return False
 
 
-def _older_than(pid: int, seconds: float) -> bool:
-    import psutil
-
-    try:
-        return time.time() - psutil.Process(pid).create_time() >= seconds
-    except psutil.Error:
-        return False
-
-
 def _reap(pid: int) -> bool:
-    """Reap ``pid`` if it is a zombie child of labd's; True if it was."""
+    """Reap ``pid`` if it is a zombie child of labd's; True once there is nothing left
+    to wait for (reaped now, or never labd's child)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -88,7 +88,8 @@ class ManagerHost:
         with self._lock:
             if self._manager is None:
                 return None
-            return self._manager._process.pid  # type: ignore[attr-defined]
+            process: multiprocessing.process.BaseProcess = self._manager._process  # type: ignore[attr-defined]
+            return process.pid
 
     def shutdown(self) -> None:
         with self._lock:

@@ -18,10 +18,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from labd.protocol import FIGURE_KEYS
+from labd.protocol import FIGURE_KEYS, FiguresRecord
 from labd.worker import board
 
 T = TypeVar("T")
@@ -40,8 +40,17 @@ class Figures:
     latency_p50_us: float | None = None
     latency_p99_us: float | None = None
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def as_record(self) -> FiguresRecord:
+        return {
+            "value": self.value,
+            "attempted": self.attempted,
+            "lost": self.lost,
+            "in_flight": self.in_flight,
+            "corrupt": self.corrupt,
+            "rate": self.rate,
+            "latency_p50_us": self.latency_p50_us,
+            "latency_p99_us": self.latency_p99_us,
+        }
 
     def row(self, set_id: int, at: float) -> tuple[object, ...]:
         """A sample row: (set_id, at, then the figures in FIGURE_KEYS order)."""
@@ -157,6 +166,24 @@ class SetMetrics:
                 self._final_per_counter = self._reader.per_counter()
                 self._final = True
             self._reader.release()
+
+    def tallies(self) -> dict[str, Any]:
+        """The board's exact tallies now, with the monotonic instant they were read at
+        (an experiment's window ends): not the sampler's cached figures."""
+        with self._lock:
+            if self._final:
+                raise ValueError("the set has ended")
+            r = self._reader
+            t0 = time.monotonic()
+            attempted = r.reserved()
+            t1 = time.monotonic()
+            return {
+                "at": (t0 + t1) / 2,
+                "attempted": attempted,
+                "received": r.received(),
+                "corrupt": r.corrupt(),
+                "histogram": r.histogram() if self._messages else [],
+            }
 
     def progress(self) -> int:
         """A number that grows while the set does anything (increments or receipts)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labd.errors import ParamError
-from labd.protocol import PER_SET_CEILING
+from labd.protocol import PER_SET_CEILING, ParamRecord
 
 TYPES: dict[type, str] = {int: "int", float: "float", bool: "bool", str: "str"}
 _TRUE = ("yes", "true", "on", "1")
@@ -109,9 +109,9 @@ class Param:
             return shlex.quote(value)
         return str(value)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ParamRecord:
         """The parameter as in ``labctl mechanisms --json`` (contract)."""
-        out: dict[str, Any] = {
+        out: ParamRecord = {
             "name": self.name,
             "type": TYPES[self.type],
             "default": self.default,

@@ -24,11 +24,12 @@ from typing import Any
 
 from labd import leftovers
 from labd.bounded import SETUP_S, TEARDOWN_S, HookTimeout, Observer, call_within
+from labd.lifecycle import Lifecycle
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
 from labd.proclimit import limit_error
-from labd.protocol import MAX_DRAIN_S
+from labd.protocol import MAX_DRAIN_S, State
 from labd.worker import board
 from labd.worker import process as worker_process
 from labd.worker.contexts import WorkerSpec
@@ -151,26 +152,21 @@ class ProcessSet:
         mechanism: Mechanism,
         env: SetEnv,
         output: PrintLog,
-        on_state: Callable[[ProcessSet, str, str], None],
+        on_state: Callable[[ProcessSet, State, str], None],
         watch: Callable[[ProcessSet, Worker], None],
     ) -> None:
         self.spec = spec
         self.mechanism = mechanism
         self.env = env
         self.output = output
-        self._on_state = on_state
         self._watch = watch
-        self._final_state = "stopped"
-        self.state = "starting"
-        self.error: str | None = None
+        #: the set's state; see labd.lifecycle for the table and the lock order
+        self.life = Lifecycle(f"set {spec.id}", lambda state, detail: on_state(self, state, detail))
         self.started_at: float | None = None
         self.stopped_at: float | None = None
         self.workers: list[Worker] = []
         self.metrics: SetMetrics | None = None
-        self.busy = threading.Lock()  # held by a stop in progress
-        #: held while a state is checked and changed: the reaper, a stop and the Manager
-        #: watch change states from their own threads
-        self._state_lock = threading.RLock()
+        self.busy = threading.Lock()  # held by a start or a stop in progress
         self.deadline: float | None = None
         self._slots: Any = None
         self._wake: dict[str, Connection] = {}
@@ -211,7 +207,7 @@ class ProcessSet:
         duration = spec.values.get("duration")
         if duration:
             self.deadline = time.monotonic() + float(duration)
-        if self._transition(("starting",), "running"):  # not failed meanwhile
+        if self.life.move(State.RUNNING, only_from=(State.STARTING,)):  # not failed meanwhile
             for w in self.workers:  # ended while starting: the reaper's call was too early
                 if not w.alive:
                     self.worker_exited(w)
@@ -248,46 +244,42 @@ class ProcessSet:
             self.pgid = _group_led_by(worker)
 
     # --- states ----------------------------------------------------------------------
-    def set_state(self, state: str, detail: str = "") -> None:
-        with self._state_lock:
-            self.state = state
-            if state in ("degraded", "failed") and detail:
-                self.error = detail
-            self._on_state(self, state, detail)
+    @property
+    def state(self) -> State:
+        return self.life.state
 
-    def _transition(self, sources: tuple[str, ...], state: str, detail: str = "") -> bool:
-        """Go to ``state`` if the set is in one of ``sources``, as one step."""
-        with self._state_lock:
-            if self.state not in sources:
-                return False
-            self.set_state(state, detail)
-            return True
+    @property
+    def error(self) -> str | None:
+        return self.life.error
 
     @property
     def live(self) -> bool:
-        return self.state in ("starting", "running", "degraded", "stopping")
+        return self.life.live
 
     def worker_exited(self, worker: Worker) -> None:
         """The reaper saw a worker end. Unexpected while running: the set degrades."""
         what = f"{worker.role} {worker.index} (pid {worker.pid}) exited with code {worker.exitcode}"
-        with self._state_lock:
-            if worker.expected or self.state not in ("running", "degraded"):
+        with self.life.lock:
+            if worker.expected or self.state not in (State.RUNNING, State.DEGRADED):
                 return
             log.warning("set %d: %s", self.spec.id, what)
             gone = all(not w.alive for w in self.workers)
-            self.set_state("failed" if gone else "degraded", what)
+            self.life.move(State.FAILED if gone else State.DEGRADED, what)
 
     def fail(self, reason: str) -> None:
         """Something the set depends on is gone (e.g. the Manager server)."""
-        self._transition(("starting", "running", "degraded"), "failed", reason)
+        self.life.move(
+            State.FAILED, reason, only_from=(State.STARTING, State.RUNNING, State.DEGRADED)
+        )
 
     # --- stop ------------------------------------------------------------------------
     def ask_counters(self) -> None:
         """First phase of a stop; cheap, so many sets can be asked at once."""
-        with self._state_lock:
-            if self.state == "failed":
-                self._final_state = "failed"
-            self._transition(("running", "degraded", "failed", "starting"), "stopping")
+        with self.life.lock:
+            self.life.move(
+                State.STOPPING,
+                only_from=(State.STARTING, State.RUNNING, State.DEGRADED, State.FAILED),
+            )
             for w in self.workers:
                 if w.role == "counter":
                     w.expected = True
@@ -295,7 +287,7 @@ class ProcessSet:
 
     def _observe_hung(self, exc: HookTimeout) -> None:
         """The mechanism's observe() hangs: this set's figures are stale, no one else's."""
-        self._transition(("running",), "degraded", f"{exc}: its value is stale")
+        self.life.move(State.DEGRADED, f"{exc}: its value is stale", only_from=(State.RUNNING,))
 
     def finish_stop(self, times: StopTimes, until: float | None = None) -> Figures | None:
         """Wait for counters, release and wait for printers, take the final figures.
@@ -311,7 +303,7 @@ class ProcessSet:
             call_within(self.mechanism.release_printers, bound, "release_printers()")
         except Exception as exc:
             log.warning("set %d: release_printers: %s", self.spec.id, exc)
-        with self._state_lock:
+        with self.life.lock:
             for w in self.workers:
                 w.expected = True
         self._send_wake("printer")
@@ -323,7 +315,7 @@ class ProcessSet:
         finally:  # whatever failed above, the set ends and lets go of its resources
             self.release()
             self.stopped_at = time.time()
-            self.set_state(self._final_state, self._cut_short(figures))
+            self.life.move(self.life.final(), self._cut_short(figures))
         return figures
 
     def _cut_short(self, figures: Figures | None) -> str:

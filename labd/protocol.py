@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from labd.errors import UsageError
 
@@ -36,6 +38,16 @@ MAX_PROCESSES = 2048
 PER_SET_CEILING = 4096
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "labd.sock"
+#: rpyc settings both ends keep (PITFALLS): no attribute beyond the exposed API, no
+#: pickle, no setattr or delattr, no class imported because a peer named it
+RPYC_PROTECTIVE: dict[str, bool] = {
+    "allow_public_attrs": False,
+    "allow_all_attrs": False,
+    "allow_pickle": False,
+    "allow_setattr": False,
+    "allow_delattr": False,
+    "import_custom_exceptions": False,
+}
 
 # JSON keys of one set, as in `labctl status --json` and the rpyc `status()` (contract).
 # The figures of a set, in this order in status objects, samples and the store (contract).
@@ -63,8 +75,135 @@ SET_KEYS = (
     "processes",
 )
 PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss")
-STATES = ("starting", "running", "degraded", "stopping", "stopped", "failed", "interrupted")
-LIVE_STATES = ("starting", "running", "degraded", "stopping")
+
+
+class State(StrEnum):
+    """A set's state (contract: these strings). The allowed changes between them are
+    the table in :mod:`labd.lifecycle`, the one place a set's state is changed."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DEGRADED = "degraded"  # a process died unexpectedly; the others run on
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # labd died while the set ran
+
+    @property
+    def live(self) -> bool:
+        return self in LIVE_STATES
+
+
+#: a parameter's value on the wire: what a JSON scalar decodes to
+ParamValue = str | int | float | bool | None
+
+
+class ProcessRecord(TypedDict):
+    """One worker of a set, in a status record (contract: PROCESS_KEYS)."""
+
+    role: str  # "counter" or "printer"
+    index: int
+    pid: int | None
+    alive: bool
+    exitcode: int | None
+    cpu_percent: float | None
+    rss: int | None
+
+
+class FiguresRecord(TypedDict):
+    """A set's figures (contract: FIGURE_KEYS)."""
+
+    value: int
+    attempted: int
+    lost: int
+    in_flight: int
+    corrupt: int
+    rate: float
+    latency_p50_us: float | None
+    latency_p99_us: float | None
+
+
+class StatusRecord(FiguresRecord):
+    """One set, as ``status()``, ``spawn()`` and ``stop()`` return it (contract: SET_KEYS)."""
+
+    id: int
+    name: str
+    mechanism: str
+    state: str  # a State
+    counters: int
+    printers: int
+    params: dict[str, ParamValue]
+    started_at: float | None
+    stopped_at: float | None
+    processes: list[ProcessRecord]
+    error: str | None  # why a set is degraded or failed
+
+
+class EventRecord(TypedDict):
+    """A state change of a set, with its time."""
+
+    state: str
+    at: float
+    detail: str
+
+
+class InspectRecord(StatusRecord):
+    """A set in full, as ``inspect()`` returns it."""
+
+    events: list[EventRecord]
+    per_counter: NotRequired[list[int]]  # each counter's attempts, where still known
+
+
+class ParamRecord(TypedDict):
+    """A mechanism parameter, as in ``mechanisms()`` (contract)."""
+
+    name: str
+    type: str
+    default: ParamValue
+    help: str
+    choices: NotRequired[list[ParamValue]]
+    min: NotRequired[int | float]
+    max: NotRequired[int | float]
+    nullable: NotRequired[bool]
+
+
+class MechanismRecord(TypedDict):
+    """An installed mechanism, as in ``mechanisms()`` (contract)."""
+
+    name: str
+    summary: str
+    messages: bool  # whether in_flight and latency apply
+    params: list[ParamRecord]
+    source: NotRequired[str]  # the distribution that provides it (set by the registry)
+    error: NotRequired[str]  # why it failed to load
+
+
+class TailRecord(TypedDict):
+    """The printers' output, as ``tail()`` returns it: ``lines`` are ``[seq, text]``."""
+
+    id: int
+    lines: list[tuple[int, str]]
+    last: int
+    state: str
+
+
+class VersionRecord(TypedDict):
+    """Who answers, as ``version()`` returns it."""
+
+    version: str
+    protocol: int
+    pid: int
+    started_at: float
+    address: str
+
+
+class ShutdownRecord(TypedDict):
+    stopping: bool
+
+
+STATES = tuple(State)
+LIVE_STATES = (State.STARTING, State.RUNNING, State.DEGRADED, State.STOPPING)
+FINISHED_STATES = (State.STOPPED, State.FAILED, State.INTERRUPTED)
 
 
 def typed_value(value: object) -> str:
@@ -156,3 +295,17 @@ def parse_address(text: str) -> Address:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"malformed address {text!r}: port must be 1-65535")
     return Address(host=host, port=int(port))
+
+
+def tls_files(cert: str | None, key: str | None, ca: str | None) -> tuple[str, str, str] | None:
+    """The --tls-cert, --tls-key and --tls-ca options (labd's and labctl's alike): all
+    three, or None when none is given; a :class:`UsageError` naming the missing ones."""
+    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
+    missing = [flag for flag, value in given.items() if not value]
+    if len(missing) == len(given):
+        return None
+    if missing or not (cert and key and ca):
+        raise UsageError(
+            f"--tls-cert, --tls-key and --tls-ca go together: missing {', '.join(missing)}"
+        )
+    return cert, key, ca

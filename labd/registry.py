@@ -8,6 +8,7 @@ are entry points of our own distribution, registered exactly like third-party on
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from typing import Any
 from labd.errors import MechanismError
 from labd.mechanisms.base import Mechanism
 from labd.params import COMMON_PARAMS, Param
+from labd.protocol import MechanismRecord
 
 GROUP = "labd.mechanisms"
 #: extra mechanisms without packaging: "name=module:Class,name2=module:Class"
@@ -68,9 +70,26 @@ def validate(cls: Any, name: str) -> type[Mechanism]:
     if clash:
         raise MechanismError(f"{where} redeclares the common parameter {clash[0]!r}")
     for hook in ("counter", "printer"):
-        if getattr(cls, hook).__func__ is getattr(Mechanism, hook).__func__:
-            raise MechanismError(f"{where} does not implement {hook}()")
+        _check_hook(cls, hook, where)
     return cls
+
+
+def _check_hook(cls: type[Mechanism], hook: str, where: str) -> None:
+    """``counter`` and ``printer`` run in a worker, called on the class: classmethods."""
+    found = inspect.getattr_static(cls, hook)
+    if not isinstance(found, classmethod):
+        kind = (
+            "a staticmethod"
+            if isinstance(found, staticmethod)
+            else "a plain method"
+            if callable(found)
+            else type(found).__name__
+        )
+        raise MechanismError(
+            f"{where}: {hook}() must be a classmethod (def {hook}(cls, ctx, *args)), not {kind}"
+        )
+    if found.__func__ is inspect.getattr_static(Mechanism, hook).__func__:
+        raise MechanismError(f"{where} does not implement {hook}()")
 
 
 class Registry:
@@ -131,11 +150,12 @@ class Registry:
                 entry.error,
             )
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[MechanismRecord]:
         """Every installed mechanism with its parameters (contract of `mechanisms`)."""
         out = []
         for name in self.names():
             entry = self._entries[name]
+            info: MechanismRecord
             try:
                 info = self.get(name).describe()
                 info["params"] = info["params"] + [p.describe() for p in COMMON_PARAMS]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import psutil
 
 from labd.processset import ProcessSet
+from labd.protocol import State
 
 log = logging.getLogger("labd.sampler")
 FAST = 0.1
@@ -70,14 +71,14 @@ class Sampler:
                 self._slow(sets)
 
     def _sample(self, s: ProcessSet) -> None:
-        if s.metrics is None or s.state == "starting":
+        if s.metrics is None or s.state == State.STARTING:
             return
         try:
             s.metrics.sample()
         except Exception as exc:  # e.g. the Manager server died under an observation
             log.debug("set %d: sample: %s", s.spec.id, exc)
         due = s.deadline is not None and time.monotonic() >= s.deadline
-        if due and s.state in ("running", "degraded"):
+        if due and s.state in (State.RUNNING, State.DEGRADED):
             s.deadline = None
             self._on_deadline(s)
 
@@ -86,7 +87,7 @@ class Sampler:
         pids: set[int] = set()
         at = time.time()
         for s in sets:
-            if s.metrics is None or s.state == "starting":
+            if s.metrics is None or s.state == State.STARTING:
                 continue
             try:
                 s.metrics.sample_latency()

@@ -4,16 +4,17 @@ set, from its metrics and the sampler's process stats; of an earlier one, from t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from labd.metrics import Figures
 from labd.processset import ProcessSet
+from labd.protocol import ProcessRecord, StatusRecord
+from labd.store import SetRow
 
 
-def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[str, Any]:
+def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> StatusRecord:
     """The status of a set this daemon runs; ``stats`` maps pid to (cpu %, rss)."""
     figures = s.metrics.figures if s.metrics is not None else Figures()
-    procs = []
+    procs: list[ProcessRecord] = []
     for w in s.workers:
         cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
         procs.append(
@@ -35,7 +36,7 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
         "counters": s.spec.counters,
         "printers": s.spec.printers,
         "params": dict(s.spec.values),
-        **figures.as_dict(),
+        **figures.as_record(),
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
         "processes": procs,
@@ -43,14 +44,13 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> dict[s
     }
 
 
-def stored_status(row: dict[str, Any]) -> dict[str, Any]:
+def stored_status(row: SetRow) -> StatusRecord:
     """A set of an earlier daemon run, from the history store."""
-    final = row.get("final")
+    final = row["final"]
     if isinstance(final, dict):
-        out = dict(final)
+        out = final.copy()
         out["state"] = row["state"]
         return out
-    keys = ("value", "attempted", "lost", "in_flight", "corrupt")
     return {
         "id": row["id"],
         "name": row["name"],
@@ -59,12 +59,16 @@ def stored_status(row: dict[str, Any]) -> dict[str, Any]:
         "counters": row["counters"],
         "printers": row["printers"],
         "params": row["params"],
-        **dict.fromkeys(keys, 0),
+        "value": 0,
+        "attempted": 0,
+        "lost": 0,
+        "in_flight": 0,
+        "corrupt": 0,
         "rate": 0.0,
         "latency_p50_us": None,
         "latency_p99_us": None,
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
         "processes": [],
-        "error": row.get("error"),
+        "error": row["error"],
     }

@@ -26,16 +26,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from labd.errors import ConfigError, NoSuchSet
-from labd.protocol import FIGURE_KEYS, LIVE_STATES, STATES
+from labd.protocol import (
+    FIGURE_KEYS,
+    FINISHED_STATES,
+    LIVE_STATES,
+    STATES,
+    EventRecord,
+    ParamValue,
+    State,
+    StatusRecord,
+)
 
 SCHEMA_VERSION = 1
 FILENAME = "history.sqlite3"
-FINISHED_STATES = ("stopped", "failed", "interrupted")
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
 
@@ -82,6 +90,25 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
+
+class SetRow(TypedDict):
+    """A set as the store keeps it (``params`` and ``final`` decoded)."""
+
+    id: int
+    name: str
+    mechanism: str
+    counters: int
+    printers: int
+    params: dict[str, ParamValue]
+    state: str
+    created_at: float
+    started_at: float | None
+    stopped_at: float | None
+    final: StatusRecord | None  # the status it ended with, as inspect showed it
+    error: str | None
+    events: NotRequired[list[EventRecord]]  # from get(), not from history()
+
+
 _SET_COLUMNS = (
     "id, name, mechanism, counters, printers, params_json, state, "
     "created_at, started_at, stopped_at, final_json, error"
@@ -109,7 +136,7 @@ class Store:
         name: str,
         counters: int,
         printers: int,
-        params: dict[str, Any],
+        params: Mapping[str, ParamValue],
         *,
         at: float | None = None,
     ) -> int:
@@ -140,9 +167,9 @@ class Store:
         if state not in STATES:
             raise ValueError(f"unknown set state {state!r} (one of {', '.join(STATES)})")
         now = time.time() if at is None else at
-        started = now if state == "running" else None
+        started = now if state == State.RUNNING else None
         stopped = now if state in FINISHED_STATES else None
-        error = detail if state == "failed" else None
+        error = detail if state == State.FAILED else None
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE sets SET state = ?, started_at = COALESCE(started_at, ?),"
@@ -157,7 +184,7 @@ class Store:
                 (set_id, now, state, detail),
             )
 
-    def finish(self, set_id: int, final: dict[str, Any]) -> None:
+    def finish(self, set_id: int, final: StatusRecord) -> None:
         """Keep the set's final status object (as shown by ``inspect``)."""
         with self._lock, self._conn:
             cur = self._conn.execute(
@@ -191,7 +218,7 @@ class Store:
 
     # -- reading --------------------------------------------------------------------
 
-    def get(self, set_id: int) -> dict[str, Any] | None:
+    def get(self, set_id: int) -> SetRow | None:
         """The set's row (``params`` and ``final`` decoded) with its ``events``, or None."""
         with self._lock:
             row = self._conn.execute(
@@ -207,14 +234,17 @@ class Store:
         record["events"] = [{"state": s, "at": a, "detail": d} for s, a, d in events]
         return record
 
-    def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Finished sets (stopped, failed, interrupted), newest first, without events."""
+    def history(self, limit: int = 20, mechanism: str | None = None) -> list[SetRow]:
+        """Finished sets (stopped, failed, interrupted), newest first, without events;
+        with ``mechanism``, only that mechanism's."""
         marks = ", ".join("?" for _ in FINISHED_STATES)
+        which = "" if mechanism is None else " AND mechanism = ?"
+        args = (*FINISHED_STATES, *(() if mechanism is None else (mechanism,)), limit)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_SET_COLUMNS} FROM sets WHERE state IN ({marks})"
+                f"SELECT {_SET_COLUMNS} FROM sets WHERE state IN ({marks}){which}"
                 " ORDER BY id DESC LIMIT ?",
-                (*FINISHED_STATES, limit),
+                args,
             ).fetchall()
         return [_set_record(row) for row in rows]
 
@@ -334,7 +364,7 @@ def _open(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _set_record(row: tuple[Any, ...]) -> dict[str, Any]:
+def _set_record(row: tuple[Any, ...]) -> SetRow:
     (set_id, name, mechanism, counters, printers, params_json, state) = row[:7]
     (created_at, started_at, stopped_at, final_json, error) = row[7:]
     return {

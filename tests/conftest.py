@@ -9,37 +9,30 @@ running labd on the same machine.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import psutil
 import pytest
 import rpyc
+from daemonkit import DaemonFactory, one_daemon
 from helpers import (
     SESSION_VAR,
-    TESTS,
     Daemon,
-    ShmWatch,
-    alive,
     describe,
     kill_all,
     remove_short_dirs,
-    session_processes,
-    shm_entries,
     stop_own_multiprocessing_helpers,
     wait_for,
 )
+from labkit import MakeLab, lab_maker
+
+from labd.testing import ShmWatch, marked_processes, running, shm_entries
 
 SESSION = os.environ.setdefault(SESSION_VAR, uuid.uuid4().hex)
 LEFTOVER_GRACE = 5.0
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: end to end with a real labd and real labctl")
-    config.addinivalue_line("markers", "daemon: starts a real labd or real processes")
 
 
 # --- the session guard ------------------------------------------------------------------
@@ -72,7 +65,7 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
 
     def ours_gone() -> bool:
         nonlocal left
-        left = session_processes(SESSION)
+        left = marked_processes(SESSION_VAR, SESSION)
         return not left
 
     try:
@@ -93,7 +86,7 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
     except AssertionError:
         problems.append(f"/dev/shm entries our processes held remain: {sorted(new_shm)}")
     notes = []
-    strangers = alive(
+    strangers = running(
         psutil.Process(pid) for pid in _labd_like() - others_before if psutil.pid_exists(pid)
     )
     if strangers:  # not ours (no marker): most likely another session on this machine
@@ -119,62 +112,7 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
-# --- real daemons ----------------------------------------------------------------------
-def fakes_env(extra: str = "") -> dict[str, str]:
-    """labd's environment with the fake mechanisms of tests/fakes.py registered through
-    ``LABD_EXTRA_MECHANISMS`` (the real registry path for unpackaged plugins)."""
-    from fakes import EXTRA_MECHANISMS
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    env["LABD_EXTRA_MECHANISMS"] = ",".join(filter(None, [EXTRA_MECHANISMS, extra]))
-    return env
-
-
-class DaemonFactory:
-    """Starts labd processes and reaps every one of them (and their children)."""
-
-    def __init__(self) -> None:
-        self.daemons: list[Daemon] = []
-
-    def __call__(
-        self,
-        args: tuple[str, ...] = (),
-        *,
-        fakes: bool = False,
-        env: dict[str, str] | None = None,
-        start: bool = True,
-        **kw: Any,
-    ) -> Daemon:
-        if env is None and fakes:
-            env = fakes_env()
-        d = Daemon(args, env=env, **kw)
-        self.daemons.append(d)
-        if start:
-            d.start()
-        return d
-
-    def finish(self) -> None:
-        """SIGTERM each daemon still running: it must exit 0 and leave nothing behind."""
-        errors = []
-        for d in self.daemons:
-            if d.proc is None:
-                continue
-            try:
-                if d.returncode is None:
-                    code = d.stop(signal.SIGTERM)
-                    assert code == 0, f"labd exited with {code} on SIGTERM:\n{d.log_text()}"
-                    assert not os.path.exists(d.socket), f"labd left its socket {d.socket}"
-                d.assert_no_leftovers()
-                d.assert_clean_log()
-            except AssertionError as exc:
-                errors.append(str(exc))
-            finally:
-                d.kill_everything()
-        if errors:
-            pytest.fail("\n".join(errors), pytrace=False)
-
-
+# --- real daemons (tests/daemonkit.py) -------------------------------------------------
 @pytest.fixture
 def labd_factory() -> Iterator[DaemonFactory]:
     factory = DaemonFactory()
@@ -198,15 +136,6 @@ def rpc(labd_daemon: Daemon) -> Iterator[rpyc.Connection]:
     conn.close()
 
 
-def one_daemon(**kw: Any) -> Iterator[Daemon]:
-    """For a fixture: one labd (``kw`` as for DaemonFactory), checked and reaped after."""
-    factory = DaemonFactory()
-    try:
-        yield factory(**kw)
-    finally:
-        factory.finish()
-
-
 @pytest.fixture(scope="module")
 def module_labd() -> Iterator[Daemon]:
     """One labd shared by a module's tests (for those that do not interfere)."""
@@ -218,3 +147,10 @@ def module_rpc(module_labd: Daemon) -> Iterator[rpyc.Connection]:
     conn = module_labd.connect()
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
+    """Start in-process Labs on ``tmp_path/state``; each is closed at the end and none
+    of its processes (workers, Manager) may outlive it (see labkit.py)."""
+    yield from lab_maker(tmp_path)

@@ -11,16 +11,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from labd import CounterContext, Mechanism, Param, PrinterContext, SetupEnv
+from labd import CounterContext, Param, SetupEnv
+from labd.testing import FakeMechanism
 
 
-class FakeCounter(Mechanism):
-    """A ``RawValue`` incremented under an explicit lock: exact, so ``lost == 0``."""
+class FakeCounter(FakeMechanism):
+    """labd.testing's exact fake (``lost == 0``) with knobs for the tests."""
 
-    name = "fake"
     summary = "a RawValue incremented under an explicit Lock (tests only)"
     params = (
         Param(
@@ -35,48 +34,15 @@ class FakeCounter(Mechanism):
         Param("level", int, 1, "an int in 1..5, ignored", min=1, max=5),
         Param("helper", bool, False, "each counter starts `sleep 600` and leaves it behind"),
     )
-    messages = False
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        super().__init__(values)
-        self._value: Any = None
-        self._lock: Any = None
-
-    def setup(self, env: SetupEnv) -> None:
-        self._value = env.context.RawValue("q", 0)
-        self._lock = env.context.Lock()
-
-    def counter_args(self, index: int) -> tuple[Any, ...]:
-        return (self._value, self._lock)
-
-    def printer_args(self, index: int) -> tuple[Any, ...]:
-        return (self._value,)
-
-    def observe(self) -> int | None:
-        return None if self._value is None else int(self._value.value)
-
-    def teardown(self) -> None:
-        self._value = None
-        self._lock = None
 
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
-        value, lock = args
         if ctx.values.get("helper"):  # a plugin's helper process its counter forgets
             subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
-        for n in ctx.batches():
-            for _ in range(n):
-                with lock:
-                    value.value += 1
+        super().counter(ctx, *args)
         linger = float(ctx.values.get("slow_stop", 0.0))
         if linger:
             time.sleep(linger)  # a counter slow to exit (what the fake simulates)
-
-    @classmethod
-    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        (value,) = args
-        for _ in ctx.ticks(phase=0.5):
-            ctx.show(value.value)
 
 
 CRASH_CODE = 3
@@ -134,6 +100,18 @@ class WrongName(FakeCounter):
     params = ()
 
 
+class StaticCounter(FakeCounter):
+    """Violates the contract: ``counter`` is a staticmethod, not a classmethod."""
+
+    name = "static"
+    summary = "a staticmethod counter (tests only)"
+    params = ()
+
+    @staticmethod
+    def counter(ctx: CounterContext, *args: Any) -> None:  # type: ignore[override]
+        pass
+
+
 class NotAMechanism:
     """Violates the contract: not a Mechanism subclass at all."""
 
@@ -152,5 +130,4 @@ EXTRA_MECHANISMS = ",".join(
         ("missing", "NoSuchClass"),
     )
 )
-GOOD = ("fake", "crashing", "broken_setup")
 BAD = ("wrongname", "notamech", "missing")

@@ -26,6 +26,7 @@ import rpyc
 from rpyc.utils.factory import unix_connect
 
 import labd.errors  # noqa: F401 - remote errors arrive as labd.errors classes
+from labd.testing import running
 
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parent
@@ -101,18 +102,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
-    """Those still running (not zombies), robust against pid reuse."""
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def describe(procs: Iterable[psutil.Process]) -> str:
     out = []
     for p in procs:
@@ -124,7 +113,7 @@ def describe(procs: Iterable[psutil.Process]) -> str:
 
 
 def kill_all(procs: Iterable[psutil.Process]) -> None:
-    for p in alive(procs):
+    for p in running(procs):
         with contextlib.suppress(psutil.Error):
             p.kill()
 
@@ -224,7 +213,7 @@ class Daemon:
     def descendants(self) -> list[psutil.Process]:
         """Every descendant seen so far that still runs."""
         self.track()
-        return alive(self.seen.values())
+        return running(self.seen.values())
 
     def send(self, sig: int) -> None:
         self.track()
@@ -253,7 +242,7 @@ class Daemon:
 
         def gone() -> bool:
             nonlocal left
-            left = alive(self.seen.values())
+            left = running(self.seen.values())
             return not left
 
         try:
@@ -274,68 +263,6 @@ class Daemon:
         if not self.allow_tracebacks:
             text = self.log_text()
             assert "Traceback" not in text, f"labd logged a traceback:\n{text}"
-
-
-def session_processes(marker: str) -> list[psutil.Process]:
-    """Processes (other than this one) that carry this session's environment marker."""
-    out = []
-    me = os.getpid()
-    for p in psutil.process_iter(["pid"]):
-        if p.pid == me:
-            continue
-        try:
-            if p.environ().get(SESSION_VAR) == marker and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            continue
-    return out
-
-
-class ShmWatch(threading.Thread):
-    """Which /dev/shm entries this process and its descendants have mapped.
-
-    Other people may run labd on the same machine, so a new /dev/shm entry left at the
-    end is ours only if one of our processes was seen holding it.
-    """
-
-    def __init__(self, every: float = 0.2) -> None:
-        super().__init__(name="shm-watch", daemon=True)
-        self.every = every
-        self.seen: set[str] = set()
-        self._quit = threading.Event()
-
-    def run(self) -> None:
-        while not self._quit.wait(self.every):
-            self.scan()
-
-    def scan(self) -> None:
-        try:
-            me = psutil.Process()
-            procs = [me, *me.children(recursive=True)]
-        except psutil.Error:
-            return
-        for p in procs:
-            try:
-                with open(f"/proc/{p.pid}/maps") as f:
-                    maps = f.read()
-            except OSError:
-                continue
-            for line in maps.splitlines():
-                at = line.find("/dev/shm/")
-                if at >= 0:
-                    self.seen.add(line[at + 9 :].removesuffix(" (deleted)").strip())
-
-    def stop(self) -> None:
-        self._quit.set()
-        self.join(5)
-        self.scan()
-
-
-def shm_entries() -> set[str]:
-    try:
-        return set(os.listdir("/dev/shm"))
-    except FileNotFoundError:
-        return set()
 
 
 def stop_own_multiprocessing_helpers(timeout: float = 5.0) -> list[str]:

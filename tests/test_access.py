@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 import rpyc
-from conftest import DaemonFactory
+from daemonkit import DaemonFactory
 from helpers import Daemon, connect, one_line, short_dir, wait_for
 
 import labd.errors as E
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+pytestmark = [
+    pytest.mark.daemon,
+    pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root"),
+]
 
 NOBODY = 65534
 OTHER = 65533  # a uid nobody allowed

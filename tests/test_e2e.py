@@ -15,12 +15,13 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import DaemonFactory
-from helpers import Daemon, alive, describe, labctl_command, wait_for
+from daemonkit import DaemonFactory
+from helpers import Daemon, describe, labctl_command, wait_for
 
 from labd.protocol import PROCESS_KEYS, SET_KEYS
+from labd.testing import running
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.daemon]
 
 EXPERIMENTS = [  # (mechanism, counters, KEY=VALUE ...)
     ("queue", 3, ["interval=0.1"]),
@@ -129,7 +130,7 @@ def test_a_session_with_every_builtin_mechanism(
         assert final[i]["lost"] == 0 and final[i]["corrupt"] == 0, final[i]
 
     # only the daemon's own helpers remain: the forkserver, its resource tracker, the Manager
-    assert not alive(psutil.Process(pid) for pid in workers if psutil.pid_exists(pid))
+    assert not running(psutil.Process(pid) for pid in workers if psutil.pid_exists(pid))
     rest = d.track()
     assert {p.pid for p in rest} <= {p.pid for p in helpers_before}
     assert len(rest) <= 3, describe(rest)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import DaemonFactory, fakes_env
-from helpers import Daemon, alive, describe, kill_all, wait_for
+from daemonkit import DaemonFactory, fakes_env
+from helpers import Daemon, describe, kill_all, wait_for
 from hostile import ESCAPES, HOOKS
+
+from labd.testing import running
 
 pytestmark = pytest.mark.daemon
 
@@ -40,7 +42,7 @@ class Escapees:
 
         def gone() -> bool:
             nonlocal left
-            left = alive(self.helpers)
+            left = running(self.helpers)
             return not left
 
         try:
@@ -91,7 +93,7 @@ def test_helpers_of_hung_workers_end_at_the_next_start(
         wait_for(lambda: _recorded(first, ids), 10, "the helpers to be recorded")
         first.send(signal.SIGKILL)
         first.wait()
-        assert len(alive(escapees.helpers)) == len(ESCAPES)
+        assert len(running(escapees.helpers)) == len(ESCAPES)
         labd_factory(env=fakes_env(HOOKS), state_dir=first.state_dir)
         escapees.assert_helpers_end("after a kill -9 of labd and a restart")
     finally:

@@ -15,9 +15,11 @@ from typing import Any
 import psutil
 import pytest
 import rpyc
-from conftest import DaemonFactory, fakes_env
-from helpers import Daemon, alive, wait_for
+from daemonkit import DaemonFactory, fakes_env
+from helpers import Daemon, wait_for
 from hostile import EXITS, EXITS_AT_IMPORT, HOOKS
+
+from labd.testing import running
 
 pytestmark = pytest.mark.daemon
 PACED = '{"interval": 0.01}'
@@ -135,7 +137,7 @@ def test_a_killed_forkserver_fails_no_set_and_comes_back(
     ids = [spawn(conn, "fake"), spawn(conn, "manager", '{"interval": 0.01, "lock": true}')]
     server = child_of(hostile, lambda p: "forkserver" in " ".join(p.cmdline()))
     server.kill()
-    wait_for(lambda: not alive([server]), 5, "the forkserver to die")
+    wait_for(lambda: not running([server]), 5, "the forkserver to die")
     keeps_running(conn, ids, 200)
     ids.append(spawn(conn, "queue"))  # the next spawn starts a new forkserver
     keeps_running(conn, ids, 50)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import pytest
 
 from labctl import follow
@@ -74,8 +73,15 @@ def test_tail_n0_follow_shows_only_new_lines() -> None:
 
 
 def test_tail_follow_ends_quietly_on_ctrl_c() -> None:
-    client = ScriptedClient([{"lines": [], "last": 0, "state": "running"}])
-    follow.tail(client, 3, 10, follow=True, out=click.echo, sleep=interrupt_after(1))  # type: ignore[arg-type]
+    out: list[str] = []
+    client = ScriptedClient([
+        {"lines": lines(1), "last": 1, "state": "running"},
+        {"lines": lines(2), "last": 2, "state": "running"},
+    ])  # fmt: skip
+    # Ctrl-C in the second wait: tail returns (no KeyboardInterrupt), with what it printed
+    follow.tail(client, 3, 10, follow=True, out=out.append, sleep=interrupt_after(2))  # type: ignore[arg-type]
+    assert out == ["Time: 1\n", "Time: 2\n"]
+    assert [c[2] for c in client.calls] == [0, 1]
 
 
 @pytest.mark.parametrize("state", ["stopped", "failed", "interrupted"])

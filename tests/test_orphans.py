@@ -8,7 +8,12 @@ import signal
 import subprocess
 
 import psutil
-from helpers import alive, describe, wait_for
+import pytest
+from helpers import describe, wait_for
+
+from labd.testing import running
+
+pytestmark = pytest.mark.daemon
 
 
 def _spawn_mix(conn, sets: int = 3) -> list[dict]:
@@ -35,9 +40,9 @@ def test_sigkill_of_labd_ends_every_child(labd_factory) -> None:
     d.send(signal.SIGKILL)
     d.wait()
     wait_for(
-        lambda: not alive(everything),
+        lambda: not running(everything),
         5.0,
-        "every child of a SIGKILLed labd to end: " + describe(alive(everything)),
+        "every child of a SIGKILLed labd to end: " + describe(running(everything)),
     )
 
 
@@ -70,10 +75,10 @@ def test_leftovers_of_an_interrupted_set_are_ended_at_next_start(labd_factory) -
         found = json.loads(conn.root.status((status["id"],)))[0]
         conn.close()
         assert found["state"] == "interrupted"
-        wait_for(lambda: not alive(stuck), 5.0, "the leftovers and their helpers to be ended")
+        wait_for(lambda: not running(stuck), 5.0, "the leftovers and their helpers to be ended")
         assert "ended leftover process" in second.log_text()
     finally:
-        for p in alive(stuck):
+        for p in running(stuck):
             p.kill()
 
 
@@ -88,9 +93,9 @@ def test_sigterm_with_a_hundred_processes_stops_everything(labd_factory) -> None
     assert d.stop(signal.SIGTERM) == 0
     # The forkserver and resource tracker see labd's end on their pipe a moment later.
     wait_for(
-        lambda: not alive(everything),
+        lambda: not running(everything),
         5.0,
-        "the children of labd to end: " + describe(alive(everything)),
+        "the children of labd to end: " + describe(running(everything)),
     )
     # /dev/shm: the session guard (conftest) fails the run on any segment we left
     assert not os.path.exists(d.socket)

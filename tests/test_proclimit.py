@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import DaemonFactory, fakes_env
+from daemonkit import DaemonFactory, fakes_env
 from helpers import Daemon, labd_command, short_dir, wait_for
 
 pytestmark = [

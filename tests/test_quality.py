@@ -67,3 +67,10 @@ def test_public_plugin_api() -> None:
         assert getattr(labd, name) is not None
     with pytest.raises(AttributeError):
         labd.Lab  # noqa: B018 - the daemon's core is not part of the plugin API
+
+
+def test_records_carry_the_contract_keys() -> None:
+    from labd.protocol import PROCESS_KEYS, SET_KEYS, ProcessRecord, StatusRecord
+
+    assert set(SET_KEYS) <= set(StatusRecord.__required_keys__)
+    assert set(PROCESS_KEYS) == set(ProcessRecord.__required_keys__)

@@ -35,6 +35,7 @@ from labctl.target import Target
 from labd.protocol import Address
 
 FAST = Pace(interval=0.05, retry=0.05)
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"  # a terminal's bracketed paste
 
 
 @pytest.fixture
@@ -49,10 +50,11 @@ def run_lines(state: State, typed: str, history: Path) -> int:
     """Type ``typed`` into a headless REPL and run it until it leaves."""
     with create_pipe_input() as keys:
         keys.send_text(typed)
-        return repl.run(state, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
+        return repl.run(state, cli, terminal=Terminal(keys, DummyOutput(), history), pace=FAST)
 
 
 # --- the loop, against a real labd -----------------------------------------------------
+@pytest.mark.daemon
 def test_spawn_then_status_run_through_the_same_grammar(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -68,6 +70,7 @@ def test_spawn_then_status_run_through_the_same_grammar(
     assert "+spawn queue 2 interval=0.1" in history and "+status" in history
 
 
+@pytest.mark.daemon
 def test_help_and_help_command(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -79,6 +82,7 @@ def test_help_and_help_command(
     assert "exit: leave the REPL" in out
 
 
+@pytest.mark.daemon
 def test_errors_are_one_line_and_the_loop_goes_on(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,7 +92,8 @@ def test_errors_are_one_line_and_the_loop_goes_on(
         "echo 'unbalanced\r"  # quotes
         "stop\r"  # a missing argument
         "inspect 424242\r"  # the daemon says no
-        f"{huge}\r"  # a paste gone wrong
+        f"{PASTE_START}{huge}{PASTE_END}\r"  # a paste gone wrong (bracketed, as terminals
+        # send a paste: one insertion, not 8 KB of single keys to process and redraw)
         "spaw\x03"  # Ctrl-C cancels the line being typed
         "status --json\r"  # and the loop still runs commands
         "\x04"  # Ctrl-D leaves
@@ -106,18 +111,19 @@ def test_errors_are_one_line_and_the_loop_goes_on(
     assert captured.out.rstrip().endswith("]")  # status --json ran after all that
 
 
+@pytest.mark.daemon
 def test_dispatch_returns_codes_and_none_to_leave(
     state: State, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert dispatch("", state) == 0
-    assert dispatch("   # a comment", state) == 0
-    assert dispatch("mechanisms", state) == 0
-    assert dispatch("labctl status", state) == 0  # a pasted "labctl" is allowed
-    assert dispatch("frobnicate", state) == 2
-    assert dispatch("tail notanumber", state) == 2
-    assert dispatch("--connect unix:/x status", state) == 2  # fixed at start-up
-    assert dispatch("exit", state) is None
-    assert dispatch("quit", state) is None
+    assert dispatch("", state, cli) == 0
+    assert dispatch("   # a comment", state, cli) == 0
+    assert dispatch("mechanisms", state, cli) == 0
+    assert dispatch("labctl status", state, cli) == 0  # a pasted "labctl" is allowed
+    assert dispatch("frobnicate", state, cli) == 2
+    assert dispatch("tail notanumber", state, cli) == 2
+    assert dispatch("--connect unix:/x status", state, cli) == 2  # fixed at start-up
+    assert dispatch("exit", state, cli) is None
+    assert dispatch("quit", state, cli) is None
     err = capsys.readouterr().err
     assert "labctl: no command 'frobnicate' (see: help)" in err
     assert "apply when labctl starts" in err
@@ -232,6 +238,7 @@ def test_toolbar_shows_live_sets_and_the_connection() -> None:
 
 
 # --- the poller and reconnection, against real daemons ---------------------------------
+@pytest.mark.daemon
 def test_poller_fills_the_cache_on_its_own_connection(module_labd: Daemon) -> None:
     cache = LiveCache()
     woken: list[int] = []
@@ -248,6 +255,7 @@ def test_poller_fills_the_cache_on_its_own_connection(module_labd: Daemon) -> No
         poller.stop()
 
 
+@pytest.mark.daemon
 def test_labd_going_away_is_said_once_and_the_repl_reconnects(
     labd_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -258,17 +266,17 @@ def test_labd_going_away_is_said_once_and_the_repl_reconnects(
     poller = Poller(target, cache, pace=FAST, say=said.append)
     poller.start()
     try:
-        assert dispatch("status", state) == 0  # the state's own connection
+        assert dispatch("status", state, cli) == 0  # the state's own connection
         assert first.stop() == 0
         wait_for(lambda: not cache.snapshot().connected, 10, "the poller to notice")
-        assert dispatch("help", state) == 0  # help still works
-        assert dispatch("status", State(target)) == 3  # one line: cannot reach labd
+        assert dispatch("help", state, cli) == 0  # help still works
+        assert dispatch("status", State(target), cli) == 3  # one line: cannot reach labd
         labd_factory(root=first.root)  # labd is back, at the same socket
         wait_for(lambda: cache.snapshot().connected, 10, "the poller to reconnect")
         assert state.connected  # the old connection looks fine, but its daemon is gone
         assert forget_lost(state, cache, seen=0) == 1  # what the loop does before each line
         assert not state.connected
-        assert dispatch("status", state) == 0  # a new connection, no "connection lost"
+        assert dispatch("status", state, cli) == 0  # a new connection, no "connection lost"
     finally:
         poller.stop()
         state.close()

@@ -19,6 +19,8 @@ import psutil
 import pytest
 from helpers import Daemon, labctl_command, wait_for
 
+pytestmark = pytest.mark.daemon
+
 WAIT = 15.0
 
 

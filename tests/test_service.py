@@ -21,12 +21,11 @@ from typing import Any
 import psutil
 import pytest
 import rpyc
-from conftest import DaemonFactory, fakes_env
+from daemonkit import DaemonFactory, fakes_env
 from fakes import BAD
 from helpers import (
     CLIENT_CONFIG,
     Daemon,
-    alive,
     free_port,
     one_line,
     short_dir,
@@ -37,6 +36,9 @@ from rpyc.core import consts
 import labd.errors as E
 from labd.protocol import PROCESS_KEYS, SET_KEYS
 from labd.server.service import MAX_JSON
+from labd.testing import running
+
+pytestmark = pytest.mark.daemon
 
 FAST = json.dumps({"interval": 0.05})
 
@@ -357,7 +359,7 @@ def test_each_set_is_a_process_group_that_its_stop_ends_whole(
     left = wait_for(helpers, 10, "each counter's helper process")
     assert {os.getpgid(h.pid) for h in left} == groups[sid]
     call(rpc, "stop", (sid,))
-    wait_for(lambda: not alive(left), 5, "the helpers to end with their set")
+    wait_for(lambda: not running(left), 5, "the helpers to end with their set")
     assert "left behind" in labd_daemon.log_text()
     assert status(rpc, other)["state"] == "running"
 
@@ -413,7 +415,7 @@ def test_after_sigkill_children_end_and_sets_are_interrupted(
 
     def all_gone() -> bool:
         nonlocal left
-        left = alive(kids)
+        left = running(kids)
         return not left
 
     wait_for(all_gone, 5, "every child to end after labd was killed")
@@ -500,4 +502,4 @@ def test_a_second_labd_on_the_same_state_dir_leaves_the_first_alone(
         before = status(conn, sid)["attempted"]
         wait_for(lambda: status(conn, sid)["attempted"] > before + 2, 3, "the first to go on")
         assert status(conn, sid)["state"] == "running"
-        assert len(alive(workers)) == len(workers)
+        assert len(running(workers)) == len(workers)

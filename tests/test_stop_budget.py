@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from conftest import DaemonFactory
+from daemonkit import DaemonFactory
 from helpers import wait_for
 
 from labd.protocol import SHUTDOWN_MARGIN_S, TIMEOUT_STOP_S

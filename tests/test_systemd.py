@@ -113,6 +113,7 @@ def notified_labd(tmp_path: Path):
     assert leftovers == ["notify"], "labd removes its socket and private directories"
 
 
+@pytest.mark.daemon
 def test_sd_notify_protocol(notified_labd) -> None:
     proc, listener, sock = notified_labd
     listener.wait_for("READY=1")

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import DaemonFactory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from daemonkit import DaemonFactory
 from helpers import (
     CLIENT_CONFIG,
     Daemon,
@@ -383,11 +383,13 @@ def start_refused(args: tuple[str, ...]) -> str:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.daemon
 def test_plain_tcp_on_a_public_address_is_refused() -> None:
     text = start_refused(("--listen", f"0.0.0.0:{free_port()}"))
     assert "without TLS" in text and "labd tls init" in text
 
 
+@pytest.mark.daemon
 def test_incomplete_or_bad_tls_files_are_refused(pki: Pki, other_pki: Pki) -> None:
     listen = ("--listen", f"0.0.0.0:{free_port()}")
     text = start_refused((*listen, "--tls-cert", pki.server_crt))
@@ -432,6 +434,7 @@ def test_incomplete_or_bad_tls_files_are_refused(pki: Pki, other_pki: Pki) -> No
 
 
 # --- a TLS listener --------------------------------------------------------------------
+@pytest.mark.daemon
 def test_labctl_with_its_certificate_is_served(tls_labd: TlsLabd, pki: Pki) -> None:
     done = labctl(tls_labd.address, pki.client_crt, pki.client_key, pki.ca_crt, "status", "--json")
     assert all("id" in s for s in status_json(done))
@@ -450,6 +453,7 @@ def test_labctl_with_its_certificate_is_served(tls_labd: TlsLabd, pki: Pki) -> N
     assert "without TLS" not in log
 
 
+@pytest.mark.daemon
 def test_a_client_without_a_certificate_is_refused(tls_labd: TlsLabd, pki: Pki) -> None:
     for tls12 in (False, True):
         # TLS 1.2: the handshake fails; 1.3: labd's alert ends the first read
@@ -473,6 +477,7 @@ def test_a_client_without_a_certificate_is_refused(tls_labd: TlsLabd, pki: Pki) 
     )
 
 
+@pytest.mark.daemon
 def test_a_client_certificate_from_another_ca_is_refused(
     tls_labd: TlsLabd, pki: Pki, other_pki: Pki
 ) -> None:
@@ -496,6 +501,7 @@ def test_a_client_certificate_from_another_ca_is_refused(
     )
 
 
+@pytest.mark.daemon
 def test_labctl_refuses_a_server_certificate_for_another_name(
     tls_labd: TlsLabd, pki: Pki, other_pki: Pki
 ) -> None:
@@ -511,6 +517,7 @@ def test_labctl_refuses_a_server_certificate_for_another_name(
     assert "not trusted" in text
 
 
+@pytest.mark.daemon
 def test_a_client_that_resets_right_after_the_handshake_leaves_no_trace(
     tls_labd: TlsLabd, pki: Pki
 ) -> None:
@@ -533,6 +540,7 @@ def test_a_client_that_resets_right_after_the_handshake_leaves_no_trace(
     assert "Traceback" not in log and "ERROR" not in log, log
 
 
+@pytest.mark.daemon
 def test_a_silent_client_does_not_block_others(tls_labd: TlsLabd, pki: Pki) -> None:
     silent = [socket.create_connection(("127.0.0.1", tls_labd.port), timeout=10) for _ in range(8)]
     # one that starts a handshake and stops half-way
@@ -574,6 +582,7 @@ def test_a_silent_client_does_not_block_others(tls_labd: TlsLabd, pki: Pki) -> N
     assert f"no TLS handshake within {HANDSHAKE_TIMEOUT:g} s" in tls_labd.daemon.log_text()
 
 
+@pytest.mark.daemon
 def test_peers_without_a_certificate_take_no_place_of_those_with_one(pki: Pki) -> None:
     factory = DaemonFactory()
     silent: list[socket.socket] = []
@@ -656,6 +665,7 @@ def netns() -> Iterator[Netns]:
         assert name not in _ip("netns", "list").stdout, f"namespace {name} is left"
 
 
+@pytest.mark.daemon
 def test_labctl_on_another_host(netns: Netns, labd_factory: DaemonFactory) -> None:
     root = short_dir()
     try:

@@ -8,13 +8,10 @@ the network.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from labd.protocol import LIVE_STATES
-
-Record = Mapping[str, Any]
+from labd.protocol import LIVE_STATES, MechanismRecord, StatusRecord
 
 
 @dataclass(frozen=True)
@@ -22,17 +19,17 @@ class Snapshot:
     """The daemon as last seen: its sets and mechanisms, and whether it answers."""
 
     connected: bool = False
-    sets: tuple[Record, ...] = ()
-    mechanisms: tuple[Record, ...] = ()
+    sets: tuple[StatusRecord, ...] = ()
+    mechanisms: tuple[MechanismRecord, ...] = ()
     updated: float | None = None  # time.monotonic() of the last status()
     losses: int = 0  # how many times a connection to labd was lost
     problem: str = ""  # why it is not connected (one line)
 
     @property
-    def live_sets(self) -> tuple[Record, ...]:
+    def live_sets(self) -> tuple[StatusRecord, ...]:
         return tuple(s for s in self.sets if s.get("state") in LIVE_STATES)
 
-    def mechanism(self, name: str) -> Record | None:
+    def mechanism(self, name: str) -> MechanismRecord | None:
         return next((m for m in self.mechanisms if m.get("name") == name), None)
 
 

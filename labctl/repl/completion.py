@@ -14,9 +14,9 @@ import click
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from labctl.repl.cache import LiveCache, Record, Snapshot
+from labctl.repl.cache import LiveCache, Snapshot
 from labctl.repl.dispatch import HELP, LEAVE, commands
-from labd.protocol import typed_value
+from labd.protocol import ParamRecord, StatusRecord, typed_value
 
 ID_COMMANDS = {"stop": None, "inspect": 1, "tail": 1, "watch": None, "status": None}
 BOOL_VALUES = ("yes", "no")
@@ -109,12 +109,12 @@ def _spawn(line: Line, snap: Snapshot) -> Iterator[Completion]:
     yield from _matching(line.current, free, free)
 
 
-def _describe(param: Record) -> str:
+def _describe(param: ParamRecord) -> str:
     default = param.get("default")
     return f"{param.get('type')}, default {typed_value(default)}: {param.get('help') or ''}"
 
 
-def _values(key: str, typed: str, param: Record) -> Iterator[Completion]:
+def _values(key: str, typed: str, param: ParamRecord) -> Iterator[Completion]:
     """The allowed values of one parameter (``lock=`` -> yes, no), else its default."""
     if param.get("choices") is not None:
         values = [typed_value(c) for c in param["choices"]]
@@ -142,7 +142,7 @@ def _ids(line: Line, snap: Snapshot) -> Iterator[Completion]:
     given = line.positional
     if limit is not None and len(given) >= limit:
         return
-    sets: Sequence[Record] = snap.live_sets if name == "stop" else snap.sets
+    sets: Sequence[StatusRecord] = snap.live_sets if name == "stop" else snap.sets
     meta = {str(s.get("id")): f"{s.get('mechanism')}, {s.get('state')}" for s in sets}
     for taken in given:
         meta.pop(taken, None)

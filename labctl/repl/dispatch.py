@@ -1,35 +1,34 @@
 """One REPL line through the one grammar: ``shlex.split``, then the same click group.
 
 There is no second command table: the words the REPL adds (``help``, ``exit``, ``quit``)
-are about the REPL itself, and everything else goes to :func:`labctl.cli.run`, which
-calls ``cli.main(args, prog_name="labctl", standalone_mode=False, obj=state)`` and turns
+are about the REPL itself, and everything else goes to :func:`labctl.invoke.invoke` with
+the group the REPL was given (the CLI's, :data:`labctl.cli.cli`), which calls
+``group.main(args, prog_name="labctl", standalone_mode=False, obj=state)`` and turns
 every error into one line. Whatever happens, :func:`dispatch` returns: the loop goes on.
+The REPL never imports :mod:`labctl.cli`: the grammar is handed to it.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import shlex
 from collections.abc import Sequence
 
 import click
 
-from labctl import cli as grammar
+from labctl.invoke import fail, invoke
 from labctl.state import State
-from labd.errors import EXIT_FAILED, EXIT_USAGE, LabError, message_of
 
 MAX_LINE = 8192  # characters; a longer line is a paste gone wrong, not a command
 LEAVE = ("exit", "quit")
 HELP = "help"
-EXIT_INTERRUPTED = 130
 REPL_HELP = """
 In the REPL: help COMMAND shows a command's help; Tab completes commands, mechanisms,
 parameters and set ids; Up and Ctrl-R search the history; Ctrl-C cancels the line or a
 live view (watch, tail -f); exit, quit or Ctrl-D leaves."""
 
 
-def dispatch(line: str, state: State, group: click.Group = grammar.cli) -> int | None:
+def dispatch(line: str, state: State, group: click.Group) -> int | None:
     """Run one line; return its exit code, or None when the user asks to leave."""
     if len(line) > MAX_LINE:
         return fail(f"line too long ({len(line)} characters, at most {MAX_LINE}): nothing run")
@@ -48,7 +47,7 @@ def dispatch(line: str, state: State, group: click.Group = grammar.cli) -> int |
         return show_help(args[1:], state, group)
     if not head.startswith("-") and head not in commands(group):
         return fail(unknown(head, commands(group)))
-    return run_args(args, state)
+    return invoke(group, args, state)
 
 
 def commands(group: click.Group) -> list[str]:
@@ -68,7 +67,7 @@ def unknown(name: str, names: Sequence[str]) -> str:
 def show_help(words: Sequence[str], state: State, group: click.Group) -> int:
     """``help``: the group's help and the REPL's keys; ``help COMMAND``: that command's."""
     if not words:
-        code = run_args(["--help"], state)
+        code = invoke(group, ["--help"], state)
         click.echo(REPL_HELP)
         return code
     name = words[0]
@@ -80,29 +79,4 @@ def show_help(words: Sequence[str], state: State, group: click.Group) -> int:
         return 0
     if name not in commands(group):
         return fail(unknown(name, commands(group)))
-    return run_args([name, "--help"], state)
-
-
-def run_args(args: list[str], state: State) -> int:
-    """The words through the click group; every error is one line and an exit code."""
-    try:
-        return grammar.run(args, state=state)
-    except (KeyboardInterrupt, EOFError):
-        return fail("interrupted", EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        return code if isinstance(code, int) else EXIT_FAILED
-    except LabError as exc:
-        return fail(exc.message, exc.exit_code)
-    except Exception as exc:
-        if os.environ.get("LABCTL_DEBUG"):
-            raise
-        return fail(f"internal error: {type(exc).__name__}: {message_of(exc)}", EXIT_FAILED)
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> int:
-    click.echo(f"labctl: {message}", err=True)
-    return code
+    return invoke(group, [name, "--help"], state)

@@ -19,7 +19,6 @@ import click
 from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from labctl import cli as grammar
 from labctl.repl.cache import LiveCache
 from labctl.repl.dispatch import dispatch
 from labctl.repl.poller import Pace, Poller
@@ -31,24 +30,31 @@ WELCOME = "labd {version} at {address}. help lists the commands; Tab completes; 
 DOWN = "labctl: the REPL is open and connects when labd answers (help and exit still work)"
 
 
-def run(state: State, *, terminal: Terminal | None = None, pace: Pace | None = None) -> int:
-    """Run the REPL until exit, quit or Ctrl-D; return the exit code (0).
+def run(
+    state: State,
+    group: click.Group,
+    *,
+    terminal: Terminal | None = None,
+    pace: Pace | None = None,
+) -> int:
+    """Run the REPL on ``group`` (the CLI's grammar) until exit, quit or Ctrl-D; return
+    the exit code (0).
 
     ``terminal`` and ``pace`` are for tests. With no terminal given and stdin not a
     terminal, lines are read from stdin without a prompt (``labctl < script``).
     """
     state.interactive = True
     if terminal is None and not sys.stdin.isatty():
-        return plain(state)
+        return plain(state, group)
     cache = LiveCache()
     poller = Poller(state.target, cache, pace=pace or Pace())
     if not greet(state, cache):
         poller.told_down()
-    session = build_session(grammar.cli, cache, str(state.target.address), terminal or Terminal())
+    session = build_session(group, cache, str(state.target.address), terminal or Terminal())
     poller.on_change = session.app.invalidate
     poller.start()
     try:
-        return loop(session, state, cache)
+        return loop(session, state, cache, group)
     finally:
         poller.stop()
 
@@ -66,7 +72,7 @@ def greet(state: State, cache: LiveCache) -> bool:
     return True
 
 
-def loop(session: PromptSession[str], state: State, cache: LiveCache) -> int:
+def loop(session: PromptSession[str], state: State, cache: LiveCache, group: click.Group) -> int:
     """Prompt and dispatch until the user leaves; Ctrl-C only ever cancels."""
     seen = cache.snapshot().losses
     while True:
@@ -75,7 +81,7 @@ def loop(session: PromptSession[str], state: State, cache: LiveCache) -> int:
                 line = session.prompt()
             seen = forget_lost(state, cache, seen)
             with tidy_interrupts():
-                if dispatch(line, state) is None:
+                if dispatch(line, state, group) is None:
                     return 0
         except KeyboardInterrupt:
             continue
@@ -114,11 +120,11 @@ def forget_lost(state: State, cache: LiveCache, seen: int) -> int:
     return losses
 
 
-def plain(state: State) -> int:
+def plain(state: State, group: click.Group) -> int:
     """Lines from a pipe or a file, each through the grammar; the last failure's code."""
     code = 0
     for line in sys.stdin:
-        result = dispatch(line.rstrip("\n"), state)
+        result = dispatch(line.rstrip("\n"), state, group)
         if result is None:
             break
         code = result or code

@@ -12,7 +12,8 @@ import time
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
 from labctl import humane
-from labctl.repl.cache import LiveCache, Record, Snapshot
+from labctl.repl.cache import LiveCache, Snapshot
+from labd.protocol import StatusRecord
 
 STALE_AFTER = 3.0  # seconds without a fresh status() before the figures are marked stale
 MAX_SHOWN = 6
@@ -29,7 +30,7 @@ STYLE = {
 }
 
 
-def set_items(s: Record) -> StyleAndTextTuples:
+def set_items(s: StatusRecord) -> StyleAndTextTuples:
     lost = s.get("lost") or 0
     return [
         ("class:bottom-toolbar.id", f" #{s.get('id')}"),

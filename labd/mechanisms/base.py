@@ -6,6 +6,20 @@ printers run in child processes and receive only what :meth:`Mechanism.counter_a
 and :meth:`Mechanism.printer_args` hand them, so that each child holds just its own
 ends (this is what makes a pipe's EOF mean "all writers are gone").
 
+Where each part runs:
+
+* In labd (the daemon, a threaded process): ``__init__``, :meth:`~Mechanism.setup`,
+  ``counter_args``/``printer_args``, :meth:`~Mechanism.started`,
+  :meth:`~Mechanism.observe`, :meth:`~Mechanism.release_printers` and
+  :meth:`~Mechanism.teardown`. They must not block for long: labd serves clients on
+  other threads meanwhile.
+* In the workers (one process each, started by the set's multiprocessing context,
+  ``forkserver`` by default): the classmethods :meth:`~Mechanism.counter` and
+  :meth:`~Mechanism.printer`, with a context from :mod:`labd.worker.contexts`. They
+  see no instance state: only their arguments and ``ctx.values`` (the parameters).
+  The module defining the class is preloaded by the forkserver, so keep its imports
+  light and never start threads or processes at import.
+
 Lifecycle, driven by labd::
 
     m = Mechanism(values)           # values: own and common parameters, checked
@@ -19,13 +33,45 @@ Lifecycle, driven by labd::
     printers are told to stop and exit
     m.teardown()                    # daemon: release resources
 
+Threads in labd: :meth:`~Mechanism.observe` is called by labd's sampler thread (ten
+times a second) and once more by the thread that stops the set, for the final figures;
+never two at a time, and never after that final call. ``setup``, ``started``,
+``release_printers`` and ``teardown`` run on the thread that starts or stops the set
+(a client's connection, a background stop when ``duration`` is reached or the set
+failed, or labd's own shutdown): each set is started and stopped by one thread at a time.
+
+The counter loop is ``for n in ctx.batches(): ...do n increments...`` and must return
+soon after ``batches()`` ends (the set is stopping): labd waits 3 s (longer while the
+set still makes progress), then sends SIGTERM, then SIGKILL.
+
+Printers come in two kinds, chosen by :attr:`Mechanism.messages`:
+
+* ``messages = False`` (a shared value): :meth:`observe` returns the value, and the
+  printer loop is ``for _ in ctx.ticks(): ctx.show(read the value)``; it ends when
+  ``ticks()`` ends.
+* ``messages = True`` (each increment is a message): the value of the set is what the
+  printers received, so each printer must call ``ctx.received(sent_ns)`` (or
+  ``ctx.received_many``) for every valid message and ``ctx.corrupt()`` for every
+  garbled one, and must drain every message the counters sent before it returns:
+  a message never received counts as lost. ``observe()`` is not called. Such a
+  printer ends on an end-of-stream the mechanism itself provides: a sentinel per
+  printer put by :meth:`release_printers` behind every message (the queue), or EOF
+  once every write end is closed (the pipe: the daemon closes its copies in
+  :meth:`started`, the counters' copies close as they exit). ``ctx.wake`` becomes
+  readable when printers are told to stop, after ``release_printers``; a printer
+  still running 5 s later (longer while it makes progress) is terminated. A message
+  printer prints nothing itself: the first printer's context prints the set's total
+  at each tick.
+
 Register a mechanism as an entry point in the group ``labd.mechanisms``::
 
     [project.entry-points."labd.mechanisms"]
     shm = "my_package.module:SharedMemoryCounter"
 
 The entry point's name must equal the class's ``name``. ``counter`` and ``printer`` are
-classmethods that run in the children; they must be importable module-level code.
+classmethods (not staticmethods: labd refuses those at load) defined in an importable
+module. :mod:`labd.testing` has a fake mechanism, the accounting invariant to check a
+set against, and leak checks for tests of a plugin.
 """
 
 from __future__ import annotations
@@ -36,6 +82,7 @@ from multiprocessing.managers import SyncManager
 from typing import Any, ClassVar, Protocol
 
 from labd.params import Param
+from labd.protocol import MechanismRecord
 from labd.worker.contexts import CounterContext, PrinterContext
 
 
@@ -86,29 +133,39 @@ class Mechanism:
         """All children started: close what the daemon must not keep (e.g. write ends)."""
 
     def observe(self) -> int | None:
-        """The shared value now (non-message mechanisms); None for message mechanisms."""
+        """The shared value now (non-message mechanisms); None for message mechanisms.
+
+        Called on labd's sampler thread, never concurrently with itself; it must be
+        quick (no waiting on workers). If it raises, the last value seen stands."""
         return None
 
     def release_printers(self) -> None:
-        """Counters have exited: make printers finish once they drained what was sent."""
+        """Counters have exited: make printers finish once they drained what was sent
+        (message mechanisms: put each printer's end-of-stream behind every message)."""
 
     def teardown(self) -> None:
-        """Release the set's resources. Must not raise if setup failed half-way."""
+        """Release the set's resources, once every worker has ended (or was killed).
+
+        Runs on the thread that stops the set, after the final :meth:`observe`. Must
+        not raise if setup failed half-way, and must be safe to call twice."""
 
     # --- child side --------------------------------------------------------------
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
-        """The counter loop: ``for n in ctx.batches(): ...n increments...``."""
+        """The counter loop, in a worker: ``for n in ctx.batches(): ...n increments...``;
+        ``args`` are what :meth:`counter_args` gave. Return once ``batches()`` ends."""
         raise NotImplementedError
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        """The printer loop: ``ctx.show(v)`` per tick, or ``ctx.received(t)`` per message."""
+        """The printer loop, in a worker: ``ctx.show(v)`` per tick, or, with
+        ``messages = True``, ``ctx.received(sent_ns)`` per message until the
+        mechanism's end-of-stream (see the module docstring)."""
         raise NotImplementedError
 
     # --- description ---------------------------------------------------------------
     @classmethod
-    def describe(cls) -> dict[str, Any]:
+    def describe(cls) -> MechanismRecord:
         return {
             "name": cls.name,
             "summary": cls.summary,

@@ -19,6 +19,7 @@ from typing import Any
 
 from rpyc.utils.authenticators import AuthenticationError
 
+from labd.errors import ssl_reason
 from labd.server.access import PRIVATE, SocketAccess
 from labd.server.tls import peer_subject
 
@@ -151,7 +152,7 @@ def _handshake_failure(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate not accepted: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):
-        reason = str(exc.reason or exc.strerror or exc).lower().replace("_", " ")
+        reason = ssl_reason(exc)
         hints = {
             "peer did not return a certificate": "no client certificate",
             "http request": "plain HTTP, not TLS",

@@ -23,9 +23,9 @@ from pathlib import Path
 from rpyc.utils.helpers import classpartial
 from rpyc.utils.server import ThreadedServer
 
-from labd.errors import ConfigError
+from labd.errors import ConfigError, UsageError
 from labd.lab import Lab
-from labd.protocol import MAX_CLIENTS, Address
+from labd.protocol import MAX_CLIENTS, Address, tls_files
 from labd.server.access import PRIVATE, SocketAccess
 from labd.server.auth import LoopbackAuthenticator, PeerCredAuthenticator, TlsAuthenticator
 from labd.server.rpyc_server import LabServer
@@ -50,24 +50,22 @@ def load_tls(
     Checks before anything starts: the options all or none, TCP addresses without TLS
     only on loopback, files readable, valid, matching, and the certificate not expired.
     """
-    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
-    missing = [flag for flag, value in given.items() if not value]
+    try:
+        files = tls_files(cert, key, ca)
+    except UsageError as exc:
+        raise ConfigError(exc.message) from None  # labd's own options: exit code 2
     tcp = [a for a in addresses if not a.is_unix]
-    if len(missing) == len(given):
+    if files is None:
         for address in tcp:
             if not address.is_loopback:
                 raise plain_tcp_refused(address)
         return None
-    if missing:
-        raise ConfigError(
-            f"--tls-cert, --tls-key and --tls-ca go together: missing {', '.join(missing)}"
-        )
+    cert, key, ca = files
     if not tcp:
         raise ConfigError(
             "--tls-cert, --tls-key and --tls-ca secure TCP: give --listen HOST:PORT too "
             "(e.g. --listen 0.0.0.0:18861)"
         )
-    assert cert and key and ca
     from labd.server.tls import check_server_files, server_context
 
     context = server_context(cert, key, ca)

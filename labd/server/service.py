@@ -14,23 +14,31 @@ import rpyc
 
 from labd.errors import LabError, UsageError
 from labd.lab import Lab
+from labd.protocol import RPYC_PROTECTIVE
+from labd.server.experiments import EXPERIMENT_API, ExperimentMethods
 
 log = logging.getLogger("labd.service")
 
-API = ("version", "mechanisms", "spawn", "status", "inspect", "stop", "tail", "shutdown")
+API = (
+    "version",
+    "mechanisms",
+    "spawn",
+    "status",
+    "inspect",
+    "stop",
+    "tail",
+    "shutdown",
+    *EXPERIMENT_API,
+)
 MAX_IDS = 10_000
 MAX_TAIL = 10_000
 MAX_JSON = 64 * 1024
 
-#: rpyc protocol config: no attribute but the exposed API, no pickle, no setattr.
+#: rpyc protocol config: the protective settings, and nothing of the server's own state
+#: (no traceback, no version, no exception class made from a client's word) travels.
 PROTOCOL_CONFIG: dict[str, Any] = {
-    "allow_public_attrs": False,
-    "allow_all_attrs": False,
-    "allow_pickle": False,
-    "allow_setattr": False,
-    "allow_delattr": False,
+    **RPYC_PROTECTIVE,
     "allow_getattr": True,
-    "import_custom_exceptions": False,
     "instantiate_custom_exceptions": False,
     "instantiate_oldstyle_exceptions": False,
     "include_local_traceback": False,
@@ -82,7 +90,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-class LabService(rpyc.Service):
+class LabService(ExperimentMethods, rpyc.Service):
     """One instance per connection (see :func:`labd.server.service_factory`)."""
 
     def __init__(self, lab: Lab, on_shutdown: Callable[[], None]) -> None:

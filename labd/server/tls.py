@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import ssl
 from typing import Any
 
-from labd.errors import ConfigError
+from labd.errors import ConfigError, ssl_reason
 
 log = logging.getLogger("labd.tls")
 
@@ -77,11 +76,11 @@ def server_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise ConfigError(f"--tls-key {key} is not the key of --tls-cert {cert}") from None
-        raise ConfigError(f"--tls-key {key} is not a PEM private key ({_reason(exc)})") from None
+        raise ConfigError(f"--tls-key {key} is not a PEM private key ({ssl_reason(exc)})") from None
     try:
         context.load_verify_locations(cafile=ca)
     except ssl.SSLError as exc:
-        raise ConfigError(f"cannot load --tls-ca {ca}: {_reason(exc)}") from None
+        raise ConfigError(f"cannot load --tls-ca {ca}: {ssl_reason(exc)}") from None
     return context
 
 
@@ -130,11 +129,4 @@ def _pem_certificates(flag: str, path: str) -> None:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
     except ssl.SSLError as exc:
-        raise ConfigError(f"{flag} {path} is not a PEM certificate ({_reason(exc)})") from None
-
-
-def _reason(exc: ssl.SSLError) -> str:
-    if exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    text = str(exc.args[-1] if exc.args else exc)
-    return re.sub(r"^\[\w+\]\s*|\s*\(_ssl\.c:\d+\)$", "", text).lower()
+        raise ConfigError(f"{flag} {path} is not a PEM certificate ({ssl_reason(exc)})") from None
