@@ -30,7 +30,7 @@ from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail
-from labd.processset import ProcessSet, SetEnv, SetSpec, StopPlan, StopTimes, Worker
+from labd.processset import ProcessSet, SetEnv, SetSpec, Worker
 from labd.protocol import (
     MAX_PER_SET,
     MAX_PROCESSES,
@@ -48,6 +48,7 @@ from labd.registry import Registry
 from labd.sampler import Sampler
 from labd.setstatus import live_status, stored_status
 from labd.statedir import lock_state_dir
+from labd.stopplan import StopPlan, StopTimes
 from labd.store import Store
 
 log = logging.getLogger("labd.lab")
