@@ -1,20 +1,22 @@
 # `make test` is the README's second set-up command and what .ci/run calls: it installs
 # every test dependency (Python packages, the example plugin, Debian tools the tests
-# drive) and runs the whole suite.
+# drive) and runs the whole suite. install.py picks the environment: this python3's own
+# (a virtual environment, pyenv), or the repository's .venv when the distribution's
+# python3 refuses pip (PEP 668).
 PY ?= python3
 # command:package pairs
 DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2
 
 .PHONY: test test-fast deps debian-tools lint run
 test: deps
-	$(PY) -m pytest
+	"$$($(PY) install.py --test-python)" -m pytest
 
 # the fast layer: no real labd, no worker processes (tests marked daemon are left out)
 test-fast: deps
-	$(PY) -m pytest -m "not daemon"
+	"$$($(PY) install.py --test-python)" -m pytest -m "not daemon"
 
 deps: debian-tools
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,plot]' -e examples/ipclab-shm
+	$(PY) install.py --test
 
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
@@ -30,4 +32,4 @@ lint:
 	$(PY) -m mypy
 
 run:
-	$(PY) -m pip install --quiet . && labctl
+	$(PY) install.py

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import click
 
-from labctl import follow, render
+from labctl import figures, follow, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
@@ -54,6 +54,7 @@ GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart")
 
 
 @click.group(cls=LabGroup, invoke_without_command=True, context_settings=CONTEXT)
+@click.version_option(package_name="ipclab", prog_name="labctl", message="%(prog)s %(version)s")
 @click.option(
     "--connect",
     type=ADDRESS,
@@ -128,7 +129,7 @@ SPAWN_HELP = """Start a set of N counter processes sharing a counter through MEC
 \b
 KEY=VALUE pairs set the mechanism's parameters and the common ones
 (interval, printers, duration, start_method, name); see: labctl mechanisms.
-Prints the new set's id (with --json, its status object).
+Says the new set's id and what it is (with --json, its status object).
 
 \b
 Examples:
@@ -158,7 +159,9 @@ def spawn(
     as_json: bool,
 ) -> None:
     created = client_of(ctx).spawn(mechanism, counters, params)
-    show(created, as_json, lambda record: str(record.get("id")))
+    for warning in created.get("warnings") or ():
+        click.echo(f"labctl: warning: {warning}", err=True)
+    show(created, as_json, render.spawned)
 
 
 @cli.command()
@@ -168,10 +171,10 @@ def spawn(
 def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool) -> None:
     """One row per set: running ones and those ended since labd started.
 
-    Give ids to see only those sets.
+    Give ids to see only those sets. What each figure means: help figures.
     """
     sets = client_of(ctx).status(ids)
-    show(sets, as_json, render.status_table)
+    show(sets, as_json, lambda found: render.status_table(found, figures.width()))
 
 
 @cli.command()
@@ -182,6 +185,19 @@ def inspect(ctx: click.Context, set_id: int, as_json: bool) -> None:
     """A set in full: parameters, metrics, processes, events (also for finished sets)."""
     found = client_of(ctx).inspect(set_id)
     show(found, as_json, render.inspect)
+
+
+@cli.command()
+@click.argument("set_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def explain(ctx: click.Context, set_id: int, as_json: bool) -> None:
+    """The story of a set: attempted, value, lost and why; with trace=yes, each lost
+    update (who read what, who overwrote whom) on a timeline."""
+    from labctl import explain as story
+
+    found = client_of(ctx).explain(set_id)
+    show(found, as_json, story.render)
 
 
 @cli.command()
@@ -242,12 +258,59 @@ def repl(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.argument("step", metavar="[STEP]", required=False)
+@click.option("--list", "as_list", is_flag=True, help="List the steps.")
+@click.option("--auto", is_flag=True, help="Do not wait for Enter between steps.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: each step's result.")
+@click.pass_context
+def lesson(ctx: click.Context, step: str | None, as_list: bool, auto: bool, as_json: bool) -> None:
+    """A guided tour of the lesson's sections with real sets: each step's claim, its
+    live figures, and the verdict with the numbers measured here."""
+    from labctl import lesson as tour
+
+    if as_list:
+        click.echo(tour.listing())
+        return
+    if step is not None and step not in tour.NAMES:
+        raise click.UsageError(f"no step {step!r} (steps: {', '.join(tour.NAMES)})")
+    names = [step] if step else list(tour.NAMES)
+    out = None if as_json else click.echo
+    results = tour.tour(client_of(ctx), names, out=out, pause=not (auto or as_json))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+
+
+@cli.command(name="help")
+@click.argument("topic", metavar="[COMMAND | figures]", required=False)
+@click.pass_context
+def help_(ctx: click.Context, topic: str | None) -> None:
+    """The commands, one command's help, or what each figure means (help figures)."""
+    group = ctx.parent.command if ctx.parent else cli
+    if topic == "figures":
+        click.echo(figures.LEGEND)
+    elif topic is None:
+        click.echo(ctx.parent.get_help() if ctx.parent else cli.get_help(ctx))
+    elif isinstance(group, click.Group) and topic in group.commands:
+        cmd = group.commands[topic]
+        with click.Context(cmd, info_name=topic, parent=ctx.parent) as sub:
+            click.echo(cmd.get_help(sub))
+    else:
+        raise click.UsageError(f"no command or topic {topic!r} (see: labctl help)")
+
+
+@cli.command()
 @click.pass_context
 def shutdown(ctx: click.Context) -> None:
     """Stop every set and then labd itself."""
     client = client_of(ctx, autostart=False)
+    state = ctx.find_object(State)
+    if state is not None:
+        state.shut_down = True
+        state.on_shutdown()
     client.shutdown()
-    click.echo(f"labd at {client.address} is shutting down")
+    click.echo(f"labd is shutting down (at {client.address})")
+    if state is not None and state.interactive:
+        click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
 
 
 for _command in EXPERIMENT_COMMANDS:  # compare, experiments, report, history, plot, export

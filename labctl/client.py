@@ -30,6 +30,7 @@ from labd.protocol import (
     InspectRecord,
     MechanismRecord,
     ShutdownRecord,
+    SpawnRecord,
     StatusRecord,
     TailRecord,
     VersionRecord,
@@ -85,14 +86,17 @@ class Client:
     def mechanisms(self) -> list[MechanismRecord]:
         return cast(list[MechanismRecord], self._call("mechanisms"))
 
-    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> StatusRecord:
-        return cast(StatusRecord, self._call("spawn", mechanism, counters, json.dumps(params)))
+    def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> SpawnRecord:
+        return cast(SpawnRecord, self._call("spawn", mechanism, counters, json.dumps(params)))
 
     def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
         return cast(list[StatusRecord], self._call("status", tuple(ids)))
 
     def inspect(self, set_id: int) -> InspectRecord:
         return cast(InspectRecord, self._call("inspect", set_id))
+
+    def explain(self, set_id: int) -> dict[str, Any]:
+        return cast(dict[str, Any], self._call("explain", set_id))
 
     def stop(self, ids: Sequence[int] | Literal["all"]) -> list[StatusRecord]:
         which = ids if ids == "all" else tuple(ids)

@@ -30,11 +30,10 @@ def _sig3(x: float) -> str:
 
 
 def count(n: int | float | None) -> str:
-    """A counter: exact below a million (``999999``), then ``1.23M``."""
+    """A counter on a compact surface: exact below 1,000, then ``1.23k``, ``4.18M``
+    (one format for the whole column: never ``892145`` beside ``4.18M``)."""
     if n is None:
         return MISSING
-    if abs(n) < 1_000_000 and n == int(n):
-        return str(int(n))
     return number(n)
 
 

@@ -7,15 +7,15 @@ a trailing newline. Missing keys show as ``-``: a newer or older daemon still re
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from labctl import humane
+from labctl import figures, humane
+from labctl.layout import Column, lay_out
 from labctl.table import pairs, table
 from labd.protocol import (
-    LIVE_STATES,
     EventRecord,
     InspectRecord,
     MechanismRecord,
@@ -25,6 +25,8 @@ from labd.protocol import (
     typed_value,
 )
 
+Record = Mapping[str, Any]
+
 STATE_COLOURS = {
     "starting": "cyan",
     "running": "green",
@@ -33,25 +35,12 @@ STATE_COLOURS = {
     "failed": "red",
     "interrupted": "red",
 }
-STATUS_HEADERS = (
-    "ID",
-    "NAME",
-    "MECHANISM",
-    "STATE",
-    "COUNTERS",
-    "VALUE",
-    "ATTEMPTED",
-    "LOST",
-    "LOST%",
-    "RATE",
-)
-NAME_WIDTH = 24
 
 
 def styled_state(state: str, padded: str | None = None) -> str:
     colour = STATE_COLOURS.get(state)
     text = state if padded is None else padded
-    return click.style(text, fg=colour) if colour else text
+    return figures.paint(text, fg=colour) if colour else text
 
 
 def _text(value: Any) -> str:
@@ -62,36 +51,46 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _short(name: Any) -> str:
-    text = _text(name)
-    return text if len(text) <= NAME_WIDTH else text[: NAME_WIDTH - 3] + "..."
+def _lost_cell(s: Record, raw: str, padded: str) -> str:
+    return figures.paint_lost(s.get("lost"), padded)
 
 
-def status_row(s: StatusRecord) -> list[str]:
-    return [
-        _text(s.get("id")),
-        _short(s.get("name")),
-        _text(s.get("mechanism")),
-        _text(s.get("state")),
-        _text(s.get("counters")),
-        humane.count(s.get("value")),
-        humane.count(s.get("attempted")),
-        humane.count(s.get("lost")),
-        humane.percent(s.get("lost"), s.get("attempted")),
-        humane.rate(s.get("rate")) if s.get("state") in LIVE_STATES else humane.MISSING,
+def _state_cell(s: Record, raw: str, padded: str) -> str:
+    return styled_state(raw, padded)
+
+
+def _rate(s: Record) -> str:
+    return humane.rate(s.get("rate")) if figures.live(s) else humane.MISSING
+
+
+def set_columns(sets: Sequence[Record]) -> list[Column]:
+    """The columns status and watch share; IN FLIGHT and CORRUPT where they apply."""
+    cols = [
+        Column("ID", lambda s: _text(s.get("id")), right=True),
+        Column("SET", figures.set_cell, squeeze=True),
+        Column("STATE", lambda s: _text(s.get("state")), paint=_state_cell),
+        Column("VALUE", lambda s: humane.count(s.get("value")), right=True),
+        Column("ATTEMPTED", lambda s: humane.count(s.get("attempted")), right=True),
+        Column("LOST", lambda s: humane.count(s.get("lost")), right=True, paint=_lost_cell),
     ]
+    if figures.in_flight_applies(sets):
+        cols.append(Column("IN FLIGHT", lambda s: humane.count(s.get("in_flight")), right=True))
+    if figures.corrupt_applies(sets):
+        cols.append(Column("CORRUPT", lambda s: humane.count(s.get("corrupt")), right=True))
+    return cols
 
 
-def status_table(sets: Sequence[StatusRecord]) -> str:
-    """One row per set: id, name, mechanism, state, counters, value, attempted, lost, rate."""
+def status_table(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
+    """One row per set: id, name, variant, state, value, attempted, lost, ..., rate."""
     if not sets:
         return "no sets (start one with: labctl spawn queue 3)"
-
-    def style(column: int, cell: str, padded: str) -> str:
-        return styled_state(cell, padded) if column == 3 else padded
-
-    rows = [status_row(s) for s in sets]
-    return "\n".join(table(STATUS_HEADERS, rows, right={0, 4, 5, 6, 7, 8, 9}, style=style))
+    cols = set_columns(sets)
+    lost_pc = Column(
+        "LOST%", lambda s: humane.percent(s.get("lost"), s.get("attempted")), right=True, drop=2
+    )
+    cols.insert([c.header for c in cols].index("LOST") + 1, lost_pc)
+    cols.append(Column("RATE", _rate, right=True, drop=1))
+    return "\n".join(lay_out(cols, sets, width))
 
 
 def param_line(p: ParamRecord) -> list[str]:
@@ -149,7 +148,7 @@ def mechanisms(mechs: Sequence[MechanismRecord]) -> str:
 
 def _title(s: StatusRecord) -> str:
     name = f' "{s["name"]}"' if s.get("name") else ""
-    return f"set {_text(s.get('id'))}{name}: {_text(s.get('mechanism'))}, " + styled_state(
+    return f"set {_text(s.get('id'))}{name}: {figures.variant(s)}, " + styled_state(
         _text(s.get("state"))
     )
 
@@ -176,7 +175,7 @@ def _metrics(s: InspectRecord) -> list[tuple[str, str]]:
     items = [
         ("value", humane.exact(s.get("value"))),
         ("attempted", humane.exact(s.get("attempted"))),
-        ("lost", lost),
+        ("lost", figures.paint_lost(s.get("lost"), lost)),
         ("in flight", humane.exact(s.get("in_flight"))),
         ("corrupt", humane.exact(s.get("corrupt"))),
         ("rate", humane.rate(s.get("rate"))),
@@ -239,12 +238,31 @@ def stopped(sets: Sequence[StatusRecord]) -> str:
 
 
 def stopped_line(s: StatusRecord) -> str:
+    """``set 3 "demo" (shared 10 lock=yes) stopped: value .., attempted .., lost .. (..%)``
+    and ``corrupt`` where messages arrived garbled."""
     state = styled_state(_text(s.get("state")))
-    lost, attempted = s.get("lost"), s.get("attempted")
-    return (
-        f"set {_text(s.get('id'))} ({_text(s.get('mechanism'))}) {state}:"
+    lost, attempted, corrupt = s.get("lost"), s.get("attempted"), s.get("corrupt")
+    name = f' "{s["name"]}"' if s.get("name") else ""
+    lost_text = f"lost {humane.exact(lost)} ({humane.percent(lost, attempted)})"
+    line = (
+        f"set {_text(s.get('id'))}{name} ({figures.variant(s)}) {state}:"
         f" value {humane.exact(s.get('value'))}, attempted {humane.exact(attempted)},"
-        f" lost {humane.exact(lost)} ({humane.percent(lost, attempted)})"
+        f" {figures.paint_lost(lost, lost_text)}"
+    )
+    if corrupt:
+        line += f", corrupt {humane.exact(corrupt)} ({humane.percent(corrupt, attempted)})"
+    return line
+
+
+def spawned(s: Record) -> str:
+    """What spawn says: the new set, what it is, and where to look at it."""
+    n, m = s.get("counters"), s.get("printers")
+    plural = "" if m == 1 else "s"
+    return (
+        f"started set {_text(s.get('id'))}: {figures.variant(s)}"
+        f" ({_text(n)} counters, {_text(m)} printer{plural})\n"
+        f"  watch it: watch {_text(s.get('id'))}   its output: tail {_text(s.get('id'))}"
+        f"   end it: stop {_text(s.get('id'))}"
     )
 
 

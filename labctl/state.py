@@ -7,6 +7,7 @@ holds) and passes it to every line it runs, so that commands never connect by th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from labctl.client import Client
@@ -36,6 +37,10 @@ class State:
         self.interactive = interactive
         self._client = client
         self._connector = connector
+        #: set by ``shutdown``: the next connection that starts labd says so first
+        self.shut_down = False
+        #: called by ``shutdown`` before it asks (the REPL mutes its lost-labd line)
+        self.on_shutdown: Callable[[], None] = lambda: None
 
     def client(self, *, autostart: bool = True) -> Client:
         """The connected client, connecting (again) if there is none or it was lost.
@@ -45,7 +50,10 @@ class State:
         """
         if self._client is None or self._client.closed:
             self.close()
+            if self.shut_down and autostart and self.target.autostart:
+                print("labctl: labd was shut down; starting a new one", file=sys.stderr)
             self._client = self._connector(self.target, autostart)
+            self.shut_down = False
         return self._client
 
     @property

@@ -17,39 +17,27 @@ import termios
 import time
 import tty
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol, cast
 
-from labctl import humane
-from labctl.table import table
-from labd.protocol import LIVE_STATES, StatusRecord
+from labctl import figures, humane
+from labctl.layout import ANSI, Column, cut, lay_out, visible
+from labctl.render import set_columns
+from labd.protocol import StatusRecord
 
 Out = Callable[[str], None]
+Record = Mapping[str, Any]
 
 TTY_INTERVAL = 0.1
 PLAIN_INTERVAL = 1.0
-SPARK_EVERY = 1.0  # seconds between two points of the rate sparkline
-SPARK_POINTS = 20
+SPARK_EVERY = 2.0  # seconds between two points of the rate sparkline
+SPARK_POINTS = 10
 QUIT_KEYS = frozenset("qQ")
 BLOCKS = " ▁▂▃▄▅▆▇█"
 ASCII_BLOCKS = " .:-=+*#%@"
 CLEAR_LINE, CLEAR_BELOW = "\x1b[K", "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
-HEADERS = (
-    "ID",
-    "MECHANISM",
-    "STATE",
-    "VALUE",
-    "ATTEMPTED",
-    "LOST",
-    "IN FLIGHT",
-    "RATE",
-    "P50",
-    "P99",
-    "ALIVE",
-    "RATE, LAST 20 S",
-)
 
 
 class StatusSource(Protocol):
@@ -98,37 +86,58 @@ def alive(s: StatusRecord) -> str:
     return f"{sum(1 for p in procs if p.get('alive'))}/{len(procs)}"
 
 
-def row(s: StatusRecord, spark: str) -> list[str]:
-    live = s.get("state") in LIVE_STATES
-    return [
-        str(s.get("id", humane.MISSING)),
-        str(s.get("mechanism") or humane.MISSING),
-        str(s.get("state") or humane.MISSING),
-        humane.count(s.get("value")),
-        humane.count(s.get("attempted")),
-        humane.count(s.get("lost")),
-        humane.count(s.get("in_flight")),
-        humane.rate(s.get("rate")) if live else humane.MISSING,
-        humane.micros(s.get("latency_p50_us")),
-        humane.micros(s.get("latency_p99_us")),
-        alive(s),
-        spark,
-    ]
+def columns(sets: Sequence[Record], sparks: Sparks, blocks: str) -> list[Column]:
+    """The status columns, then latency and processes alive (dropped first when the
+    terminal is narrow) and the rate sparkline, blank for a set that stopped."""
+
+    def rate(s: Record) -> str:
+        return humane.rate(s.get("rate")) if figures.live(s) else humane.MISSING
+
+    def spark(s: Record) -> str:
+        return sparks.line(int(s.get("id") or 0), blocks) if figures.live(s) else ""
+
+    cols = set_columns(sets)
+    cols.append(Column("RATE", rate, right=True))
+    if any(figures.messages(s) for s in sets):
+        cols.append(
+            Column("P50", lambda s: humane.micros(s.get("latency_p50_us")), right=True, drop=3)
+        )
+        cols.append(
+            Column("P99", lambda s: humane.micros(s.get("latency_p99_us")), right=True, drop=3)
+        )
+    cols.append(Column("ALIVE", lambda s: alive(cast(StatusRecord, s)), right=True, drop=4))
+    cols.append(Column(f"LAST {SPARK_POINTS * SPARK_EVERY:g} S", spark, drop=2))
+    return cols
 
 
 def frame(
-    sets: Sequence[StatusRecord], sparks: Sparks, header: str, blocks: str = BLOCKS
+    sets: Sequence[Record],
+    sparks: Sparks,
+    header: str,
+    blocks: str = BLOCKS,
+    width: int = figures.WIDTH,
 ) -> list[str]:
-    """The picture as lines: a header, a blank line and the table."""
+    """The picture as lines: a header, a blank line and the table, ``width`` wide."""
     if not sets:
         return [header, "", "no sets (start one with: spawn queue 3)"]
-    rows = [row(s, sparks.line(s.get("id"), blocks)) for s in sets]
-    return [header, "", *table(HEADERS, rows, right=set(range(3, 11)) | {0})]
+    return [header, "", *lay_out(columns(sets, sparks, blocks), sets, width - 1)]
 
 
 def fit(lines: list[str], columns: int, rows: int) -> list[str]:
     """Cut the picture to the terminal, so that redrawing in place never scrolls."""
-    return [line[: max(1, columns - 1)] for line in lines[: max(1, rows - 1)]]
+    width = max(1, columns - 1)
+    shown = lines[: max(1, rows - 1)]
+    return [line if visible(line) <= width else cut(_plain(line), width) for line in shown]
+
+
+def _plain(line: str) -> str:
+    return ANSI.sub("", line)
+
+
+def where(address: object) -> str:
+    """``local`` for a unix socket, else ``HOST:PORT``: short enough for any header."""
+    text = str(address)
+    return "local" if text.startswith("unix:") else text
 
 
 class Keys:
@@ -185,10 +194,11 @@ def watch_live(
                 sets = client.status(ids)
                 sparks.add(sets, time.monotonic())
                 header = (
-                    f"labd at {client.address}  {time.strftime('%H:%M:%S')}  "
-                    f"every {interval:g} s; q or Ctrl-C to stop"
+                    f"{time.strftime('%H:%M:%S')}  labd {where(client.address)}"
+                    f"  every {interval:g} s; q or Ctrl-C to stop; help figures explains"
                 )
-                lines = frame(sets, sparks, header, blocks)
+                width = shutil.get_terminal_size().columns if tty else figures.WIDTH
+                lines = frame(sets, sparks, header, blocks, width)
                 drawn = _draw(out, lines, drawn) if tty else _print(out, lines)
                 if QUIT_KEYS & set(reader.wait(max(0.0, due - time.monotonic()))):
                     return
@@ -209,5 +219,5 @@ def _draw(out: Out, lines: list[str], drawn: int) -> int:
 
 
 def _print(out: Out, lines: list[str]) -> int:
-    out("\n".join(lines) + "\n\n")
+    out("\n".join(_plain(line) for line in lines) + "\n\n")  # not a terminal: no colour
     return 0

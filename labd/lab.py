@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from labd import __version__
+from labd import __version__, explain
 from labd.bounded import HookTimeout
 from labd.collector import Collector
 from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
@@ -38,6 +38,7 @@ from labd.protocol import (
     WAIT_HELD_S,
     InspectRecord,
     MechanismRecord,
+    SpawnRecord,
     State,
     StatusRecord,
     TailRecord,
@@ -53,11 +54,19 @@ from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
+FORK_WARNING = (
+    "start_method=fork in a threaded daemon: a child may deadlock on a lock another "
+    "thread held at the fork (use forkserver, the default, or spawn)"
+)
 #: what the forkserver imports once, so workers start warm (every module of labd.worker)
-PRELOAD = ["labd.worker.process", "labd.worker.contexts", "labd.worker.board", "labd.worker.pacing"]
-#: and, for one line instead of a traceback if the forkserver dies (a fork failing at
-#: the process limit ends it):
-PRELOAD.append("labd.worker.forkserver_hook")
+PRELOAD = [
+    "labd.worker.process",
+    "labd.worker.contexts",
+    "labd.worker.board",
+    "labd.worker.pacing",
+    "labd.worker.trace",
+    "labd.worker.forkserver_hook",  # one line, not a traceback, if the forkserver dies
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class Ended:
     status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
+    trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
 @dataclass(frozen=True)
@@ -186,11 +196,26 @@ class Lab:
         status = self._status_of(set_id)
         row = self.store.get(set_id)
         out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
-        if pset is not None and pset.metrics is not None:
+        if pset is not None and pset.metrics is not None and pset.live:
+            figures, out["per_counter"] = pset.metrics.consistent()
+            same = {**figures.as_record(), "sampled_at": figures.sampled_at}
+            out = cast(InspectRecord, {**out, **same})  # the same read as per_counter
+        elif pset is not None and pset.metrics is not None:
             out["per_counter"] = pset.metrics.per_counter()
         elif ended is not None and ended.per_counter:
             out["per_counter"] = ended.per_counter
         return out
+
+    def explain(self, set_id: int) -> dict[str, Any]:
+        """The story of a set (labd.explain), from its trace if it ran with trace=yes."""
+        with self._lock:
+            pset = self._sets.get(set_id)
+            ended = self._ended.get(set_id)
+        status = self.inspect(set_id)
+        live = pset is not None and pset.live
+        trace = pset.mechanism.trace() if pset is not None else ended.trace if ended else None
+        lines = [str(text) for _seq, text in self.tail(set_id, 0, 10_000)["lines"]]
+        return explain.story(status, trace, live, lines)
 
     def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
         with self._lock:
@@ -225,7 +250,7 @@ class Lab:
             raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> StatusRecord:
+    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> SpawnRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -238,8 +263,10 @@ class Lab:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
+        warnings = []
         if values["start_method"] == "fork":
-            log.warning("set uses start_method=fork in a threaded daemon: children may deadlock")
+            warnings.append(FORK_WARNING)
+            log.warning("set uses %s", FORK_WARNING)
         pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
         error: Exception | None = None
         try:
@@ -265,7 +292,7 @@ class Lab:
         pids = [w.pid for w in pset.workers]
         self._record(pset.spec.id, "its processes", record_workers, self.store, pset.spec.id, pids)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return self._status(pset)
+        return {**self._status(pset), "warnings": warnings}
 
     def _reserve(
         self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
@@ -386,11 +413,15 @@ class Lab:
         """Record a set that is over, keep its final status, let go of the rest."""
         if s.stopped_at is None:  # it never ran a stop: failed before any process started
             s.stopped_at = time.time()
+        if s.output_done is None:  # its output never reached the collector, which closes it
+            s.output.close()
         final = self._status(s)
         self._record(s.spec.id, "its final figures", self.store.finish, s.spec.id, final)
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
-            self._ended[s.spec.id] = Ended(final, per_counter, s.output.dropped)
+            self._ended[s.spec.id] = Ended(
+                final, per_counter, s.output.dropped, s.mechanism.trace()
+            )
             del self._sets[s.spec.id]
 
     def _stop_quietly(self, s: ProcessSet) -> None:

@@ -6,10 +6,18 @@ value, then ``reserved`` (increments started, reported as ``attempted``). So liv
 * shared value mechanisms: ``lost = max(0, done - value)`` is a lower bound of the
   updates lost so far (0 for a correct set), and the increments still under way
   (``attempted - value - lost``) are reported as ``in_flight``;
-* message mechanisms: messages sent and not yet received are ``in_flight``; only those
-  that arrived garbled (``corrupt``) count as lost while the set runs.
+* message mechanisms: messages that arrived garbled are ``corrupt`` (never ``lost``: the
+  message arrived, its bytes did not survive), those sent and neither received nor
+  corrupt are ``in_flight``, and nothing counts as lost while the set runs.
 
-After a stop nothing is under way: ``in_flight == 0`` and ``lost == attempted - value``.
+After a stop nothing is under way: ``in_flight == 0`` and
+``lost == attempted - value - corrupt`` (``corrupt`` is 0 but for message mechanisms).
+
+The rate is computed from the tallies and the times they were read: each change of
+``attempted`` is a point (the middle of the two reads that saw it change; changes
+within a quarter tick are one tick whose counters woke a little apart), and the rate is
+the increments between the oldest point in the window and the newest, over the time
+between them. A sampler that runs late moves a point by its delay, not by a tick.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from labd.worker import board
 T = TypeVar("T")
 RATE_WINDOW_MIN = 1.0
 RATE_WINDOW_MAX = 10.0
+RATE_TICKS = 4  # a paced set's rate spans this many ticks (within the bounds above)
+TICK_MERGE = 0.25  # changes closer than this share of a tick are the same tick
 
 
 @dataclass
@@ -39,6 +49,8 @@ class Figures:
     rate: float = 0.0
     latency_p50_us: float | None = None
     latency_p99_us: float | None = None
+    #: time.time() when these figures were read (not one of FIGURE_KEYS: not stored)
+    sampled_at: float | None = None
 
     def as_record(self) -> FiguresRecord:
         return {
@@ -73,9 +85,12 @@ class SetMetrics:
         self._observe = observe
         self._messages = messages
         self._clock = clock
-        self._window = min(RATE_WINDOW_MAX, max(RATE_WINDOW_MIN, 2.0 * interval))
+        self._interval = interval
+        self._window = min(RATE_WINDOW_MAX, max(RATE_WINDOW_MIN, RATE_TICKS * interval))
         self._lat_window = min(RATE_WINDOW_MAX, max(RATE_WINDOW_MIN, 5.0 * interval))
-        self._points: deque[tuple[float, int]] = deque()
+        self._points: deque[tuple[float, int]] = deque()  # (time of a change, attempted)
+        self._seen: tuple[float, int] | None = None  # the last read: (time, attempted)
+        self._per_counter: list[int] = []
         self._hists: deque[tuple[float, list[int]]] = deque()
         self._last_value = 0
         self._lock = threading.Lock()
@@ -106,21 +121,37 @@ class SetMetrics:
         r = self._reader
         done = r.done()
         value = self._value()
-        attempted = r.reserved()
+        per_counter = r.per_counter()  # the counters' reserved slots: attempted
+        attempted = sum(per_counter)
         corrupt = r.corrupt()
-        lost = min(max(0, attempted - value), corrupt) if self._messages else max(0, done - value)
-        in_flight = max(0, attempted - value - lost)
+        lost = 0 if self._messages else max(0, done - value)
+        in_flight = max(0, attempted - value - lost - corrupt)
         f = Figures(value, attempted, lost, in_flight, corrupt)
         f.rate = self._rate(attempted)
         f.latency_p50_us = self.figures.latency_p50_us
         f.latency_p99_us = self.figures.latency_p99_us
+        f.sampled_at = time.time()
         self.figures = f
+        self._per_counter = per_counter
         return f
 
     def _rate(self, attempted: int) -> float:
+        """Increments a second, from the points where ``attempted`` was seen to change."""
         now = self._clock()
-        t0, a0 = _slide(self._points, (now, attempted), self._window)
-        return round((attempted - a0) / (now - t0), 1) if now > t0 else 0.0
+        before, self._seen = self._seen, (now, attempted)
+        points = self._points
+        if before is not None and attempted != before[1]:
+            at = (before[0] + now) / 2  # it changed between the two reads
+            if points and at - points[-1][0] < TICK_MERGE * self._interval:
+                at = points[-1][0]  # the same tick, its counters a little apart
+                points.pop()
+            _slide(points, (at, attempted), self._window)
+        if len(points) < 2:
+            return 0.0
+        (t0, a0), (t1, a1) = points[0], points[-1]
+        gap = max(1.5 * self._interval, 0.5)  # no change for longer: the set slowed
+        end = now if now - t1 > gap else t1
+        return round((a1 - a0) / (end - t0), 1) if end > t0 else 0.0
 
     def sample_latency(self) -> None:
         """Once a second: latency percentiles over the recent window (message mechanisms)."""
@@ -139,6 +170,13 @@ class SetMetrics:
         self.figures.latency_p50_us = board.percentile_us(recent, 0.50)
         self.figures.latency_p99_us = board.percentile_us(recent, 0.99)
 
+    def consistent(self) -> tuple[Figures, list[int]]:
+        """The last figures and each counter's attempts, of the same read."""
+        with self._lock:
+            if self._final:
+                return self.figures, list(self._final_per_counter)
+            return self.figures, list(self._per_counter)
+
     def final(self) -> Figures:
         """Figures once every process has exited: exact accounting."""
         with self._lock:
@@ -148,9 +186,12 @@ class SetMetrics:
     def _take_final(self) -> Figures:
         r = self._reader
         value = self._value()
-        attempted = r.reserved()
-        f = Figures(value, attempted, attempted - value, 0, r.corrupt())
         self._final_per_counter = r.per_counter()
+        attempted = sum(self._final_per_counter)
+        corrupt = r.corrupt()
+        lost = max(0, attempted - value - corrupt) if self._messages else attempted - value
+        f = Figures(value, attempted, lost, 0, corrupt)
+        f.sampled_at = time.time()
         f.rate = self.figures.rate
         if self._messages:
             hist = r.histogram()

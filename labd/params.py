@@ -52,9 +52,11 @@ class Param:
             allowed = ", ".join(self.show(c) for c in self.choices)
             raise ParamError(f"{self.name}={self.show(value)} is not allowed (choose {allowed})")
         if self.min is not None and value < self.min:
-            raise ParamError(f"{self.name}={self.show(value)} is below the minimum {self.min:g}")
+            shown = self.show(value)
+            raise ParamError(f"{self.name}={shown} is below the minimum {_bound(self.min)}")
         if self.max is not None and value > self.max:
-            raise ParamError(f"{self.name}={self.show(value)} is above the maximum {self.max:g}")
+            shown = self.show(value)
+            raise ParamError(f"{self.name}={shown} is above the maximum {_bound(self.max)}")
         return value
 
     def _convert(self, raw: object) -> Any:
@@ -192,6 +194,11 @@ def resolve(declared: Iterable[Param], given: Mapping[str, object], owner: str) 
             f"{MIN_INTERVAL:g} s"
         )
     return values
+
+
+def _bound(x: float) -> str:
+    """A limit as typed: ``1048576``, ``0.0001`` (never ``1.04858e+06``)."""
+    return str(int(x)) if x == int(x) else repr(x)
 
 
 def _not_text(text: str) -> bool:

@@ -65,11 +65,14 @@ SET_KEYS = (
     "id",
     "name",
     "mechanism",
+    "variant",  # "shared 10 lock=yes": the mechanism, counters, non-default parameters
+    "messages",  # whether the mechanism passes messages (in flight, latency apply)
     "state",
     "counters",
     "printers",
     "params",
     *FIGURE_KEYS,
+    "sampled_at",  # time.time() when the figures were read
     "started_at",
     "stopped_at",
     "processes",
@@ -129,6 +132,9 @@ class StatusRecord(FiguresRecord):
     id: int
     name: str
     mechanism: str
+    variant: str  # "shared 10 lock=yes": mechanism, counters, non-default parameters
+    messages: bool | None  # whether in flight and latency apply (None: not known)
+    sampled_at: float | None  # time.time() when the figures were read
     state: str  # a State
     counters: int
     printers: int
@@ -137,6 +143,12 @@ class StatusRecord(FiguresRecord):
     stopped_at: float | None
     processes: list[ProcessRecord]
     error: str | None  # why a set is degraded or failed
+
+
+class SpawnRecord(StatusRecord):
+    """A new set, as ``spawn()`` returns it: its status and what the user should know."""
+
+    warnings: list[str]  # e.g. start_method=fork in a threaded daemon
 
 
 class EventRecord(TypedDict):

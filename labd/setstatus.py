@@ -9,6 +9,7 @@ from labd.metrics import Figures
 from labd.processset import ProcessSet
 from labd.protocol import ProcessRecord, StatusRecord
 from labd.store import SetRow
+from labd.variant import variant
 
 
 def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> StatusRecord:
@@ -32,11 +33,16 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> Status
         "id": s.spec.id,
         "name": s.spec.name,
         "mechanism": s.spec.mechanism,
+        "variant": variant(
+            s.spec.mechanism, s.spec.counters, s.spec.values, type(s.mechanism).params
+        ),
+        "messages": type(s.mechanism).messages,
         "state": s.state,
         "counters": s.spec.counters,
         "printers": s.spec.printers,
         "params": dict(s.spec.values),
         **figures.as_record(),
+        "sampled_at": figures.sampled_at,
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
         "processes": procs,
@@ -55,6 +61,8 @@ def stored_status(row: SetRow) -> StatusRecord:
         "id": row["id"],
         "name": row["name"],
         "mechanism": row["mechanism"],
+        "variant": f"{row['mechanism']} {row['counters']}",
+        "messages": None,
         "state": row["state"],
         "counters": row["counters"],
         "printers": row["printers"],
@@ -67,6 +75,7 @@ def stored_status(row: SetRow) -> StatusRecord:
         "rate": 0.0,
         "latency_p50_us": None,
         "latency_p99_us": None,
+        "sampled_at": row["stopped_at"],
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
         "processes": [],

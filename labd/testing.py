@@ -79,7 +79,8 @@ class FakeMechanism(Mechanism):
 def check_accounting(record: Mapping[str, Any], per_counter: Sequence[int] | None = None) -> None:
     """Check a status (or inspect) record against labd's accounting.
 
-    Always: every count is non-negative and ``lost == attempted - value - in_flight``.
+    Always: every count is non-negative and ``lost == attempted - value - in_flight -
+    corrupt`` (a garbled message arrived: it is corrupt, not also lost).
     Once the set has ended (stopped, failed, interrupted): nothing is in flight, and
     each counter's attempts (``per_counter``, from the argument or the inspect record)
     add up to ``attempted``. Raises ``AssertionError`` naming the broken rule.
@@ -88,10 +89,11 @@ def check_accounting(record: Mapping[str, Any], per_counter: Sequence[int] | Non
     counts = {k: record[k] for k in ("value", "attempted", "lost", "in_flight", "corrupt")}
     negative = [k for k, v in counts.items() if v < 0]
     _require(not negative, where + f"negative {', '.join(negative)} in {counts}")
-    value, attempted, lost, in_flight = (counts[k] for k in counts if k != "corrupt")
+    value, attempted, lost, in_flight, corrupt = counts.values()
     _require(
-        lost == attempted - value - in_flight,
-        where + f"lost {lost} != attempted {attempted} - value {value} - in_flight {in_flight}",
+        lost == attempted - value - in_flight - corrupt,
+        where + f"lost {lost} != attempted {attempted} - value {value} - in_flight "
+        f"{in_flight} - corrupt {corrupt}",
     )
     if record.get("state") not in FINISHED_STATES:
         return

@@ -80,9 +80,11 @@ def test_a_session_with_every_builtin_mechanism(
     names = {m["name"] for m in ctl.json("mechanisms")}
     assert {"shared", "manager", "queue", "pipe"} <= names
 
-    # spawn: the plain form prints the id, --json the set's status object
+    # spawn: the plain form says the id and the variant, --json the set's status object
     first = ctl.run("spawn", EXPERIMENTS[0][0], str(EXPERIMENTS[0][1]), *EXPERIMENTS[0][2])
-    ids = [int(first.stdout.strip())]
+    said = re.match(r"started set (\d+): (\S+) (\d+)", first.stdout)
+    assert said and said.group(2, 3) == (EXPERIMENTS[0][0], str(EXPERIMENTS[0][1])), first.stdout
+    ids = [int(said[1])]
     for mech, n, params in EXPERIMENTS[1:]:
         started = ctl.json("spawn", mech, str(n), *params)
         assert started["mechanism"] == mech and started["counters"] == n

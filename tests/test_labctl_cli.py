@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,10 @@ class FakeClient:
 
     def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> dict[str, Any]:
         self._answer("spawn", mechanism, counters, params)
-        return dict(SET, mechanism=mechanism, counters=counters)
+        variant = f"{mechanism} {counters} lock=yes interval=0"
+        warnings = ["start_method=fork in a threaded daemon"] if "start_method" in params else []
+        return dict(SET, mechanism=mechanism, counters=counters, variant=variant, printers=1,
+                    warnings=warnings)  # fmt: skip
 
     def status(self, ids: tuple[int, ...] = ()) -> list[dict[str, Any]]:
         self._answer("status", tuple(ids))
@@ -81,12 +85,38 @@ def with_fake(fake: FakeClient) -> State:
     return State(Target(fake.address), client=fake)  # type: ignore[arg-type]
 
 
-def test_spawn_prints_the_id_and_sends_values_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
+def test_spawn_says_what_it_started_and_sends_values_as_typed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bare ``3`` told a learner nothing; scripts take --json."""
     fake = FakeClient()
     code = run(["spawn", "shared", "8", "interval=0", "lock=yes"], state=with_fake(fake))
     assert code == 0
-    assert capsys.readouterr().out == "3\n"
+    out = capsys.readouterr().out
+    assert out.startswith("started set 3: shared 8 lock=yes interval=0 (8 counters, 1 printer)")
+    assert "watch 3" in out
     assert fake.calls == [("spawn", "shared", 8, {"interval": "0", "lock": "yes"})]
+
+
+def test_spawn_passes_labd_s_warnings_on(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeClient()
+    assert run(["spawn", "queue", "1", "start_method=fork", "--json"], state=with_fake(fake)) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["id"] == 3
+    assert captured.err.startswith("labctl: warning: start_method=fork")
+
+
+def test_version_needs_no_daemon() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert re.fullmatch(r"labctl \d+\.\d+\.\d+\S*\n", result.output), result.output
+
+
+def test_help_figures_explains_each_figure() -> None:
+    result = CliRunner().invoke(cli, ["help", "figures"])
+    assert result.exit_code == 0
+    for word in ("ATTEMPTED", "VALUE", "LOST", "IN FLIGHT", "CORRUPT", "RATE", "SET"):
+        assert f"  {word}" in result.output, word
 
 
 def test_json_is_one_document(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,8 @@ def a_set(**changes: Any) -> dict[str, Any]:
         "id": 7,
         "name": "racy",
         "mechanism": "shared",
+        "variant": "shared 8 interval=0",
+        "messages": False,
         "state": "running",
         "counters": 8,
         "printers": 1,
@@ -64,7 +66,8 @@ def test_humane_units() -> None:
     assert humane.rate(1_200_000) == "1.2M/s"
     assert humane.size(3.4 * 1024 * 1024) == "3.4 MiB"
     assert humane.size(512) == "512 B"
-    assert humane.count(999_999) == "999999"
+    assert humane.count(999) == "999"
+    assert humane.count(892_145) == "892k"  # one format in a column: never 892145 by 4.18M
     assert humane.count(1_234_567) == "1.23M"
     assert humane.exact(25_912_345) == "25,912,345"
     assert humane.percent(1, 3) == "33.3%"
@@ -87,18 +90,55 @@ def test_table_aligns_columns_and_styles_after_padding() -> None:
 
 
 def test_status_table_columns() -> None:
-    text = plain(render.status_table([a_set(), a_set(id=8, name="", state="stopped")]))
+    sets = [a_set(), a_set(id=8, name="", state="stopped")]
+    text = plain(render.status_table(sets, width=100))
     header, first, second = text.splitlines()
     assert header.split() == [
-        "ID", "NAME", "MECHANISM", "STATE", "COUNTERS", "VALUE", "ATTEMPTED", "LOST", "LOST%",
-        "RATE",
+        "ID", "SET", "STATE", "VALUE", "ATTEMPTED", "LOST", "LOST%", "RATE",
     ]  # fmt: skip
     assert first.split() == [
-        "7", "racy", "shared", "running", "8", "1.23M", "6M", "4.77M", "79.4%", "2.19M/s"
+        "7", "shared", "8", "interval=0", '"racy"', "running", "1.23M", "6M", "4.77M", "79.4%",
+        "2.19M/s",
     ]  # fmt: skip
-    assert second.split()[:4] == ["8", "-", "shared", "stopped"]
+    assert second.split()[:5] == ["8", "shared", "8", "interval=0", "stopped"]
     assert second.split()[-1] == "-"  # no rate for a set that no longer runs
     assert len({len(line) for line in (header, first)}) == 1
+
+
+def test_status_says_the_variant_and_fits_80_columns() -> None:
+    """`shared` for the racy and the locked set alike told a learner nothing."""
+    racy = a_set(id=1, name="", variant="shared 10 window=0.05 interval=0")
+    locked = a_set(id=2, name="the lesson, with its lock", variant="shared 10 lock=yes")
+    pipe = a_set(id=3, name="", variant="pipe 2 shared_end=yes payload=65536 interval=0",
+                 messages=True, params={"shared_end": True}, corrupt=106_914, lost=0,
+                 in_flight=3)  # fmt: skip
+    lines = plain(render.status_table([racy, locked, pipe])).splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "shared 10 lock=yes" in lines[2] and "shared 10 window=0.0" in lines[1]
+    wide = plain(render.status_table([racy, locked], width=120)).splitlines()
+    assert '"the lesson, with its lock"' in wide[2]
+    assert "pipe 2 shared_end" in lines[3]
+    assert "IN FLIGHT" in lines[0] and "CORRUPT" in lines[0]
+    assert lines[3].split()[-1] in ("107k", "4.18M/s", "2.19M/s")
+
+
+def test_in_flight_and_corrupt_only_where_they_apply() -> None:
+    header = plain(render.status_table([a_set()])).splitlines()[0]
+    assert "IN FLIGHT" not in header and "CORRUPT" not in header
+    queue = a_set(messages=True, variant="queue 3")
+    assert "IN FLIGHT" in plain(render.status_table([queue])).splitlines()[0]
+
+
+def test_lost_is_red_above_zero_green_at_zero_and_no_color_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    red = render.status_table([a_set()])
+    assert click.style("4.77M", fg="red", bold=True) in red
+    assert click.style("   0", fg="green") in render.status_table([a_set(lost=0)])
+    assert "lost" in render.stopped_line(a_set()) and "\x1b[31m" in render.stopped_line(a_set())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in render.status_table([a_set()]) + render.stopped_line(a_set())
 
 
 def test_status_table_empty_teaches() -> None:
@@ -139,7 +179,7 @@ def test_inspect_shows_every_section() -> None:
         error="counter 3 died",
     )
     text = plain(render.inspect(record))
-    assert text.splitlines()[0] == 'set 7 "racy": shared, running'
+    assert text.splitlines()[0] == 'set 7 "racy": shared 8 interval=0, running'
     for part in ("parameters", "lock", "metrics", "1,234,567", "4,765,433 (79.4%)",
                  "latency p99", "2.05 ms", "processes", "4242", "16.8 MiB", "99.5",
                  "error: counter 3 died", "events", "running"):  # fmt: skip
@@ -149,9 +189,23 @@ def test_inspect_shows_every_section() -> None:
 def test_stopped_lines() -> None:
     text = plain(render.stopped([a_set(state="stopped")]))
     assert text == (
-        "set 7 (shared) stopped: value 1,234,567, attempted 6,000,000, lost 4,765,433 (79.4%)"
+        'set 7 "racy" (shared 8 interval=0) stopped: value 1,234,567, attempted 6,000,000,'
+        " lost 4,765,433 (79.4%)"
     )
     assert render.stopped([]) == "no sets to stop"
+
+
+def test_a_garbled_pipe_is_corrupt_not_lost_after_stop() -> None:
+    pipe = a_set(state="stopped", variant="pipe 2 shared_end=yes payload=65536 interval=0",
+                 value=1_108_000, attempted=1_214_914, lost=0, corrupt=106_914)  # fmt: skip
+    text = plain(render.stopped_line(pipe))
+    assert "lost 0 (0%), corrupt 106,914 (8.8%)" in text and "pipe 2 shared_end=yes" in text
+
+
+def test_spawn_says_what_it_started() -> None:
+    text = plain(render.spawned(a_set(printers=1)))
+    assert text.startswith("started set 7: shared 8 interval=0 (8 counters, 1 printer)")
+    assert "watch 7" in text
 
 
 def test_tail_lines() -> None:

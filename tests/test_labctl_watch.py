@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
+
 from labctl import watch
 from labd.protocol import Address
 
@@ -18,7 +20,8 @@ class ScriptedClient:
         self.calls += 1
         procs = [{"alive": True}, {"alive": True}, {"alive": False}]
         return [
-            {"id": 7, "mechanism": "queue", "state": "running", "value": 10 * self.calls,
+            {"id": 7, "mechanism": "queue", "variant": "queue 3", "messages": True,
+             "state": "running", "value": 10 * self.calls,
              "attempted": 10 * self.calls, "lost": 0, "in_flight": 2, "rate": 20.0,
              "latency_p50_us": 350.0, "latency_p99_us": 1500.0, "processes": procs},
         ]  # fmt: skip
@@ -54,20 +57,21 @@ def test_sparks_take_one_point_per_period() -> None:
 
 def test_frame_has_every_live_figure() -> None:
     sets = ScriptedClient().status()
-    lines = watch.frame(sets, watch.Sparks(), "HEADER")
+    lines = [click.unstyle(line) for line in watch.frame(sets, watch.Sparks(), "HEADER", width=120)]
     assert lines[0] == "HEADER"
     assert lines[2].split() == [
-        "ID", "MECHANISM", "STATE", "VALUE", "ATTEMPTED", "LOST", "IN", "FLIGHT", "RATE",
-        "P50", "P99", "ALIVE", "RATE,", "LAST", "20", "S",
+        "ID", "SET", "STATE", "VALUE", "ATTEMPTED", "LOST", "IN", "FLIGHT", "RATE",
+        "P50", "P99", "ALIVE", "LAST", "20", "S",
     ]  # fmt: skip
     assert lines[3].split() == [
-        "7", "queue", "running", "10", "10", "0", "2", "20/s", "350", "us", "1.5", "ms", "2/3",
+        "7", "queue", "3", "running", "10", "10", "0", "2", "20/s", "350", "us", "1.5", "ms",
+        "2/3",
     ]  # fmt: skip
     assert watch.frame([], watch.Sparks(), "H")[-1].startswith("no sets")
 
 
 def test_fit_cuts_to_the_terminal() -> None:
-    assert watch.fit(["a" * 50, "b", "c", "d"], columns=10, rows=3) == ["a" * 9, "b"]
+    assert watch.fit(["a" * 50, "b", "c", "d"], columns=10, rows=3) == ["a" * 7 + "..", "b"]
 
 
 def test_q_ends_the_view_and_the_cursor_comes_back() -> None:
@@ -93,3 +97,27 @@ def test_ctrl_c_ends_the_view_quietly_and_plain_output_has_no_escapes() -> None:
     watch.watch_live(ScriptedClient(), (), out=out.append, tty=False, keys=Interrupting(0, ""))
     assert len(out) == 1
     assert "\x1b" not in out[0] and "every 1 s" in out[0]
+
+
+def test_at_80_columns_the_view_fits_and_keeps_the_set_and_its_figures() -> None:
+    sets = [
+        {**ScriptedClient().status()[0], "name": "the lesson's queue"},
+        {"id": 8, "variant": "shared 10 lock=yes window=0.05", "state": "running",
+         "value": 892_145, "attempted": 4_180_000, "lost": 0, "rate": 14.9},
+    ]  # fmt: skip
+    lines = [click.unstyle(line) for line in watch.frame(sets, watch.Sparks(), "H", width=80)]
+    assert all(len(line) < 80 for line in lines), lines
+    assert "shared 10 lock=yes" in lines[4]
+    assert "892k" in lines[4] and "4.18M" in lines[4]  # one format: never 892145 by 4.18M
+    assert lines[2].split()[-1] == "RATE"
+
+
+def test_a_stopped_set_draws_no_sparkline() -> None:
+    sparks = watch.Sparks(points=3, every=1.0)
+    running = {"id": 1, "state": "running", "rate": 5.0, "variant": "queue 1"}
+    stopped = {"id": 2, "state": "stopped", "rate": 5.0, "variant": "queue 1"}
+    for now in (0.0, 1.0, 2.0):
+        sparks.add([running, stopped], now)
+    lines = watch.frame([running, stopped], sparks, "H", blocks=watch.ASCII_BLOCKS, width=200)
+    assert lines[3].rstrip().endswith("@@@")
+    assert not lines[4].rstrip().endswith(("@", "#", "%")), lines[4]

@@ -156,6 +156,8 @@ def test_manager_death_during_spawn(make_lab: MakeLab, watched: Callable[[Lab, i
     assert final["state"] == "failed"
     assert not any(p["alive"] for p in final["processes"])
     watched(lab, set_id)
+    # the spawn may have failed on its own before labd's watch saw the Manager go
+    wait_for(lambda: lab.manager.restarts >= 1, 10, "labd to notice the Manager died")
     again = spawn(lab, 2, "manager")  # a new Manager serves the next set
     assert [s["state"] for s in lab.stop([again])] == ["stopped"]
 

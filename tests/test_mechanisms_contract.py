@@ -157,7 +157,8 @@ def test_a_shared_pipe_end_garbles_large_messages(rpc: rpyc.Connection) -> None:
     params = {"interval": 0, "shared_end": True, "payload": 65536}
     final = lost_or_retry(rpc, "pipe", params, "corrupt", 200)
     assert final["corrupt"] > 0, final
-    assert final["lost"] > 0, final
+    # every message that did not arrive intact arrived garbled: corrupt, none lost
+    assert final["lost"] == 0, final
 
 
 @pytest.mark.parametrize("payload", [16, 8192])

@@ -35,7 +35,9 @@ def test_figures_have_the_contract_keys_in_order() -> None:
     from labd.protocol import FIGURE_KEYS, SET_KEYS
     from labd.store import SAMPLE_KEYS
 
-    assert tuple(f.name for f in fields(Figures)) == FIGURE_KEYS
+    # and the time they were read (status' sampled_at: not a figure, not stored)
+    assert tuple(f.name for f in fields(Figures)) == (*FIGURE_KEYS, "sampled_at")
+    assert "sampled_at" in SET_KEYS
     assert ("at", *FIGURE_KEYS) == SAMPLE_KEYS
     assert set(FIGURE_KEYS) <= set(SET_KEYS)
     assert Figures(1, 2, 3, 4, 5, 6.0, 7.0, 8.0).row(9, 10.0) == (

@@ -62,10 +62,10 @@ def test_spawn_then_status_run_through_the_same_grammar(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("labd 0.1.0 at unix:")  # connected before the first prompt
-    set_id = re.search(r"^(\d+)$", out, re.M)
+    set_id = re.search(r"^started set (\d+): queue 2 interval=0\.1 \(2 counters", out, re.M)
     assert set_id, out
-    assert re.search(rf"^\s*{set_id[1]}\s+-\s+queue\s+(starting|running)", out, re.M), out
-    assert f"set {set_id[1]} (queue) stopped" in out
+    assert re.search(rf"^\s*{set_id[1]}\s+queue 2 interval=0\.1\s+(starting|running)", out, re.M)
+    assert f"set {set_id[1]} (queue 2 interval=0.1) stopped" in out
     history = (tmp_path / "h").read_text()
     assert "+spawn queue 2 interval=0.1" in history and "+status" in history
 
@@ -76,8 +76,12 @@ def test_help_and_help_command(
 ) -> None:
     assert run_lines(state, "help\rhelp spawn\rhelp exit\rquit\r", tmp_path / "h") == 0
     out = capsys.readouterr().out
-    assert "Usage: labctl [OPTIONS]" in out and "COMMAND" in out  # click 8.5: [COMMAND]
+    # the REPL's usage: no "labctl [OPTIONS]", no option the REPL refuses, no "repl"
+    assert "Usage: labctl [OPTIONS]" not in out.split("Usage: labctl spawn")[0]
+    assert "--connect" not in out and "--no-autostart" not in out
+    assert not re.search(r"^\s+repl\s", out, re.M)
     assert "Commands:" in out and "spawn" in out and "Ctrl-D leaves" in out
+    assert "help figures" in out
     assert "Usage: labctl spawn [OPTIONS] MECH N [KEY=VALUE]..." in out
     assert "exit: leave the REPL" in out
 
@@ -229,12 +233,19 @@ def test_toolbar_shows_live_sets_and_the_connection() -> None:
         updated=100.0,
     )  # fmt: skip
     assert text_of(toolbar_text(live, "unix:/s", now=100.5)) == " #3 queue 120 lost 0 19.9/s "
+    named = Snapshot(connected=True, updated=100.0, sets=tuple(
+        {"id": i, "name": "demo", "variant": "shared 10 lock=yes", "state": "running",
+         "value": 892_145, "lost": 0, "rate": 14.9} for i in range(1, 9)))  # fmt: skip
+    bar = text_of(toolbar_text(named, "unix:/s", now=100.5, width=80))
+    assert len(bar) <= 80 and bar.startswith(' #1 "demo" shared 10 lock=yes 892k lost 0'), bar
+    assert bar.endswith("more (watch)"), bar
     assert "stale 9s" in text_of(toolbar_text(live, "unix:/s", now=109.0))
     down = Snapshot(connected=False, problem="cannot reach labd at unix:/s")
     assert "DISCONNECTED from unix:/s" in text_of(toolbar_text(down, "unix:/s", now=0))
     idle = Snapshot(connected=True)
     assert "no running sets" in text_of(toolbar_text(idle, "unix:/s", now=0))
-    assert text_of(prompt_text(live, "unix:/run/labd.sock")) == "lab@unix:/run/labd.sock> "
+    assert text_of(prompt_text(live, "unix:/run/user/1000/ipclab/labd.sock")) == "lab> "
+    assert text_of(prompt_text(live, "lab.example.org:18861")) == "lab@lab.example.org> "
 
 
 # --- the poller and reconnection, against real daemons ---------------------------------

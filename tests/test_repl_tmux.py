@@ -40,7 +40,7 @@ class Tmux:
         assert done.returncode == 0, f"tmux {' '.join(args[:2])}: {done.stderr.strip()}"
         return done.stdout
 
-    def open(self, command: list[str]) -> Pane:
+    def open(self, command: list[str], size: tuple[int, int] = (120, 40)) -> Pane:
         """A new pane running ``command`` under ``sh``, which prints its exit status when
         it ends (tmux itself sometimes misses the exit of a pane's process under load).
 
@@ -55,7 +55,16 @@ class Tmux:
         else:
             self.started = True
             target = self.tmux(
-                "new-session", "-d", "-x", "120", "-y", "40", "-s", "t", *show, *argv
+                "new-session",
+                "-d",
+                "-x",
+                str(size[0]),
+                "-y",
+                str(size[1]),
+                "-s",
+                "t",
+                *show,
+                *argv,
             )
         return Pane(self, target.strip())
 
@@ -79,6 +88,10 @@ class Pane:
     def screen(self) -> str:
         return self.tmux.tmux("capture-pane", "-p", "-t", self.target)
 
+    def joined(self) -> str:
+        """The screen with wrapped lines joined: differs from screen() if a line wrapped."""
+        return self.tmux.tmux("capture-pane", "-p", "-J", "-t", self.target)
+
     def lines(self) -> list[str]:
         return [line for line in self.screen().splitlines() if line.strip()]
 
@@ -100,7 +113,7 @@ class Pane:
     def prompt_last(self) -> bool:
         """Whether the last non-blank line is an empty prompt."""
         lines = self.lines()
-        return bool(lines) and re.fullmatch(r"lab@\S+>", lines[-1].strip()) is not None
+        return bool(lines) and re.fullmatch(r"lab(@\S+)?>", lines[-1].strip()) is not None
 
     def exit_status(self) -> int:
         """Wait for the command to end; its exit status."""
@@ -136,7 +149,7 @@ def tmux(tmux_env: dict[str, str]) -> Iterator[Tmux]:
 def test_repl_in_a_terminal(labd_daemon: Daemon, tmux: Tmux) -> None:
     tmux.env.update(PROMPT_TOOLKIT_NO_CPR="1", LABCTL_CONNECT=f"unix:{labd_daemon.socket}")
     pane = tmux.open(labctl_command())
-    pane.wait_for(rf"^lab@unix:{re.escape(labd_daemon.socket)}>", "the first prompt")
+    pane.wait_for(r"^lab>", "the first prompt")
 
     pane.type("spa")  # the history is empty: no suggestion shows after the cursor
     pane.keys("Tab")
@@ -146,23 +159,27 @@ def test_repl_in_a_terminal(labd_daemon: Daemon, tmux: Tmux) -> None:
     pane.wait_for(r"> spawn queue$", "qu completed to queue")
     pane.type(" 3 interval=0.1")
     pane.keys("Enter")
-    set_id = pane.wait_for(r"> spawn queue 3 interval=0\.1\n(\d+)\n", "the new set's id")[1]
+    set_id = pane.wait_for(r"^started set (\d+): queue 3 interval=0\.1 ", "the new set's id")[1]
     pane.type("status")
     pane.keys("Enter")
-    pane.wait_for(rf"^\s*{set_id}\s+-\s+queue\s+running\s+3\s", "the set in status")
+    pane.wait_for(rf"^\s*{set_id}\s+queue 3 interval=0\.1\s+running\s", "the set in status")
 
     pane.type("watch")
     pane.keys("Enter")
-    row = rf"^\s*{set_id}\s+queue\s+running\s+(\d+)\s"
-    first = int(pane.wait_for(row, "the watch table")[1])
+    row = rf"^\s*{set_id}\s+queue 3 interval=0\.1\s+running\s+(\d+)\s"
     pane.wait_for(r"every 0\.1 s; q or Ctrl-C to stop")
-    wait_for(lambda: int(pane.wait_for(row)[1]) > first, WAIT, "watch to show a new value")
+
+    def watched() -> int:  # the last row: status's table stays above the view
+        return int(re.findall(row, pane.screen(), re.M)[-1])
+
+    first = watched()
+    wait_for(lambda: watched() > first, WAIT, "watch to show a new value")
     pane.keys("C-c")
     wait_for(pane.prompt_last, WAIT, "the prompt after Ctrl-C")
 
     pane.type("stop all")
     pane.keys("Enter")
-    pane.wait_for(rf"set {set_id} \(queue\) stopped")
+    pane.wait_for(rf"set {set_id} \(queue 3 interval=0\.1\) stopped")
     wait_for(pane.prompt_last, WAIT, "the prompt after stop")
     pane.keys("C-d")
     assert pane.exit_status() == 0
@@ -175,16 +192,16 @@ def test_toolbar_shows_live_figures_with_a_terminal_that_answers_cpr(
     (cursor position report), so this test leaves CPR on: tmux answers it."""
     tmux.env.update(LABCTL_CONNECT=f"unix:{labd_daemon.socket}")
     pane = tmux.open(labctl_command())
-    pane.wait_for(r"^lab@unix:\S+>", "the first prompt")
+    pane.wait_for(r"^lab>", "the first prompt")
     pane.type("spawn shared 2 interval=0.05")
     pane.keys("Enter")
-    set_id = pane.wait_for(r"interval=0\.05\n(\d+)\n", "the new set's id")[1]
-    toolbar = rf"^ #{set_id} shared (\d+) lost \d+ [\d.k]+/s"
+    set_id = pane.wait_for(r"^started set (\d+): shared 2 interval=0\.05", "the new set's id")[1]
+    toolbar = rf"^ #{set_id} shared 2 interval=0\.05 (\d+) lost \d+ [\d.k]+/s"
     first = int(pane.wait_for(toolbar, "the toolbar")[1])
     wait_for(lambda: int(pane.wait_for(toolbar)[1]) > first, WAIT, "the toolbar to refresh")
     pane.type("stop all")
     pane.keys("Enter")
-    pane.wait_for(rf"set {set_id} \(shared\) stopped")
+    pane.wait_for(rf"set {set_id} \(shared 2 interval=0\.05\) stopped")
     pane.type("exit")
     pane.keys("Enter")
     assert pane.exit_status() == 0
@@ -223,11 +240,12 @@ def test_autostart_starts_one_labd_and_a_second_repl_reuses_it(
     socket = f"{autostarted['XDG_RUNTIME_DIR']}/ipclab/labd.sock"
     first = tmux.open(labctl_command())
     pid = int(first.wait_for(r"started labd in the background \(pid (\d+),", "autostart")[1])
-    first.wait_for(rf"^lab@unix:{re.escape(socket)}>", "the first prompt")
+    first.wait_for(r"^lab>", "the first prompt")
+    assert f"at unix:{socket}\n" in first.joined()  # the greeting names the socket
     assert [p.pid for p in daemons_for(autostarted["XDG_RUNTIME_DIR"])] == [pid]
 
     second = tmux.open(labctl_command())
-    second.wait_for(rf"^lab@unix:{re.escape(socket)}>", "the second REPL's prompt")
+    second.wait_for(r"^lab>", "the second REPL's prompt")
     assert "started labd" not in second.screen()
     assert [p.pid for p in daemons_for(autostarted["XDG_RUNTIME_DIR"])] == [pid]
     history = Path(autostarted["XDG_STATE_HOME"]) / "ipclab" / "labctl_history"
@@ -238,3 +256,84 @@ def test_autostart_starts_one_labd_and_a_second_repl_reuses_it(
     for pane in (first, second):
         pane.keys("C-d")
         assert pane.exit_status() == 0
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie its parent (the labctl that started it) has not reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def no_wrapped_line(pane: Pane) -> bool:
+    """Nothing on the screen is wider than the terminal (tmux joins wrapped lines)."""
+    return pane.screen().rstrip("\n").count("\n") == pane.joined().rstrip("\n").count("\n")
+
+
+def test_status_watch_toolbar_and_prompt_fit_80_columns(labd_daemon: Daemon, tmux: Tmux) -> None:
+    """At 80x24 status rows wrapped, watch lost its last columns, the toolbar was cut and
+    the prompt alone was the whole socket path."""
+    tmux.env.update(LABCTL_CONNECT=f"unix:{labd_daemon.socket}")
+    pane = tmux.open(labctl_command(), size=(80, 24))
+    pane.wait_for(r"^lab>", "the short prompt")
+    for line in (
+        "spawn shared 3 interval=0.05 name=racy",
+        "spawn shared 3 interval=0.05 lock=yes name=locked",
+        "spawn pipe 2 interval=0.05 shared_end=yes payload=8192",
+    ):
+        pane.keys("C-l")
+        pane.type(line)
+        pane.keys("Enter")
+        pane.wait_for(r"^started set \d+", "the set started")
+    pane.keys("C-l")
+    pane.type("status")
+    pane.keys("Enter")
+    # the switches first: cut to fit, a row still tells the locked set from the racy one
+    pane.wait_for(r"^\s*\d+\s+shared 3 lock=yes", "the locked variant in status")
+    pane.wait_for(r"^\s*\d+\s+shared 3 interval=0\.0", "the racy one")
+    pane.wait_for(r"IN FLIGHT\s+CORRUPT", "IN FLIGHT and CORRUPT for the pipe")
+    pane.wait_for(r"^ #\d+ \"racy\" shared 3 interval=0\.\S* \d+\S* lost ", "the toolbar")
+    assert no_wrapped_line(pane), pane.joined()
+
+    pane.keys("C-l")
+    pane.type("watch")
+    pane.keys("Enter")
+    pane.wait_for(r"q or Ctrl-C to stop", "the watch view")
+    pane.wait_for(r"^\s*\d+\s+shared 3 lock=yes", "the variant in watch")
+    pane.wait_for(r"\s+RATE\s*$", "the RATE column, the last one kept at 80 columns")
+    assert no_wrapped_line(pane), pane.joined()
+    pane.keys("q")
+    pane.wait_for(r"^lab>\s*$", "the prompt after q")  # the toolbar is below it
+    pane.type("stop all")
+    pane.keys("Enter")
+    pane.wait_for(r'set \d+ "locked" \(shared 3 lock=yes interval=0\.05\) stopped')
+    pane.wait_for(r"^lab>\s*$", "the prompt after stop")
+    pane.keys("C-d")
+    assert pane.exit_status() == 0
+
+
+def test_shutdown_in_the_repl_is_calm_and_labd_comes_back_only_saying_so(
+    autostarted: dict[str, str], tmux: Tmux
+) -> None:
+    """shutdown printed an alarming lost-connection line and the next command silently
+    started a new labd."""
+    tmux.env.update(PROMPT_TOOLKIT_NO_CPR="1")
+    pane = tmux.open(labctl_command(), size=(80, 24))
+    first = int(pane.wait_for(r"started labd in the background \(pid (\d+),", "autostart")[1])
+    pane.wait_for(r"^lab>", "the prompt")
+    pane.type("shutdown")
+    pane.keys("Enter")
+    pane.wait_for(r"is shutting down", "shutdown said")
+    wait_for(lambda: ended(first), WAIT, "labd to end")
+    pane.keys("Enter")  # an empty line: the poller had time to see labd gone
+    wait_for(pane.prompt_last, WAIT, "the prompt after shutdown")
+    assert "lost labd" not in pane.joined()
+    pane.type("status")
+    pane.keys("Enter")
+    pane.wait_for(r"labd was shut down; starting a new one", "the restart said first")
+    pane.wait_for(r"no sets", "status from the new labd")
+    wait_for(pane.prompt_last, WAIT, "the prompt after status")
+    pane.type("exit")
+    pane.keys("Enter")
+    assert pane.exit_status() == 0

@@ -108,6 +108,8 @@ def notified_labd(tmp_path: Path):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
         listener.sock.close()
+        assert proc.stderr is not None
+        proc.stderr.close()
         leftovers = sorted(os.listdir(short))
         shutil.rmtree(short)
     assert leftovers == ["notify"], "labd removes its socket and private directories"

@@ -24,6 +24,7 @@ class Snapshot:
     updated: float | None = None  # time.monotonic() of the last status()
     losses: int = 0  # how many times a connection to labd was lost
     problem: str = ""  # why it is not connected (one line)
+    expect_down: bool = False  # the user shut labd down: its going is no news
 
     @property
     def live_sets(self) -> tuple[StatusRecord, ...]:

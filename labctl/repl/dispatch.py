@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import click
 
+from labctl import figures
 from labctl.invoke import fail, invoke
 from labctl.state import State
 
@@ -23,9 +24,11 @@ MAX_LINE = 8192  # characters; a longer line is a paste gone wrong, not a comman
 LEAVE = ("exit", "quit")
 HELP = "help"
 REPL_HELP = """
-In the REPL: help COMMAND shows a command's help; Tab completes commands, mechanisms,
-parameters and set ids; Up and Ctrl-R search the history; Ctrl-C cancels the line or a
-live view (watch, tail -f); exit, quit or Ctrl-D leaves."""
+help COMMAND shows a command's arguments; help figures, what each figure means.
+Tab completes commands, mechanisms, parameters and set ids; Up and Ctrl-R search the
+history; Ctrl-C cancels the line or a live view (watch, tail -f); exit, quit or Ctrl-D
+leaves."""
+NOT_IN_REPL = frozenset({"repl", HELP})  # the REPL's own help lists these not as commands
 
 
 def dispatch(line: str, state: State, group: click.Group) -> int | None:
@@ -67,10 +70,13 @@ def unknown(name: str, names: Sequence[str]) -> str:
 def show_help(words: Sequence[str], state: State, group: click.Group) -> int:
     """``help``: the group's help and the REPL's keys; ``help COMMAND``: that command's."""
     if not words:
-        code = invoke(group, ["--help"], state)
+        click.echo(repl_commands(group))
         click.echo(REPL_HELP)
-        return code
+        return 0
     name = words[0]
+    if name == "figures":
+        click.echo(figures.LEGEND)
+        return 0
     if name in LEAVE:
         click.echo(f"{name}: leave the REPL (so does Ctrl-D)")
         return 0
@@ -80,3 +86,15 @@ def show_help(words: Sequence[str], state: State, group: click.Group) -> int:
     if name not in commands(group):
         return fail(unknown(name, commands(group)))
     return invoke(group, [name, "--help"], state)
+
+
+def repl_commands(group: click.Group) -> str:
+    """The commands as typed in the REPL: no ``labctl``, no options that apply only
+    when labctl starts, no ``repl``."""
+    names = [n for n in commands(group) if n not in NOT_IN_REPL]
+    width = max(len(n) for n in names)
+    lines = ["Commands:"]
+    for name in names:
+        short = group.commands[name].get_short_help_str(limit=78 - width - 4)
+        lines.append(f"  {name.ljust(width)}  {short}")
+    return "\n".join(lines)

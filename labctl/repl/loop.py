@@ -26,7 +26,10 @@ from labctl.repl.session import Terminal, build_session
 from labctl.state import State
 from labd.errors import LabError
 
-WELCOME = "labd {version} at {address}. help lists the commands; Tab completes; Ctrl-D leaves."
+WELCOME = (
+    "labd {version} at {address}\n"
+    "help lists the commands, help figures the figures; Tab completes; Ctrl-D leaves."
+)
 DOWN = "labctl: the REPL is open and connects when labd answers (help and exit still work)"
 
 
@@ -47,6 +50,11 @@ def run(
     if terminal is None and not sys.stdin.isatty():
         return plain(state, group)
     cache = LiveCache()
+
+    def expect_down() -> None:
+        cache.update(expect_down=True)
+
+    state.on_shutdown = expect_down
     poller = Poller(state.target, cache, pace=pace or Pace())
     if not greet(state, cache):
         poller.told_down()

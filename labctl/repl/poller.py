@@ -95,7 +95,9 @@ class Poller:
             client.close()
             self._down(exc.message)
             return None
-        self.cache.update(connected=True, mechanisms=tuple(mechanisms), problem="")
+        self.cache.update(
+            connected=True, mechanisms=tuple(mechanisms), problem="", expect_down=False
+        )
         if self._announced_loss:
             self._announced_loss = False
             self._say(f"labctl: connected to labd at {self.target.address}")
@@ -121,7 +123,9 @@ class Poller:
         if not self.cache.snapshot().connected:
             self.cache.update(problem=problem)
             return
-        self.cache.lost(problem)
+        if self.cache.lost(problem).expect_down:
+            self.on_change()  # asked for: the prompt turns red, nothing more is said
+            return
         self._announced_loss = True
         self._say(
             f"labctl: lost labd at {self.target.address}; reconnecting when it is back "

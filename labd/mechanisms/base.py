@@ -139,6 +139,13 @@ class Mechanism:
         quick (no waiting on workers). If it raises, the last value seen stands."""
         return None
 
+    def trace(self) -> dict[str, Any] | None:
+        """With ``trace=yes`` (opt in: see :mod:`labd.mechanisms.observed`): each
+        counter's traced increments, ``{"depth": D, "records": [[(t_read_ns,
+        value_read, t_write_ns), ...] per counter]}``; None otherwise. Still answers
+        after :meth:`teardown` (labd explains stopped sets)."""
+        return None
+
     def release_printers(self) -> None:
         """Counters have exited: make printers finish once they drained what was sent
         (message mechanisms: put each printer's end-of-stream behind every message)."""

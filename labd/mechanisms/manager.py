@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.mechanisms.observed import TRACE, WINDOW, Observed, window_of, writer
 from labd.params import Param
 from labd.worker.contexts import CounterContext, PrinterContext
 
 
-class ManagerValue(Mechanism):
+class ManagerValue(Observed, Mechanism):
     """A Value in labd's Manager server, read and written through proxies."""
 
     name = "manager"
@@ -32,6 +33,8 @@ class ManagerValue(Mechanism):
             "increment under a Manager lock (no: the read and the write are separate "
             "round trips, so concurrent increments are lost)",
         ),
+        WINDOW,
+        TRACE,
     )
     messages = False
 
@@ -45,9 +48,10 @@ class ManagerValue(Mechanism):
         self._value = mgr.Value("q", 0)
         if self.values.get("lock", False):
             self._lock = mgr.Lock()
+        self.setup_trace(env, self.values)
 
     def counter_args(self, index: int) -> tuple[Any, ...]:
-        return (self._value, self._lock)
+        return (self._value, self._lock, self.trace_arg(index))
 
     def printer_args(self, index: int) -> tuple[Any, ...]:
         return (self._value,)
@@ -67,11 +71,12 @@ class ManagerValue(Mechanism):
         # and swallows that failure, so this never raises.
         self._value = None
         self._lock = None
+        self.keep_trace()
 
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
-        v, lock = args
-        ctx.increment(v, lock)
+        v, lock, traced = args
+        ctx.increment(v, lock, window=window_of(ctx), trace=writer(ctx, traced))
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:

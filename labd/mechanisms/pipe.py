@@ -55,6 +55,9 @@ _BULK_MAX = 4096  # larger messages: few per read, the per-message parser is fin
 _PLEN = struct.Struct("!I")
 _SENT = struct.Struct("!Q")
 _SENT_AT = len(MAGIC) + 8  # where sent_ns sits in a frame
+_WHO_SHIFT = 40  # a shared end's seq: counter index << 40 | its message number
+_NOTES = 3  # corrupt messages each printer describes in its output (labctl explain)
+NOTE = "corrupt: "  # how those lines start
 _DRAIN_S = 0.5  # asked to stop, a silent end without EOF (a write end leaked by fork) ends
 
 
@@ -122,7 +125,7 @@ class PipeMessages(Mechanism):
         fields = memoryview(frame)[len(MAGIC) : crc_at]  # what the crc covers, with data_crc
         pack_fields, pack_crc, crc32 = _FIELDS.pack_into, _CRC.pack_into, zlib.crc32
         send, now = conn.send_bytes, time.monotonic_ns
-        seq = 0
+        seq = ctx.index << _WHO_SHIFT  # the writer in seq's top bits: explain names it
         for n in ctx.batches():
             for _ in range(n):
                 seq += 1
@@ -209,6 +212,7 @@ class _Stream:
         self.head = _LEN.pack(size) + MAGIC  # starts every message, once
         self.every = ctx.lat_every  # a one-writer pipe times message 0, k, 2k, ...
         self.seen = 0  # messages of this pipe so far
+        self.notes = _NOTES
 
     def read(self) -> bool:
         """Read what is there and parse it; False at EOF."""
@@ -279,6 +283,9 @@ class _Stream:
                 )
                 if sent_ns is None:
                     self.corrupt()
+                    if self.notes and not self.one_writer:
+                        self.notes -= 1
+                        self.ctx.note(_anatomy(buf, i, size))
                     scan = i + 1
                 elif self.one_writer:  # timed by the counter, or 0
                     self.ctx.received_many(1, (sent_ns,) if sent_ns else ())
@@ -288,6 +295,21 @@ class _Stream:
                     done = scan = i + size
         self.scan = scan
         return done
+
+
+def _anatomy(buf: bytearray, at: int, size: int) -> str:
+    """Whose message the corrupt frame at ``at`` was, and whose bytes cut into it."""
+    mask = (1 << _WHO_SHIFT) - 1
+    _magic, seq, _sent, _length, _crc = _HEAD.unpack_from(buf, at)
+    whose = f"counter {seq >> _WHO_SHIFT}'s message {seq & mask:,}"
+    cut = buf.find(MAGIC, at + 1, at + size)
+    if cut < 0 or len(buf) - cut < _HEAD.size:
+        return f"{NOTE}{whose} ({size:,} bytes) did not arrive whole"
+    _magic, other, _sent, _length, _crc = _HEAD.unpack_from(buf, cut)
+    return (
+        f"{NOTE}{whose} ({size:,} bytes) was cut after {cut - at - _LEN.size:,} bytes by "
+        f"counter {other >> _WHO_SHIFT}'s message {other & mask:,}"
+    )
 
 
 def _prefixed(buf: bytearray, at: int, size: int, start: int) -> bool:

@@ -42,6 +42,14 @@ class QueueMessages(Mechanism):
             min=1,
             max=1000000,
         ),
+        Param(
+            "printer",
+            str,
+            "blocking",
+            "how printers wait: blocking get() (sleeps until a message comes), or the "
+            "lesson's busy loop 'if not q.empty(): q.get()' (spins a core while it waits)",
+            choices=("blocking", "busy"),
+        ),
     )
     messages = True
 
@@ -103,6 +111,9 @@ class QueueMessages(Mechanism):
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
         (q,) = args
         get = q.get
+        if ctx.values.get("printer") == "busy":
+            _busy(ctx, q)
+            return
         if ctx.interval > 0:  # paced: record every message as it comes
             received = ctx.received
             while (msg := get()) is not None:
@@ -119,6 +130,18 @@ class QueueMessages(Mechanism):
                 n = 0
         if n:
             received_many(n)
+
+
+def _busy(ctx: PrinterContext, q: Any) -> None:
+    """The lesson's section 3 printer: ``if not q.empty(): q.get()`` in a loop that never
+    sleeps, so it burns a core while the counters sleep between ticks."""
+    received, empty, get = ctx.received, q.empty, q.get
+    while True:
+        if not empty():
+            msg = get()
+            if msg is None:
+                return
+            received(msg[0])
 
 
 def _put_while_draining(q: Any, item: object, give_up: float) -> bool:

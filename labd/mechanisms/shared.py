@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.mechanisms.observed import TRACE, WINDOW, Observed, window_of, writer
 from labd.params import Param
 from labd.worker.contexts import CounterContext, PrinterContext
 
 
-class SharedValue(Mechanism):
+class SharedValue(Observed, Mechanism):
     """A ``multiprocessing.Value('q')`` every counter increments in place."""
 
     name = "shared"
@@ -33,6 +34,8 @@ class SharedValue(Mechanism):
             "increment under the Value's lock (no: the read and the write each take it "
             "separately, so concurrent increments are lost)",
         ),
+        WINDOW,
+        TRACE,
     )
     messages = False
 
@@ -42,9 +45,10 @@ class SharedValue(Mechanism):
 
     def setup(self, env: SetupEnv) -> None:
         self._value = env.context.Value("q", 0)  # lock=True, as in the lesson
+        self.setup_trace(env, self.values)
 
     def counter_args(self, index: int) -> tuple[Any, ...]:
-        return (self._value,)
+        return (self._value, self.trace_arg(index))
 
     def printer_args(self, index: int) -> tuple[Any, ...]:
         return (self._value,)
@@ -55,11 +59,13 @@ class SharedValue(Mechanism):
 
     def teardown(self) -> None:
         self._value = None
+        self.keep_trace()
 
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
-        (v,) = args
-        ctx.increment(v, v.get_lock() if ctx.values.get("lock", False) else None)
+        v, traced = args
+        lock = v.get_lock() if ctx.values.get("lock", False) else None
+        ctx.increment(v, lock, window=window_of(ctx), trace=writer(ctx, traced))
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:

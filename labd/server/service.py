@@ -25,6 +25,7 @@ API = (
     "spawn",
     "status",
     "inspect",
+    "explain",
     "stop",
     "tail",
     "shutdown",
@@ -142,6 +143,10 @@ class LabService(ExperimentMethods, rpyc.Service):
     def exposed_inspect(self, set_id: object) -> str:
         sid = _int(set_id, "set id", 1, 2**62)
         return self._guard(lambda: self._lab.inspect(sid))
+
+    def exposed_explain(self, set_id: object) -> str:
+        sid = _int(set_id, "set id", 1, 2**62)
+        return self._guard(lambda: self._lab.explain(sid))
 
     def exposed_stop(self, ids: object) -> str:
         wanted: tuple[int, ...] | str = "all" if type(ids) is str and ids == "all" else _ids(ids)

@@ -123,10 +123,21 @@ class CounterContext(_Context):
         else:
             yield from self._flat_out()
 
-    def increment(self, target: Any, lock: Any = None) -> None:
+    def increment(
+        self, target: Any, lock: Any = None, *, window: float = 0.0, trace: Any = None
+    ) -> None:
         """The lesson's counter loop: ``target.value += 1`` until the set stops, racy
-        (a read, then a write) or, given a ``lock``, each increment under it."""
-        if lock is None:
+        (a read, then a write) or, given a ``lock``, each increment under it.
+
+        ``window`` seconds are spent holding the value between the read and the write
+        (``window=``: the race at the lesson's pace, every time); ``trace`` (a
+        :class:`labd.worker.trace.TraceWriter`) records each increment after its write.
+        """
+        if trace is not None and lock is None and window <= 0:
+            self._increment_traced(target, trace)
+        elif window > 0 or trace is not None:
+            self._increment_observed(target, lock, window, trace)
+        elif lock is None:
             for n in self.batches():
                 for _ in range(n):
                     target.value += 1
@@ -135,6 +146,49 @@ class CounterContext(_Context):
                 for _ in range(n):
                     with lock:
                         target.value += 1
+
+    def _increment_traced(self, target: Any, trace: Any) -> None:
+        """The racy increment with each one recorded, inline: a method call per record
+        cost as much as the increment itself (see bench/trace_cost.py)."""
+        now = time.monotonic_ns
+        v, head, first, end = trace.view, trace.head, trace.first, trace.end
+        at, k = trace.at, trace.n
+        try:
+            for n in self.batches():
+                for _ in range(n):
+                    t_read = now()
+                    value = target.value
+                    target.value = value + 1
+                    t_write = now()
+                    v[at] = t_read
+                    v[at + 1] = value
+                    v[at + 2] = t_write
+                    k += 1
+                    v[head] = k
+                    at += 3
+                    if at == end:
+                        at = first
+        finally:
+            trace.at, trace.n = at, k
+
+    def _increment_observed(self, target: Any, lock: Any, window: float, trace: Any) -> None:
+        """The read, the hold, the write, spelled out (timestamps outside the window)."""
+        now, sleep = time.monotonic_ns, time.sleep
+        record = trace.record if trace is not None else None
+        for n in self.batches():
+            for _ in range(n):
+                if lock is not None:
+                    lock.acquire()
+                t_read = now()
+                value = target.value
+                if window > 0:
+                    sleep(window)
+                target.value = value + 1
+                t_write = now()
+                if lock is not None:
+                    lock.release()
+                if record is not None:
+                    record(t_read, value, t_write)
 
     def _paced(self) -> Iterator[int]:
         v, r, d = self._v, self._reserved, self._done
@@ -230,6 +284,12 @@ class PrinterContext(_Context):
             self._v[self._shown_slot] = value
             with contextlib.suppress(OSError):  # labd stopped reading; the tally still counts
                 os.write(1, f"Time: {value}\n".encode())
+
+    def note(self, text: str) -> None:
+        """A line of the printer's own in the set's output (e.g. a corrupt message's
+        anatomy, for labctl explain); the caller keeps it rare."""
+        with self._lock, contextlib.suppress(OSError):
+            os.write(1, (text + "\n").encode())
 
     def _set_total(self) -> int:
         return sum(self._v[board.printer_slot(self.counters, j)] for j in range(self.printers))
