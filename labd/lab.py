@@ -119,7 +119,7 @@ class Lab:
         # so that the forkserver dying (killed, or a fork failing at the process limit)
         # costs no running set
         self.manager = ManagerHost(private, self._context("spawn"), self._manager_died)
-        self._tracker = Tracker(self.store, self._members)
+        self._tracker = Tracker()
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
@@ -127,7 +127,6 @@ class Lab:
 
     # --- life ----------------------------------------------------------------------
     def start(self) -> None:
-        self._tracker.start()
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning(
@@ -156,7 +155,7 @@ class Lab:
             self._closing = True
         self.stop("all", None if within is None else time.monotonic() + within)
         self._sampler.close()
-        self._tracker.close()
+        self._tracker.reap()
         self._reaper.close()
         self._collector.close()
         self.manager.shutdown()
@@ -348,6 +347,7 @@ class Lab:
             else:
                 log.warning("set %d: still busy after %.1fs, not stopped", s.spec.id, held_for)
         try:
+            self._tracker.scan(_members(mine))  # what their workers started, up to now
             for s in mine:
                 s.ask_counters()
             threads = [threading.Thread(target=self._finish, args=(s, until)) for s in mine[1:]]
@@ -394,10 +394,6 @@ class Lab:
         return targets, mine, held
 
     def _finish(self, s: ProcessSet, until: float | None = None) -> None:
-        try:
-            self._tracker.scan()  # what its workers started, up to now
-        except Exception:
-            log.exception("set %d: listing its processes", s.spec.id)
         try:
             s.finish_stop(self.limits.stop, until)
         except Exception:
@@ -470,9 +466,6 @@ class Lab:
         for s in victims:
             s.fail("the Manager server died")
 
-    def _members(self) -> Members:
-        return {s.spec.id: {w.pid for w in s.workers if w.alive} for s in self._live_sets()}
-
     def _live_sets(self) -> list[ProcessSet]:
         with self._lock:
             return [s for s in self._sets.values() if s.live]
@@ -505,6 +498,10 @@ class Lab:
 
     def _status(self, s: ProcessSet) -> StatusRecord:
         return live_status(s, self._sampler.stats.cache)
+
+
+def _members(sets: list[ProcessSet]) -> Members:
+    return {s.spec.id: {w.pid for w in s.workers if w.alive} for s in sets}
 
 
 def _needs_stop(s: ProcessSet) -> bool:

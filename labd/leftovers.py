@@ -14,9 +14,9 @@ group when labd is gone (:func:`labd.worker.process.watch_daemon`). On this side
   worker are child subreapers (``PR_SET_CHILD_SUBREAPER``), so a helper that
   double-forks, calls setsid or scrubs its environment still comes back to its worker,
   or to labd once the worker is gone: never to init. Each worker ends its descendants
-  as it exits, or when labd dies; once a second the tracker records every live set's
-  descendants (pids and creation times, in the store too, for a later labd), and
-  :meth:`Tracker.end_set` ends those left at the set's stop (a killed worker's).
+  as it exits, or when labd dies; at a stop labd notes what is below the set's workers
+  and ends it once they are gone (what a hung or killed worker could not end), and at
+  start :func:`end_leftovers` ends what is below a dead labd's hung workers.
 
 No cgroup is used: a host that delegates one (systemd's ``Delegate=``) could hold each
 set in its own, but the subreapers already close every escape a process can make by
@@ -30,7 +30,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 
 from labd.store import Store
 from labd.worker import process as worker_process
@@ -61,7 +60,7 @@ def end_leftovers(store: Store, set_ids: list[int]) -> int:
 
     rows = store.workers(set_ids)
     workers = {(set_id, pid) for set_id, pid, _ in rows}
-    ended = 0
+    ended = _end_descendants_of({pid for _, pid, created in rows if _same_process(pid, created)})
     for set_id, pid, created in rows:
         try:
             proc = psutil.Process(pid)
@@ -79,6 +78,19 @@ def end_leftovers(store: Store, set_ids: list[int]) -> int:
     for set_id in set_ids:
         store.forget_workers(set_id)
     return ended
+
+
+def _end_descendants_of(pids: set[int]) -> int:
+    """SIGKILL what the (hung) workers ``pids`` started: it is still below them, as each
+    worker is a subreaper. First, before the workers go (their orphans would go to init)."""
+    if not pids:
+        return 0
+    below = worker_process.descendants(pids) - pids
+    for pid in below:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            log.warning("ended leftover process %d, started by a set's worker", pid)
+    return len(below)
 
 
 def sweep_group(pgid: int, set_id: int) -> int:
@@ -120,9 +132,8 @@ def group_members(pgid: int, var: str, value: str) -> list[int]:
     return found
 
 
-#: live sets as the tracker sees them: set id -> pids of its workers still running
+#: sets as the tracker sees them: set id -> pids of its workers still running
 Members = dict[int, set[int]]
-TRACK_EVERY = 1.0  # seconds between scans
 
 
 def become_subreaper() -> None:
@@ -131,67 +142,32 @@ def become_subreaper() -> None:
 
 
 class Tracker:
-    """Records what each set started and ends it with its set (see module doc).
+    """What the sets being stopped started, ended with them (see module doc).
 
-    Only processes recorded as a set's descendants are ever signalled or reaped: labd
-    may be embedded in a process with children of its own (a test run), which are not
-    the tracker's business.
+    Only processes found below a set's workers are ever signalled or reaped: labd may be
+    embedded in a process with children of its own (a test run), which are not the
+    tracker's business. One pass over /proc per stop call, not a periodic scan (a pass
+    costs 30-300 ms on a busy host with a thousand processes).
     """
 
-    def __init__(self, store: Store, members: Callable[[], Members]) -> None:
-        self._store = store
-        self._members = members
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._helpers: dict[int, dict[int, float]] = {}  # set id -> {pid: creation time}
         self._killed: set[int] = set()  # helpers ended, to reap if they were adopted
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tracker", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._reap_killed()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.wait(TRACK_EVERY):
-            try:
-                self.scan()
-            except Exception:
-                log.exception("tracking the sets' processes")
-
-    def scan(self) -> None:
-        """Record new descendants of live sets; reap the helpers labd adopted and ended."""
-        members = self._members()
+    def scan(self, members: Members) -> None:
+        """Note what the workers of these sets (set id -> worker pids) started, now."""
+        if not members:
+            return
         table = worker_process.parents()
-        with self._lock:
-            for set_id, pids in members.items():
-                self._record(set_id, worker_process.descendants(pids, table) - pids)
-        self._reap_killed()
-
-    def _record(self, set_id: int, pids: set[int]) -> None:
-        import psutil
-
-        known = self._helpers.setdefault(set_id, {})
-        rows = []
-        for pid in pids - set(known):
-            try:
-                known[pid] = psutil.Process(pid).create_time()
-            except psutil.Error:
-                continue
-            rows.append((pid, known[pid]))
-        if rows:
-            self._store.add_workers(set_id, rows)  # for a labd after this one
+        for set_id, pids in members.items():
+            found = _created(worker_process.descendants(pids, table) - pids)
+            with self._lock:
+                self._helpers.setdefault(set_id, {}).update(found)
 
     def end_set(self, set_id: int) -> int:
-        """SIGKILL the helpers recorded for a set whose workers have all ended (those
-        whose worker was killed came back to labd, a subreaper: reaped here too)."""
+        """SIGKILL what was found below a set's workers once they have all ended (what a
+        killed worker left came back to labd, a subreaper: it is reaped here)."""
         with self._lock:
             helpers = self._helpers.pop(set_id, {})
         ended = 0
@@ -203,13 +179,24 @@ class Tracker:
                     self._killed.add(pid)
         if ended:
             log.warning("set %d: killed %d process(es) its workers started", set_id, ended)
-        self._reap_killed()
+        self.reap()
         return ended
 
-    def _reap_killed(self) -> None:
+    def reap(self) -> None:
+        """Reap the ended helpers that labd adopted (zombies otherwise)."""
         for pid in list(self._killed):
             if _reap(pid):
                 self._killed.discard(pid)
+
+
+def _created(pids: set[int]) -> dict[int, float]:
+    import psutil
+
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            out[pid] = psutil.Process(pid).create_time()
+    return out
 
 
 def _same_process(pid: int, created: float) -> bool:

@@ -131,8 +131,12 @@ def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], No
     """
 
     def gone() -> None:
-        end_descendants(whole_group=own_group)
-        if own_group:
+        # The group's leader (the set's first worker) ends what is below every worker of
+        # the group, then the group; the others end their own, and stand in for a leader
+        # that cannot act (gone, or stopped). One pass over /proc per set, not per worker.
+        acting = own_group and _leads_or_stands_in()
+        end_descendants(whole_group=acting)
+        if acting:
             with contextlib.suppress(OSError):
                 os.killpg(0, signal.SIGKILL)  # this process included
         os._exit(EXIT_DAEMON_GONE)
@@ -155,6 +159,19 @@ def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], No
 
     threading.Thread(target=wait, name="daemon-watch", daemon=True).start()
     return check
+
+
+def _leads_or_stands_in() -> bool:
+    """This worker leads its group, or the leader cannot end the group itself."""
+    leader = os.getpgrp()
+    if leader == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{leader}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # the leader is gone
+    return stat[stat.rfind(b")") + 2 :][:1] in (b"T", b"t", b"Z", b"X")  # stopped or dead
 
 
 def join_set_group(pgid: int) -> bool:
