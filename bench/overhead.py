@@ -162,18 +162,6 @@ class CaseResult:
         }
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds these processes have used (0 for those gone)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-    return total
-
-
 # --- the bare loops (run in forkserver children) ----------------------------------------
 
 
@@ -344,6 +332,8 @@ class BareRunner:
                 counters.append(proc)
             for end in parent_ends:  # the printer sees EOF once the counters exit
                 end.close()
+            from labd.experiments.measure import cpu_seconds  # psutil: the parent only
+
             cpids, ppids = [p.pid for p in counters], [p.pid for p in printers]
             server = [self._server_pid()] if case.mechanism == "manager" else []
             time.sleep(warmup)
@@ -459,6 +449,8 @@ class Labd(PrivateLabd):
                 raise RuntimeError("labd's log does not say which pid its Manager server has")
             server = [mgr]
         daemon = [self.proc.pid]
+        from labd.experiments.measure import cpu_seconds
+
         try:
             self._note_children()
             time.sleep(warmup)

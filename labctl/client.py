@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
@@ -21,9 +22,13 @@ from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
 
 import labd.errors as errors  # imported before connecting, so rpyc can rebuild its classes
-from labctl.tls import TlsFiles, client_context
-from labd.errors import ConnectError, LabError, message_of, ssl_reason
+from labctl.tls import TlsFiles, UnsuitableCertificate, check_server_usage, client_context
+from labd.errors import BusyError, ConnectError, LabError, message_of, ssl_reason
 from labd.protocol import (
+    PER_SET_CEILING,
+    REFUSAL_BUSY,
+    REFUSAL_MAX,
+    REFUSAL_PREFIX,
     RPYC_PROTECTIVE,
     STOP_CALL_TIMEOUT,
     Address,
@@ -34,10 +39,15 @@ from labd.protocol import (
     StatusRecord,
     TailRecord,
     VersionRecord,
+    parse_refusal,
 )
 
 CALL_TIMEOUT = 30.0
 STOP_TIMEOUT = STOP_CALL_TIMEOUT  # what labd's longest stop may take, and a margin
+#: a spawn waits for every worker to start: ~60 ms each under forkserver on a busy host,
+#: so it gets a budget of its own, by the set's size, far above that
+SPAWN_BASE_S = 60.0
+SPAWN_PER_PROCESS_S = 0.5
 
 RPYC_CONFIG: dict[str, Any] = {
     **RPYC_PROTECTIVE,
@@ -59,13 +69,89 @@ def unreachable(address: Address, reason: str | None = None) -> ConnectError:
 ExperimentRecord = dict[str, Any]  # experiments, history rows, samples (docs/cli.md)
 
 
+def spawn_budget(counters: int, params: dict[str, str]) -> float:
+    """How long a spawn of this size may take before labctl stops waiting."""
+    printers = str(params.get("printers", "1"))
+    extra = int(printers) if printers.isdecimal() else 1
+    most = 2 * PER_SET_CEILING  # labd refuses more at once, at once
+    return SPAWN_BASE_S + SPAWN_PER_PROCESS_S * min(max(counters, 0) + extra, most)
+
+
+class Refused(EOFError):
+    """labd accepted the connection and turned it away, saying why in one line."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def error(self, address: Address) -> ConnectError:
+        text = str(self.args[0])
+        if text.startswith("labd "):
+            text = f"labd at {address} {text[5:]}"
+        else:
+            text = f"labd at {address} refused the connection: {text}"
+        return BusyError(text) if self.kind == REFUSAL_BUSY else ConnectError(text)
+
+
+class LabStream(SocketStream):  # type: ignore[misc]  # rpyc ships no types
+    """rpyc's socket stream, reading labd's refusal line where the first frame would be.
+
+    labd refuses after accepting (at its connection limit, say) by writing one line and
+    closing. It comes when the client first reads, or, if labd closed before the client
+    wrote its request, it is waiting to be read when that write fails.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self._first = True
+
+    def read(self, count: int) -> bytes:
+        data: bytes = super().read(count)
+        if self._first:
+            self._first = False
+            if data and REFUSAL_PREFIX.startswith(data[: len(REFUSAL_PREFIX)]):
+                raise self._refusal(data) or EOFError("labd sent no rpyc")
+        return data
+
+    def write(self, data: bytes) -> None:
+        try:
+            while data:
+                data = data[self.sock.send(data[: self.MAX_IO_CHUNK]) :]
+        except OSError as exc:
+            refused = self._refusal(b"") if self._first else None
+            self.close()
+            raise refused or EOFError(exc) from None
+
+    def _refusal(self, head: bytes) -> Refused | None:
+        """The rest of a refusal line (``head`` is what was read of it), if any."""
+        buf = head
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError, ValueError):
+            while b"\n" not in buf and len(buf) < REFUSAL_MAX:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self.sock.recv(REFUSAL_MAX)
+                if not chunk:
+                    break
+                buf += chunk
+        self.close()
+        parsed = parse_refusal(buf)
+        return Refused(*parsed) if parsed else None
+
+
 class Client:
     """The daemon's API as Python calls; one connection, used by one thread."""
 
-    def __init__(self, conn: Any, address: Address, call_timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        address: Address,
+        call_timeout: float = CALL_TIMEOUT,
+        spawn_timeout: float | None = None,
+    ) -> None:
         self._conn = conn
         self.address = address
         self.call_timeout = call_timeout  # stop() waits up to STOP_TIMEOUT instead
+        self.spawn_timeout = spawn_timeout  # None: by the set's size (spawn_budget)
         self._methods: dict[str, Any] = {}
         self._broken = False
 
@@ -87,7 +173,9 @@ class Client:
         return cast(list[MechanismRecord], self._call("mechanisms"))
 
     def spawn(self, mechanism: str, counters: int, params: dict[str, str]) -> SpawnRecord:
-        return cast(SpawnRecord, self._call("spawn", mechanism, counters, json.dumps(params)))
+        budget = self.spawn_timeout or spawn_budget(counters, params)
+        text = self._call("spawn", mechanism, counters, json.dumps(params), timeout=budget)
+        return cast(SpawnRecord, text)
 
     def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
         return cast(list[StatusRecord], self._call("status", tuple(ids)))
@@ -149,8 +237,16 @@ class Client:
             return local_error(exc)
         if hasattr(exc, "_remote_tb"):  # any other exception raised in labd
             return LabError(f"labd failed: {type(exc).__name__}: {message_of(exc)}")
+        if isinstance(exc, Refused):
+            self._broken = True
+            return exc.error(self.address)
         if isinstance(exc, TimeoutError):
             self._broken = True  # a late answer would arrive out of turn
+            if call == "spawn()":  # labd is there: it is still starting the set
+                return LabError(
+                    f"labd at {self.address} has not finished spawn() after {timeout:g} s: "
+                    "it may still be starting the set (see: labctl status, and labd's log)"
+                )
             return unreachable(self.address, f"no answer to {call} within {timeout:g} s")
         if isinstance(exc, EOFError | OSError):
             self._broken = True
@@ -205,7 +301,13 @@ def open_socket(address: Address, tls: TlsFiles | None, timeout: float) -> socke
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is not None:
-            return context.wrap_socket(sock, server_hostname=address.host)
+            secure = context.wrap_socket(sock, server_hostname=address.host)
+            try:
+                check_server_usage(secure.getpeercert(binary_form=True))
+            except BaseException:
+                secure.close()
+                raise
+            return secure
     except BaseException:
         sock.close()
         raise
@@ -228,6 +330,10 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
         ) from exc
     except ssl.SSLError as exc:
         raise unreachable(address, f"TLS handshake failed: {ssl_reason(exc)}") from exc
+    except UnsuitableCertificate as exc:
+        raise unreachable(
+            address, f"labd's TLS certificate is not accepted: {exc} (make it with labd tls init)"
+        ) from exc
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise unreachable(address) from exc
     except TimeoutError as exc:
@@ -235,7 +341,7 @@ def connect(address: Address, tls: TlsFiles | None = None, timeout: float = 5.0)
     except OSError as exc:
         raise unreachable(address, (exc.strerror or str(exc)).lower()) from exc
     try:
-        conn = connect_stream(SocketStream(sock), config=RPYC_CONFIG)
+        conn = connect_stream(LabStream(sock), config=RPYC_CONFIG)
     except (EOFError, OSError) as exc:
         sock.close()
         raise unreachable(address, _lost(exc)) from exc

@@ -44,7 +44,9 @@ def tail(
             answer = client.tail(set_id, last, TAIL_PAGE)
             last = _print_new(answer, last, out)
             state = answer.get("state")
-            full = len(answer.get("lines") or ()) >= TAIL_PAGE
+            got = answer.get("lines") or ()
+            # more is waiting: a full page, or one labd cut short (TAIL_MAX_BYTES)
+            full = len(got) >= TAIL_PAGE or (bool(got) and int(answer.get("last") or 0) > last)
     except KeyboardInterrupt:
         pass
 

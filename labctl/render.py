@@ -22,6 +22,7 @@ from labd.protocol import (
     ParamRecord,
     ProcessRecord,
     StatusRecord,
+    VersionRecord,
     typed_value,
 )
 
@@ -51,6 +52,20 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def group_part(s: Record) -> bool:
+    """A part of a group (spawn --on): its value is the group's shared one, so its own
+    lost means nothing alone (see the group: labctl status GROUP)."""
+    return bool((s.get("params") or {}).get("group"))
+
+
+def _lost(s: Record) -> str:
+    return humane.MISSING if group_part(s) else humane.count(s.get("lost"))
+
+
+def _lost_pc(s: Record) -> str:
+    return humane.MISSING if group_part(s) else humane.percent(s.get("lost"), s.get("attempted"))
+
+
 def _lost_cell(s: Record, raw: str, padded: str) -> str:
     return figures.paint_lost(s.get("lost"), padded)
 
@@ -71,7 +86,7 @@ def set_columns(sets: Sequence[Record]) -> list[Column]:
         Column("STATE", lambda s: _text(s.get("state")), paint=_state_cell),
         Column("VALUE", lambda s: humane.count(s.get("value")), right=True),
         Column("ATTEMPTED", lambda s: humane.count(s.get("attempted")), right=True),
-        Column("LOST", lambda s: humane.count(s.get("lost")), right=True, paint=_lost_cell),
+        Column("LOST", _lost, right=True, paint=_lost_cell),
     ]
     if figures.in_flight_applies(sets):
         cols.append(Column("IN FLIGHT", lambda s: humane.count(s.get("in_flight")), right=True))
@@ -85,12 +100,20 @@ def status_table(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
     if not sets:
         return "no sets (start one with: labctl spawn queue 3)"
     cols = set_columns(sets)
-    lost_pc = Column(
-        "LOST%", lambda s: humane.percent(s.get("lost"), s.get("attempted")), right=True, drop=2
-    )
+    lost_pc = Column("LOST%", _lost_pc, right=True, drop=2)
     cols.insert([c.header for c in cols].index("LOST") + 1, lost_pc)
     cols.append(Column("RATE", _rate, right=True, drop=1))
+    if len({s.get("owner") for s in sets}) > 1:  # a shared host: say whose each set is
+        cols.append(Column("OWNER", lambda s: _text(s.get("owner")), drop=3))
     return "\n".join(lay_out(cols, sets, width))
+
+
+def status_with_processes(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
+    """The status table, then each set's processes (``status --processes``)."""
+    parts = [status_table(sets, width)]
+    for s in sets:
+        parts += ["", f"set {_text(s.get('id'))} processes", *processes(s.get("processes") or [])]
+    return "\n".join(parts)
 
 
 def param_line(p: ParamRecord) -> list[str]:
@@ -153,10 +176,25 @@ def _title(s: StatusRecord) -> str:
     )
 
 
+def daemon_warnings(version: VersionRecord) -> list[str]:
+    """labd's own trouble, one line each: a degraded history, a file moved aside."""
+    lines = []
+    history = version.get("history")
+    if history is not None and history.get("state") == "degraded":
+        waiting = history.get("pending")
+        lines.append(
+            f"warning: labd's history store is degraded: {_text(history.get('reason'))}"
+            f" ({_text(waiting)} write(s) waiting); new sets are refused until it recovers"
+        )
+    for text in version.get("warnings") or ():
+        lines.append(f"warning: {_text(text)}")
+    return [click.style(line, fg="yellow") for line in lines]
+
+
 def _times(s: StatusRecord) -> list[tuple[str, str]]:
     started, stopped = s.get("started_at"), s.get("stopped_at")
-    ran = None
-    if isinstance(started, int | float):
+    ran = s.get("duration")  # labd's monotonic measure; wall times are for display
+    if not isinstance(ran, int | float) and isinstance(started, int | float):
         end = stopped if isinstance(stopped, int | float) else time.time()
         ran = end - started
     return [
@@ -199,11 +237,12 @@ def processes(procs: Sequence[ProcessRecord]) -> list[str]:
             _text(p.get("exitcode")),
             humane.MISSING if p.get("cpu_percent") is None else f"{p['cpu_percent']:.1f}",
             humane.size(p.get("rss")),
+            humane.size(p.get("uss")),
         ]
         for p in procs
     ]
-    headers = ("ROLE", "INDEX", "PID", "ALIVE", "EXIT", "CPU%", "RSS")
-    return table(headers, rows, right={1, 2, 4, 5, 6}, indent="  ")
+    headers = ("ROLE", "INDEX", "PID", "ALIVE", "EXIT", "CPU%", "RSS", "USS")
+    return table(headers, rows, right={1, 2, 4, 5, 6, 7}, indent="  ")
 
 
 def events(evs: Sequence[EventRecord]) -> list[str]:
@@ -221,6 +260,10 @@ def inspect(s: InspectRecord) -> str:
     if params:
         lines += ["", "parameters", *pairs([(k, typed_value(v)) for k, v in params.items()])]
     lines += ["", "metrics", *pairs(_metrics(s))]
+    memory = s.get("memory_per_worker")
+    if isinstance(memory, Mapping) and memory.get("rss") is not None:
+        each = f"RSS {humane.size(memory.get('rss'))}, USS {humane.size(memory.get('uss'))}"
+        lines += ["", f"memory per worker: {each}"]
     if s.get("processes"):
         lines += ["", "processes", *processes(s["processes"])]
     if s.get("error"):

@@ -80,10 +80,10 @@ def sparkline(values: Sequence[float] | deque[float], blocks: str = BLOCKS) -> s
 
 
 def alive(s: StatusRecord) -> str:
-    procs = s.get("processes")
-    if not isinstance(procs, list) or not procs:
+    live, total = s.get("processes_alive"), s.get("processes_total")
+    if type(live) is not int or type(total) is not int or not total:
         return humane.MISSING
-    return f"{sum(1 for p in procs if p.get('alive'))}/{len(procs)}"
+    return f"{live}/{total}"
 
 
 def columns(sets: Sequence[Record], sparks: Sparks, blocks: str) -> list[Column]:

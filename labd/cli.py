@@ -26,6 +26,7 @@ from labd.protocol import (
     parse_address,
 )
 from labd.server.access import SocketAccess, gid_of, uid_of
+from labd.server.admission import PER_USER
 
 log = logging.getLogger("labd")
 
@@ -98,11 +99,34 @@ def _address(
     "owns the socket (0660) and its directory (0750)",
 )
 @click.option(
+    "--admin-group",
+    multiple=True,
+    callback=_ids(gid_of),
+    metavar="GROUP",
+    help="members of this group (name or gid; repeat for more) may stop anyone's sets and "
+    "shut labd down; besides them only root and labd's own user may, and others only "
+    "their own sets",
+)
+@click.option(
+    "--max-per-user",
+    type=click.IntRange(1, 65536),
+    default=None,
+    help="processes (counters and printers) one user's sets may have at once [default: "
+    "no limit but --max-processes]",
+)
+@click.option(
     "--max-clients",
     type=click.IntRange(1, 65536),
     default=MAX_CLIENTS,
     show_default=True,
     help="connections served at once; more are closed at once",
+)
+@click.option(
+    "--max-clients-per-user",
+    type=click.IntRange(1, 65536),
+    default=PER_USER,
+    show_default=True,
+    help="connections served at once to one local user (uid), or one TCP client host",
 )
 @click.option(
     "--max-per-set",
@@ -146,7 +170,10 @@ def cli(
     state_dir: Path | None,
     allow_uid: tuple[int, ...],
     allow_group: tuple[int, ...],
+    admin_group: tuple[int, ...],
+    max_per_user: int | None,
     max_clients: int,
+    max_clients_per_user: int,
     max_per_set: int,
     max_processes: int,
     stop_timeout: float,
@@ -170,10 +197,13 @@ def cli(
         state_dir=state_dir or default_state_dir(),
         access=SocketAccess.of(allow_uid, allow_group),
         max_clients=max_clients,
+        clients_per_user=max_clients_per_user,
         per_set=max_per_set,
         total=max_processes,
         stop_timeout=stop_timeout,
         tls=(tls_cert, tls_key, tls_ca),
+        admin_gids=admin_group,
+        per_user=max_per_user,
     )
     from labd.daemon import serve
 

@@ -1,4 +1,7 @@
-"""One thread that reads every set's printer output into its :class:`PrintLog`."""
+"""One thread that reads every set's printer output into its :class:`PrintLog`.
+
+A log whose lines the disk refused (full, I/O error) when its set ended is retried
+every :data:`RETRY` seconds until they are written."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from labd.printlog import PrintLog
 
 log = logging.getLogger("labd.collector")
 CHUNK = 1 << 16
+RETRY = 1.0
 
 
 class Collector(LoopThread):
@@ -21,6 +25,7 @@ class Collector(LoopThread):
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._done: dict[int, threading.Event] = {}
+        self._unwritten: list[PrintLog] = []  # ended sets' logs the disk refused
 
     def add(self, source: Connection, sink: PrintLog) -> threading.Event:
         """Read ``source`` into ``sink`` until EOF; the event is set once it is drained."""
@@ -33,7 +38,9 @@ class Collector(LoopThread):
 
     def _run(self) -> None:
         while not self._closing:
-            for key, _ in self._sel.select():
+            ready = self._sel.select(RETRY if self._unwritten else None)
+            self._unwritten = [sink for sink in self._unwritten if not sink.retry()]
+            for key, _ in ready:
                 if key.data is None:
                     self._drain_wake()
                     continue
@@ -58,6 +65,8 @@ class Collector(LoopThread):
             done = self._done.pop(fd)
         try:
             sink.close()  # flushes the last partial line
+            if sink.unwritten:
+                self._unwritten.append(sink)
         except Exception as exc:
             log.error("closing a printer log: %s", exc)
         source.close()

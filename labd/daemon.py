@@ -21,6 +21,7 @@ from labd.protocol import (
     Address,
 )
 from labd.server.access import PRIVATE, SocketAccess
+from labd.server.admission import PER_USER, ClientLimits
 
 log = logging.getLogger("labd")
 
@@ -32,10 +33,13 @@ class DaemonConfig:
     state_dir: Path
     access: SocketAccess = PRIVATE
     max_clients: int = MAX_CLIENTS
+    clients_per_user: int = PER_USER
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     stop_timeout: float = TIMEOUT_STOP_S  # seconds, from SIGTERM to exit
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
+    admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
+    per_user: int | None = None  # --max-per-user: processes of one user's sets
 
 
 def serve(config: DaemonConfig) -> int:
@@ -43,6 +47,7 @@ def serve(config: DaemonConfig) -> int:
     from labd.lab import Lab, Limits
     from labd.leftovers import become_subreaper
     from labd.notify import Notifier
+    from labd.owners import Admins
     from labd.server.listener import listen, load_tls
 
     tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
@@ -51,16 +56,17 @@ def serve(config: DaemonConfig) -> int:
     stop = threading.Event()
     lab = Lab(
         config.state_dir,
-        limits=Limits(config.per_set, config.total),
+        limits=Limits(config.per_set, config.total, per_user=config.per_user),
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
     )
-    clients = config.max_clients
+    lab.admins = Admins.of(config.admin_gids)
+    clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
-        listen(Address(path=str(config.socket)), lab, stop.set, config.access, max_clients=clients)
+        listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)
     ]
     try:
-        listeners += [listen(a, lab, stop.set, tls=tls, max_clients=clients) for a in config.listen]
+        listeners += [listen(a, lab, stop.set, tls=tls, limits=clients) for a in config.listen]
     except ConfigError:
         for item in listeners:
             item.close()

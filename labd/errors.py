@@ -10,9 +10,13 @@
     ├── SetError                about one set
     │   ├── NoSuchSet           no set with that id, live or in the history
     │   └── SetBusy             a conflicting operation is already under way
+    ├── NotAllowed              the caller may not do that (another user's set, shutdown)
     ├── NoSuchExperiment        no experiment with that id
+    ├── HistoryError            the history store takes no writes now (disk full, ...)
     ├── ConfigError             labd cannot start as configured (bad socket, TLS ...): 2
+    │   └── StoreDamaged        the history file is damaged or read-only (moved aside)
     └── ConnectError            labctl cannot reach labd: 3
+        └── BusyError           labd is at its connection limit: 4
 
 Every exception keeps its data in ``args`` (the first item is the one-line,
 user-facing message), because rpyc rebuilds exceptions on the client without
@@ -27,6 +31,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_BUSY = 4  # labd is at its connection limit: try again later
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
@@ -68,8 +73,16 @@ class SetBusy(SetError):
     """Another operation on the same set is under way."""
 
 
+class NotAllowed(LabError):
+    """The caller may not do this: stop another user's set, shut labd down."""
+
+
 class NoSuchExperiment(LabError):
     """No experiment with that id."""
+
+
+class HistoryError(LabError):
+    """The history store cannot take writes now; labd refuses new sets until it can."""
 
 
 class ConfigError(LabError):
@@ -78,10 +91,20 @@ class ConfigError(LabError):
     exit_code = EXIT_USAGE
 
 
+class StoreDamaged(ConfigError):
+    """The history file is damaged or cannot be written: labd moves it aside."""
+
+
 class ConnectError(LabError):
     """labctl cannot reach labd."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class BusyError(ConnectError):
+    """labd answered, but is at its connection limit: try again later."""
+
+    exit_code = EXIT_BUSY
 
 
 def message_of(exc: BaseException) -> str:

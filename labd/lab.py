@@ -8,6 +8,7 @@ Lab lock while waiting for processes.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -20,24 +21,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from labd import __version__, explain
+from labd import __version__, capacity, explain
 from labd.bounded import HookTimeout
 from labd.collector import Collector
-from labd.errors import LabError, LimitError, NoSuchSet, SetBusy, SetError, UsageError
+from labd.errors import (
+    HistoryError,
+    LabError,
+    LimitError,
+    NoSuchSet,
+    SetBusy,
+    SetError,
+    UsageError,
+)
 from labd.experiments.core import Experiments
+from labd.history import History
 from labd.leftovers import Members, Tracker, end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
+from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
-from labd.printlog import PrintLog, read_log_tail
+from labd.printlog import PrintLog, read_log_tail, within_bytes
 from labd.processset import ProcessSet, SetEnv, SetSpec, Worker
+from labd.procstats import WATCH_S, ProcStats
 from labd.protocol import (
     MAX_PER_SET,
     MAX_PROCESSES,
     PROTOCOL_VERSION,
+    TAIL_MAX_BYTES,
     WAIT_HELD_S,
     InspectRecord,
     MechanismRecord,
+    MemoryRecord,
+    ProcessRecord,
     SpawnRecord,
     State,
     StatusRecord,
@@ -46,11 +61,18 @@ from labd.protocol import (
 )
 from labd.reaper import Reaper
 from labd.registry import Registry
+from labd.remains import clear_remains
 from labd.sampler import Sampler
-from labd.setstatus import live_status, stored_status
-from labd.statedir import lock_state_dir
+from labd.setstatus import (
+    keep_last_figures,
+    live_status,
+    memory_per_worker,
+    process_records,
+    stored_status,
+)
+from labd.snapshot import Snapshots
+from labd.statedir import lock_state_dir, make_state_dir
 from labd.stopplan import StopPlan, StopTimes
-from labd.store import Store
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
@@ -59,6 +81,7 @@ FORK_WARNING = (
     "thread held at the fork (use forkserver, the default, or spawn)"
 )
 #: what the forkserver imports once, so workers start warm (every module of labd.worker)
+FREEZE = "labd.worker.frozen"  # last: freezes what the preload imported
 PRELOAD = [
     "labd.worker.process",
     "labd.worker.contexts",
@@ -76,6 +99,8 @@ class Ended:
     status: StatusRecord
     per_counter: list[int]
     dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
+    text: str = ""  # the final status as JSON text, serialised once
+    processes: list[ProcessRecord] = field(default_factory=list)  # for inspect
     trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
@@ -84,6 +109,7 @@ class Limits:
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
     stop: StopTimes = field(default_factory=StopTimes)
+    per_user: int | None = None  # processes of one owner's sets (labd --max-per-user)
 
 
 class Lab:
@@ -92,17 +118,18 @@ class Lab:
         state_dir: Path,
         *,
         registry: Registry | None = None,
-        store: Store | None = None,
+        store: History | None = None,
         limits: Limits = Limits(),
         runtime_dir: Path | None = None,
         on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_dir = state_dir
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_state_dir(state_dir)
         self._state_lock = lock_state_dir(state_dir)
-        (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
         self.registry = registry if registry is not None else Registry()
-        self.store = store if store is not None else Store(state_dir / "history.sqlite3")
+        self._clock = clock  # the wall clock, for display; durations are monotonic
+        self.store = store if store is not None else History.open(state_dir, clock=clock)
         self.limits = limits
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -111,9 +138,11 @@ class Lab:
         #: inspect): their processes, output ring and metrics are let go
         self._ended: dict[int, Ended] = {}
         self._closing = False
-        self.started_at = time.time()
+        self.started_at = clock()
         self.address = ""
+        self.admins = Admins()  # who besides root and labd's user may stop any set
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
+        clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
         # the Manager runs in a process of labd's own (spawn), not under the forkserver,
         # so that the forkserver dying (killed, or a fork failing at the process limit)
@@ -122,7 +151,12 @@ class Lab:
         self._tracker = Tracker()
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
+        self._stats = ProcStats()
+        self._worker_bytes = capacity.DEFAULT_WORKER_BYTES  # measured at each spawn
+        self._snapshots = Snapshots(self._fragments)
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
+        self._sampler.on_tick = self._snapshots.invalidate
+        self._sampler.stats = self._stats
         self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
@@ -134,12 +168,14 @@ class Lab:
                 ", ".join(map(str, interrupted)),
             )
             end_leftovers(self.store, interrupted)
-        # Validate every plugin now, then let the forkserver preload only those that
-        # loaded: children start warm, and a plugin that raises at import cannot take
-        # the forkserver down.
+            keep_last_figures(self.store, interrupted)
+        self.store.start()
+        # Validate every plugin now, then let the forkserver
+        # preload only those that loaded: children start warm, and a plugin
+        # that raises at import cannot take the forkserver down.
         self.registry.load_all()
         forkserver = self._context("forkserver")
-        forkserver.set_forkserver_preload(PRELOAD + self.registry.modules())
+        forkserver.set_forkserver_preload([*PRELOAD, *self.registry.modules(), FREEZE])
         multiprocessing.forkserver.ensure_running()  # warm; restarted by the next spawn if it dies
         self._reaper.start()
         self._collector.start()
@@ -153,7 +189,7 @@ class Lab:
         self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
-        self.stop("all", None if within is None else time.monotonic() + within)
+        self.stop("all", until=None if within is None else time.monotonic() + within)
         self._sampler.close()
         self._tracker.reap()
         self._reaper.close()
@@ -177,24 +213,59 @@ class Lab:
             "pid": os.getpid(),
             "started_at": self.started_at,
             "address": self.address,
+            "history": self.store.health(),
+            "warnings": list(self.store.warnings),
         }
 
     def mechanisms(self) -> list[MechanismRecord]:
         return self.registry.describe()
 
     def status(self, ids: Sequence[int] = ()) -> list[StatusRecord]:
+        result: list[StatusRecord] = json.loads(self.status_text(ids))
+        return result
+
+    def status_text(self, ids: Sequence[int] = ()) -> str:
+        """The status objects of ``ids`` (all sets if empty) as one JSON array, from the
+        snapshot shared by every caller (see :mod:`labd.snapshot`)."""
+        snap = self._snapshots.get()
         if not ids:
-            with self._lock:
-                ids = sorted([*self._sets, *self._ended])
-        return [self._status_of(i) for i in ids]
+            return snap.text
+        return snap.select(ids, lambda i: json.dumps(self._status_of(i), separators=(",", ":")))
+
+    @property
+    def snapshot_generation(self) -> int:
+        """Grows at each sampler tick and state change: status text is rebuilt then."""
+        return self._snapshots.generation
+
+    def _fragments(self) -> dict[int, str]:
+        with self._lock:
+            live, ended = list(self._sets.values()), list(self._ended.values())
+        out = {e.status["id"]: e.text for e in ended}
+        for s in live:
+            out[s.spec.id] = json.dumps(self._status(s), separators=(",", ":"))
+        return out
 
     def inspect(self, set_id: int) -> InspectRecord:
         with self._lock:
             pset = self._sets.get(set_id)
             ended = self._ended.get(set_id)
         status = self._status_of(set_id)
-        row = self.store.get(set_id)
-        out = cast(InspectRecord, {**status, "events": row.get("events", []) if row else []})
+        try:
+            row = self.store.get(set_id)
+        except HistoryError:
+            row = None  # the history cannot be read now: the live figures still can
+        procs: list[ProcessRecord] = []
+        if pset is not None:
+            pset.watched_until = time.monotonic() + WATCH_S  # sampled each second now
+            procs = process_records(pset, self._stats)
+        elif ended is not None:
+            procs = list(ended.processes)
+        elif row is not None and isinstance(row["final"], dict):
+            procs = list(cast(dict[str, Any], row["final"]).get("processes") or [])
+        memory: MemoryRecord = memory_per_worker(procs)
+        events = row.get("events", []) if row else []
+        extra = {"processes": procs, "memory_per_worker": memory, "events": events}
+        out = cast(InspectRecord, {**status, **extra})
         if pset is not None and pset.metrics is not None and pset.live:
             figures, out["per_counter"] = pset.metrics.consistent()
             same = {**figures.as_record(), "sampled_at": figures.sampled_at}
@@ -234,6 +305,7 @@ class Lab:
                 state, dropped = row["state"], 0
             lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
             last = lines[-1][0] if lines else after
+        lines = within_bytes(lines, TAIL_MAX_BYTES, newest=after <= 0)
         return {"id": set_id, "lines": list(lines), "last": last, "state": state}
 
     def tallies(self, set_id: int) -> dict[str, Any]:
@@ -249,7 +321,13 @@ class Lab:
             raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
 
     # --- spawn -----------------------------------------------------------------------
-    def spawn(self, mechanism: str, counters: int, params: Mapping[str, object]) -> SpawnRecord:
+    def spawn(
+        self,
+        mechanism: str,
+        counters: int,
+        params: Mapping[str, object],
+        caller: Caller = LABD,
+    ) -> SpawnRecord:
         cls = self.registry.get(mechanism)
         if type(counters) is not int or counters < 1:
             raise UsageError(f"the number of counters must be a positive integer, not {counters!r}")
@@ -258,21 +336,25 @@ class Lab:
                 f"{counters} counters is above the limit of {self.limits.per_set} per set"
             )
         values = resolve(cls.params + COMMON_PARAMS, params, f"mechanism {mechanism!r}")
+        cls.check(values)
         if values["printers"] > self.limits.per_set:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
+        need = counters + int(values["printers"])
+        capacity.check(need, self._worker_bytes, capacity.probe())  # the machine's limits
         warnings = []
         if values["start_method"] == "fork":
             warnings.append(FORK_WARNING)
             log.warning("set uses %s", FORK_WARNING)
-        pset = self._reserve(mechanism, counters, values, cls)  # holds pset.busy
+        pset = self._reserve(SetSpec(0, mechanism, counters, values, caller.owner), cls)
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
-        except (LabError, HookTimeout) as exc:  # said in one line: no traceback to add
-            log.error("set %d failed to start: %s", pset.spec.id, exc)
-            pset.fail(f"could not start: {exc}")
+        except (LabError, HookTimeout) as exc:  # refused by the mechanism, or a hung hook
+            why = exc.message if isinstance(exc, LabError) else str(exc)
+            log.error("set %d failed to start: %s", pset.spec.id, why)
+            pset.fail(f"could not start: {why}")
             error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
@@ -289,33 +371,36 @@ class Lab:
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         pids = [w.pid for w in pset.workers]
-        self._record(pset.spec.id, "its processes", record_workers, self.store, pset.spec.id, pids)
+        record_workers(self.store, pset.spec.id, pids)
+        self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
-        return {**self._status(pset), "warnings": warnings}
+        procs = process_records(pset, self._stats, uss=False)
+        return cast(SpawnRecord, {**self._status(pset), "processes": procs, "warnings": warnings})
 
-    def _reserve(
-        self, mechanism: str, counters: int, values: dict[str, Any], cls: type[Mechanism]
-    ) -> ProcessSet:
-        need = counters + int(values["printers"])
+    def _reserve(self, want: SetSpec, cls: type[Mechanism]) -> ProcessSet:
+        """Check the limits, record the set and make it (holding its ``busy`` lock)."""
+        mechanism, counters, values = want.mechanism, want.counters, want.values
         with self._lock:
             if self._closing:
                 raise LabError("labd is shutting down")
-            running = sum(s.spec.counters + s.spec.printers for s in self._sets.values() if s.live)
-            if running + need > self.limits.total:
-                raise LimitError(
-                    f"this set would bring labd to {running + need} processes, "
-                    f"above the limit of {self.limits.total} (stop some: labctl stop)"
-                )
+            live = [(s.spec.owner, s.spec.processes) for s in self._sets.values() if s.live]
+            check_quota(want.owner, want.processes, live, self.limits)
             set_id = self.store.new_set(
-                mechanism, str(values["name"]), counters, int(values["printers"]), values
+                mechanism,
+                str(values["name"]),
+                counters,
+                int(values["printers"]),
+                values,
+                owner=want.owner,
             )
-            spec = SetSpec(set_id, mechanism, counters, values)
+            spec = SetSpec(set_id, mechanism, counters, values, want.owner)
             env = SetEnv(
                 set_id,
                 counters,
                 spec.printers,
                 self._context(str(values["start_method"])),
                 self.manager.get,
+                clock=self._clock,
             )
             output = PrintLog(self._log_path(set_id))
             pset = ProcessSet(
@@ -323,16 +408,20 @@ class Lab:
             )
             pset.busy.acquire()  # a stop waits until the set has started
             self._sets[set_id] = pset
+        self._snapshots.invalidate()
         return pset
 
     def _log_path(self, set_id: int) -> Path:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str, until: float | None = None) -> list[StatusRecord]:
-        """Stop sets and wait until they are stopped; ``"all"`` stops every live set.
-        ``until``, a monotonic instant, bounds the whole stop (as at shutdown)."""
-        targets, mine, held = self._claim(ids)
+    def stop(
+        self, ids: Sequence[int] | str, caller: Caller = LABD, until: float | None = None
+    ) -> list[StatusRecord]:
+        """Stop sets and wait until they are stopped; ``"all"`` stops every live set
+        ``caller`` may stop (an admin's: all; anyone else's: their own). ``until``, a
+        monotonic instant, bounds the whole stop (as at shutdown)."""
+        targets, mine, held = self._claim(ids, caller)
         now = time.monotonic()
         held_for = WAIT_HELD_S  # for all of them together
         if until is not None:
@@ -363,7 +452,7 @@ class Lab:
         return [self._status_of(i) for i in targets]
 
     def _claim(
-        self, ids: Sequence[int] | str
+        self, ids: Sequence[int] | str, caller: Caller
     ) -> tuple[list[int], list[ProcessSet], list[ProcessSet]]:
         """The targets, the live ones now ours to stop, and (for "all") those another
         operation holds, which the caller waits for."""
@@ -371,13 +460,19 @@ class Lab:
         held: list[ProcessSet] = []
         with self._lock:
             if ids == "all":
-                targets = sorted(i for i, s in self._sets.items() if _needs_stop(s))
+                targets = sorted(
+                    i
+                    for i, s in self._sets.items()
+                    if _needs_stop(s) and caller.may_stop(s.spec.owner)
+                )
             else:
                 assert not isinstance(ids, str), "only 'all' is a word here"
                 targets = list(ids)
                 for i in targets:
                     if i not in self._sets and self.store.get(i) is None:
                         raise NoSuchSet(f"no set {i} (see: labctl status)")
+                    if i in self._sets and _needs_stop(self._sets[i]):
+                        caller.check_stop(i, self._sets[i].spec.owner)
             for i in targets:
                 s = self._sets.get(i)
                 if s is None or not _needs_stop(s):
@@ -412,13 +507,19 @@ class Lab:
         if s.output_done is None:  # its output never reached the collector, which closes it
             s.output.close()
         final = self._status(s)
-        self._record(s.spec.id, "its final figures", self.store.finish, s.spec.id, final)
+        procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
+        self.store.finish(s.spec.id, cast(StatusRecord, {**final, "processes": procs}))
+        if s.metrics is not None:  # its last sample: a set shorter than the sampler's second
+            self.store.add_samples([s.metrics.figures.row(s.spec.id, s.stopped_at)])
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
+            text = json.dumps(final, separators=(",", ":"))
+            trace = s.mechanism.trace()
             self._ended[s.spec.id] = Ended(
-                final, per_counter, s.output.dropped, s.mechanism.trace()
+                final, per_counter, s.output.dropped, text=text, processes=procs, trace=trace
             )
             del self._sets[s.spec.id]
+        self._snapshots.invalidate()
 
     def _stop_quietly(self, s: ProcessSet) -> None:
         try:
@@ -435,9 +536,8 @@ class Lab:
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
-        self._record(
-            s.spec.id, f"its state {state}", self.store.set_state, s.spec.id, state, detail
-        )
+        self._snapshots.invalidate()
+        self.store.set_state(s.spec.id, state, detail)
         if state == State.FAILED and s.workers and not s.busy.locked():
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
@@ -452,6 +552,7 @@ class Lab:
             log.error("set %d: cannot record %s in the history store: %s", set_id, what, exc)
 
     def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
+        self._snapshots.invalidate()  # one process fewer alive
         s.worker_exited(w)
 
     def _deadline(self, s: ProcessSet) -> None:
@@ -497,7 +598,7 @@ class Lab:
         return stored_status(row)
 
     def _status(self, s: ProcessSet) -> StatusRecord:
-        return live_status(s, self._sampler.stats.cache)
+        return live_status(s)
 
 
 def _members(sets: list[ProcessSet]) -> Members:

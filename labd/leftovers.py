@@ -30,27 +30,39 @@ import logging
 import os
 import signal
 import threading
+from typing import TYPE_CHECKING
 
-from labd.store import Store
+from labd.errors import HistoryError
+from labd.procstats import read_stat
 from labd.worker import process as worker_process
+
+if TYPE_CHECKING:
+    from labd.history import History
 
 log = logging.getLogger("labd.leftovers")
 
 
-def record_workers(store: Store, set_id: int, pids: list[int]) -> None:
+def record_workers(store: History, set_id: int, pids: list[int]) -> None:
     """Note a set's workers with their creation times, for :func:`end_leftovers`."""
-    import psutil
-
+    boot = _boot_time()
     rows = []
     for pid in pids:
-        try:
-            rows.append((pid, psutil.Process(pid).create_time()))
-        except psutil.Error:
-            continue  # already gone: nothing to end later
+        stat = read_stat(pid)  # one read each, not a psutil object: a set may be large
+        if stat is not None:  # else already gone: nothing to end later
+            rows.append((pid, boot + stat[2]))
     store.add_workers(set_id, rows)
 
 
-def end_leftovers(store: Store, set_ids: list[int]) -> int:
+def _boot_time() -> float:
+    """The boot time psutil's ``create_time`` counts from (``btime`` of /proc/stat)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def end_leftovers(store: History, set_ids: list[int]) -> int:
     """Kill what is left of sets a dead daemon ran (a hung or stopped worker that could
     not notice), with its set's process group: what its workers started goes too. A
     pid counts only if its creation time matches (pids get reused); a group only if
@@ -58,7 +70,11 @@ def end_leftovers(store: Store, set_ids: list[int]) -> int:
     number cannot have been reused)."""
     import psutil
 
-    rows = store.workers(set_ids)
+    try:
+        rows = store.workers(set_ids)
+    except HistoryError as exc:
+        log.error("the processes of sets %s cannot be read: %s", set_ids, exc.message)
+        return 0
     workers = {(set_id, pid) for set_id, pid, _ in rows}
     ended = _end_descendants_of({pid for _, pid, created in rows if _same_process(pid, created)})
     for set_id, pid, created in rows:

@@ -8,18 +8,23 @@ longer than :data:`MAX_LINE` characters is cut there. When the file would grow p
 begun, so one set's logs take at most about ``2 * max_bytes`` of disk.
 
 Sets of earlier daemon runs have no ring: :func:`read_log_tail` reads their files.
+
+A write the disk refuses (full, I/O error) loses nothing: the lines wait in memory (at
+most ``max_bytes`` of them, the oldest dropped first) and are written, in order, at the
+next line or :meth:`PrintLog.retry` once the disk takes them again.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 from collections import deque
 from pathlib import Path
-from typing import BinaryIO
 
 MAX_LINE = 4096
+log = logging.getLogger("labd.printlog")
 
 
 def rotated_path(path: Path) -> Path:
@@ -43,13 +48,16 @@ class PrintLog:
         #: numbering of :func:`read_log_tail` plus this is the ring's numbering
         self.dropped = 0
         self._lines = [0, 0]  # lines in the rotated file, in the current one
-        self._file: BinaryIO | None = _open_append(path)
-        self._size = os.fstat(self._file.fileno()).st_size
+        self._fd: int | None = _open_append(path)
+        self._size = os.fstat(self._fd).st_size
+        self._unwritten = bytearray()  # whole lines the disk did not take yet
+        self._failing: str | None = None  # why, while it does not
+        self._closed = False
 
     def append(self, text: str) -> None:
         """Take a chunk of raw output; number and keep each line it completes."""
         with self._lock:
-            if self._file is None:
+            if self._closed:
                 raise ValueError(f"print log {self.path} is closed")
             parts = (self._partial + text).split("\n")
             self._partial = parts.pop()[:MAX_LINE]
@@ -68,59 +76,108 @@ class PrintLog:
                 start = max(0, after - self._ring[0][0] + 1)
             return list(itertools.islice(self._ring, start, start + limit)), self._seq
 
+    @property
+    def unwritten(self) -> int:
+        """Bytes of lines the disk has not taken yet."""
+        with self._lock:
+            return len(self._unwritten)
+
     def flush(self) -> None:
-        """Keep the partial line as a complete one, and push the file to the OS."""
+        """Keep the partial line as a complete one, and write what waits."""
         with self._lock:
             if self._partial:
                 self._keep([self._partial])
                 self._partial = ""
-            if self._file is not None:
-                self._file.flush()
+            self._write_out()
 
     def close(self) -> None:
-        """Flush, then close the file; later appends raise ValueError."""
+        """Flush; later appends raise ValueError. The file closes once every line is
+        written (see :meth:`retry`)."""
         self.flush()
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._closed = True
+            self._close_if_done()
+
+    def retry(self) -> bool:
+        """Write what the disk refused before; True once nothing waits."""
+        with self._lock:
+            self._write_out()
+            self._close_if_done()
+            return not self._unwritten
+
+    def _close_if_done(self) -> None:
+        if self._closed and not self._unwritten and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _keep(self, lines: list[str]) -> None:
         """Number, ring and write complete lines (lock held)."""
-        if not lines or self._file is None:
+        if not lines:
             return
-        chunk: list[bytes] = []
-        pending = 0
         for raw in lines:
             line = raw.removesuffix("\r")[:MAX_LINE]
             self._seq += 1
             self._ring.append((self._seq, line))
-            data = line.encode("utf-8", "replace") + b"\n"
-            if self._size + pending + len(data) > self.max_bytes and self._size + pending > 0:
-                self._write(chunk)
-                chunk, pending = [], 0
-                self._rotate()
-            chunk.append(data)
-            pending += len(data)
-            self._lines[1] += 1
-        self._write(chunk)
-        assert self._file is not None
-        self._file.flush()
+            self._unwritten += line.encode("utf-8", "replace") + b"\n"
+        excess = len(self._unwritten) - self.max_bytes
+        if excess > 0:  # the disk refused for long: the oldest waiting lines go
+            cut = self._unwritten.find(b"\n", excess - 1) + 1
+            self.dropped += self._unwritten[:cut].count(b"\n")
+            del self._unwritten[:cut]
+        self._write_out()
 
-    def _write(self, chunk: list[bytes]) -> None:
-        assert self._file is not None
-        data = b"".join(chunk)
-        self._file.write(data)
-        self._size += len(data)
+    def _write_out(self) -> None:
+        """Write the waiting lines, rotating at line boundaries; what the disk refuses
+        waits for the next call (lock held)."""
+        try:
+            while self._unwritten:
+                if self._fd is None:  # a rotation that failed half-way
+                    self._fd = _open_append(self.path)
+                    self._size = os.fstat(self._fd).st_size
+                room = self.max_bytes - self._size
+                cut = self._unwritten.rfind(b"\n", 0, max(room, 0)) + 1
+                if cut == 0 and self._size > 0:
+                    self._rotate()
+                    continue
+                if cut == 0:  # one line longer than the whole file: alone in it
+                    cut = self._unwritten.find(b"\n") + 1
+                n = os.write(self._fd, self._unwritten[:cut])
+                self._lines[1] += self._unwritten[:n].count(b"\n")
+                del self._unwritten[:n]
+                self._size += n
+        except OSError as exc:
+            if self._failing is None:
+                log.warning("printer log %s: %s: its lines wait in memory", self.path, exc)
+            self._failing = exc.strerror or str(exc)
+            return
+        if self._failing is not None:
+            log.warning("printer log %s: written again (the disk had refused it)", self.path)
+            self._failing = None
 
     def _rotate(self) -> None:
-        assert self._file is not None
-        self._file.close()
+        assert self._fd is not None
         os.replace(self.path, rotated_path(self.path))
-        self._file = _open_append(self.path)
-        self._size = 0
+        os.close(self._fd)
+        self._fd = None
         self.dropped += self._lines[0]
         self._lines = [self._lines[1], 0]
+        self._fd = _open_append(self.path)
+        self._size = 0
+
+
+def within_bytes(
+    lines: list[tuple[int, str]], budget: int, *, newest: bool
+) -> list[tuple[int, str]]:
+    """As many of ``lines`` as fit in ``budget`` bytes of text (at least one): the
+    newest ones with ``newest``, else the oldest, so that one answer holds little."""
+    kept: list[tuple[int, str]] = []
+    used = 0
+    for item in reversed(lines) if newest else lines:
+        used += len(item[1]) + 1
+        if kept and used > budget:
+            break
+        kept.append(item)
+    return kept[::-1] if newest else kept
 
 
 def read_log_tail(
@@ -152,8 +209,7 @@ def read_log_tail(
     return [(first + i, text) for i, text in enumerate(texts)]
 
 
-def _open_append(path: Path) -> BinaryIO:
+def _open_append(path: Path) -> int:
     """Open ``path`` for appending, creating it (0600) and its directory (0700)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    return os.fdopen(fd, "ab")
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

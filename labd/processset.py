@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing import process as mp_process
 from multiprocessing.connection import Connection
 from multiprocessing.managers import SyncManager
 from multiprocessing.process import BaseProcess
@@ -36,6 +37,7 @@ from labd.worker import process as worker_process
 from labd.worker.contexts import WorkerSpec
 
 log = logging.getLogger("labd.set")
+START_THREADS = 4  # counters of a set started at once (see ProcessSet._spawn_counters)
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,15 @@ class SetSpec:
     mechanism: str
     counters: int
     values: dict[str, Any]
+    owner: str | None = None  # who spawned it (labd.owners)
 
     @property
     def printers(self) -> int:
         return int(self.values["printers"])
+
+    @property
+    def processes(self) -> int:
+        return self.counters + self.printers
 
     @property
     def name(self) -> str:
@@ -97,6 +104,8 @@ class SetEnv:
     context: multiprocessing.context.BaseContext
     manager_source: Callable[[], tuple[SyncManager, int]]
     manager_generation: int | None = field(default=None)
+    #: the wall clock, for display; order and durations come from time.monotonic
+    clock: Callable[[], float] = time.time
 
     def manager(self) -> SyncManager:
         manager, self.manager_generation = self.manager_source()
@@ -122,8 +131,9 @@ class ProcessSet:
         self._watch = watch
         #: the set's state; see labd.lifecycle for the table and the lock order
         self.life = Lifecycle(f"set {spec.id}", lambda state, detail: on_state(self, state, detail))
-        self.started_at: float | None = None
+        self.started_at: float | None = None  # wall clock, for display
         self.stopped_at: float | None = None
+        self._ran: tuple[float, float | None] | None = None  # monotonic start, end
         self.workers: list[Worker] = []
         self.metrics: SetMetrics | None = None
         self.busy = threading.Lock()  # held by a start or a stop in progress
@@ -135,6 +145,8 @@ class ProcessSet:
         self._observer: Observer | None = None
         self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
         self._until: float | None = None  # the monotonic instant a stop must end by
+        #: until then (monotonic), the sampler reads its processes' CPU and RSS each second
+        self.watched_until = 0.0
 
     # --- start ---------------------------------------------------------------------
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
@@ -157,13 +169,16 @@ class ProcessSet:
         try:
             for j in range(spec.printers):
                 self._spawn("printer", j, printer_wake, out_writer, self.mechanism.printer_args(j))
-            for i in range(spec.counters):
-                self._spawn("counter", i, counter_wake, out_writer, self.mechanism.counter_args(i))
+            self._spawn_counters(counter_wake, out_writer)
         finally:
             for end in (counter_wake, printer_wake, out_writer):
                 end.close()
         self.mechanism.started()
-        self.started_at = time.time()
+        # by now the first worker has long started, unless the set is small
+        if self.workers and not _group_made(self.workers[0]):
+            log.warning("set %d: its first worker made no process group", spec.id)
+        self.started_at = self.env.clock()
+        self._ran = (time.monotonic(), None)
         duration = spec.values.get("duration")
         if duration:
             self.deadline = time.monotonic() + float(duration)
@@ -171,6 +186,37 @@ class ProcessSet:
             for w in self.workers:  # ended while starting: the reaper's call was too early
                 if not w.alive:
                     self.worker_exited(w)
+
+    def _spawn_counters(self, wake: Connection, out: Connection) -> None:
+        """Start the counters from START_THREADS threads at once: each start is a round
+        trip to the forkserver, and while it forks one the next request is on its way.
+        Every start is tried; the first error is raised once all have returned."""
+        indexes = iter(range(self.spec.counters))
+        pick = threading.Lock()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            while not errors:
+                with pick:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                try:
+                    self._spawn("counter", i, wake, out, self.mechanism.counter_args(i))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [
+            threading.Thread(target=run, name=f"start-{self.spec.id}-{k}", daemon=True)
+            for k in range(min(START_THREADS, self.spec.counters) - 1)
+        ]
+        for t in threads:
+            t.start()
+        run()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def _spawn(
         self, role: str, index: int, wake: Connection, out: Connection, args: tuple[Any, ...]
@@ -196,12 +242,15 @@ class ProcessSet:
             process.start()
         except (OSError, EOFError) as exc:  # EOF: the forkserver died (of a failed fork?)
             raise (limit_error(exc) or exc) from None
+        # Our reaper joins it: out of multiprocessing's list of children, whose every
+        # entry each Process.start() polls (a thousand workers: half a million polls).
+        mp_process._children.discard(process)  # type: ignore[attr-defined]
         assert process.pid is not None
         worker = Worker(role, index, process, process.pid, pidfd=_pidfd(process.pid))
         self.workers.append(worker)
         self._watch(self, worker)
-        if not self.pgid:  # the first worker leads the set's group: others join it
-            self.pgid = _group_led_by(worker)
+        if not self.pgid:  # the first worker leads the set's group; the next ones join
+            self.pgid = worker.pid  # it, waiting for it if they start first
 
     # --- states ----------------------------------------------------------------------
     @property
@@ -211,6 +260,14 @@ class ProcessSet:
     @property
     def error(self) -> str | None:
         return self.life.error
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran (so far), by the monotonic clock; None before it started."""
+        if self._ran is None:
+            return None
+        start, end = self._ran
+        return (time.monotonic() if end is None else end) - start
 
     @property
     def live(self) -> bool:
@@ -274,7 +331,9 @@ class ProcessSet:
             figures = self.metrics.final() if self.metrics else None
         finally:  # whatever failed above, the set ends and lets go of its resources
             self.release()
-            self.stopped_at = time.time()
+            self.stopped_at = self.env.clock()
+            if self._ran is not None:
+                self._ran = (self._ran[0], time.monotonic())
             self.life.move(self.life.final(), self._cut_short(figures))
         return figures
 
@@ -376,16 +435,17 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _group_led_by(worker: Worker, timeout: float = 2.0) -> int:
-    """The group ``worker`` makes at its start (setpgid(0, 0)): wait until it exists, so
-    the next workers can join it; 0 if it does not come (they then stay in labd's)."""
+def _group_made(leader: Worker, timeout: float = 2.0) -> bool:
+    """Wait until the set's first worker leads its group (setpgid(0, 0) at its start):
+    the set runs once spawn returns. Waited for once, after every start was sent (the
+    others do not wait for it), so a large set pays nothing for it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if os.getpgid(worker.pid) == worker.pid:
-                return worker.pid
+            if os.getpgid(leader.pid) == leader.pid:
+                return True
         except ProcessLookupError:
-            return 0
-        if not worker.alive or time.monotonic() >= deadline:
-            return 0
+            return False
+        if not leader.alive or time.monotonic() >= deadline:
+            return False
         time.sleep(0.0005)

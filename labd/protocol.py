@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from labd.errors import UsageError
 
@@ -31,12 +31,25 @@ STOP_CALL_TIMEOUT = WAIT_HELD_S + 3 * MAX_DRAIN_S + 60.0
 #: recorded either way); the margin is for closing the store, the Manager and exiting.
 TIMEOUT_STOP_S = 20
 SHUTDOWN_MARGIN_S = 5.0
-#: labd's default limits: counters (or printers) per set, and processes in all sets
-MAX_PER_SET = 256
-MAX_PROCESSES = 2048
 #: the most counters or printers a set can have, whatever labd --max-per-set says
 PER_SET_CEILING = 4096
+#: labd's default limits: counters (or printers) per set, and processes in all sets.
+#: High on purpose: the machine is the limit (memory, tasks, open files), checked
+#: before each spawn (labd.capacity), so a spawn it cannot hold is refused with why.
+MAX_PER_SET = PER_SET_CEILING
+MAX_PROCESSES = 65536
 PROTOCOL_VERSION = 1
+#: what labd writes, instead of any rpyc frame, to a client it accepted and turns away
+#: (at its connection limit, an unsuitable certificate): one line,
+#: b"labd refused KIND: MESSAGE\n". Its first five bytes can never start an rpyc frame
+#: (a frame's fifth byte is 0 or 1), so a client tells the two apart by them.
+REFUSAL_PREFIX = b"labd refused "
+REFUSAL_BUSY = "busy"  # at its connection limit: try again later
+REFUSAL_DENIED = "denied"  # this client may not connect (its certificate, say)
+REFUSAL_MAX = 1024  # bytes a refusal line may take
+#: at most this many bytes of lines in one ``tail`` answer (fewer lines than asked for
+#: then; the caller goes on after the last one it got)
+TAIL_MAX_BYTES = 256 * 1024
 SOCKET_NAME = "labd.sock"
 #: rpyc settings both ends keep (PITFALLS): no attribute beyond the exposed API, no
 #: pickle, no setattr or delattr, no class imported because a peer named it
@@ -75,9 +88,14 @@ SET_KEYS = (
     "sampled_at",  # time.time() when the figures were read
     "started_at",
     "stopped_at",
-    "processes",
+    "processes_alive",
+    "processes_total",
 )
-PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss")
+#: inspect's record of a set adds these to SET_KEYS: each process (PROCESS_KEYS), the
+#: mean memory of one worker (``{"rss", "uss"}``, bytes), the state changes, each
+#: counter's increments (contract)
+INSPECT_KEYS = ("processes", "memory_per_worker", "events", "per_counter")
+PROCESS_KEYS = ("role", "index", "pid", "alive", "exitcode", "cpu_percent", "rss", "uss")
 
 
 class State(StrEnum):
@@ -102,7 +120,7 @@ ParamValue = str | int | float | bool | None
 
 
 class ProcessRecord(TypedDict):
-    """One worker of a set, in a status record (contract: PROCESS_KEYS)."""
+    """One worker of a set, in an inspect record (contract: PROCESS_KEYS)."""
 
     role: str  # "counter" or "printer"
     index: int
@@ -111,6 +129,7 @@ class ProcessRecord(TypedDict):
     exitcode: int | None
     cpu_percent: float | None
     rss: int | None
+    uss: int | None  # unique memory: what this worker costs on its own
 
 
 class FiguresRecord(TypedDict):
@@ -127,7 +146,7 @@ class FiguresRecord(TypedDict):
 
 
 class StatusRecord(FiguresRecord):
-    """One set, as ``status()``, ``spawn()`` and ``stop()`` return it (contract: SET_KEYS)."""
+    """One set, as ``status()`` and ``stop()`` return it (contract: SET_KEYS)."""
 
     id: int
     name: str
@@ -141,14 +160,29 @@ class StatusRecord(FiguresRecord):
     params: dict[str, ParamValue]
     started_at: float | None
     stopped_at: float | None
-    processes: list[ProcessRecord]
+    processes_alive: int  # one row whatever the set's size: the processes are counted,
+    processes_total: int  # listed only by inspect (and status --processes)
     error: str | None  # why a set is degraded or failed
+    owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
+    #: seconds it ran (so far), by the monotonic clock; the wall times are for display
+    duration: NotRequired[float | None]
+    #: the mechanism's own figures (Redis: namespace, retries of op=watch, group_value)
+    extra: NotRequired[dict[str, Any]]
 
 
 class SpawnRecord(StatusRecord):
-    """A new set, as ``spawn()`` returns it: its status and what the user should know."""
+    """A new set, as ``spawn()`` returns it: its status, its processes (listed once) and
+    what the user should know."""
 
+    processes: list[ProcessRecord]
     warnings: list[str]  # e.g. start_method=fork in a threaded daemon
+
+
+class MemoryRecord(TypedDict):
+    """The mean memory of one live worker of a set, in bytes (None: none measured)."""
+
+    rss: int | None
+    uss: int | None
 
 
 class EventRecord(TypedDict):
@@ -162,6 +196,8 @@ class EventRecord(TypedDict):
 class InspectRecord(StatusRecord):
     """A set in full, as ``inspect()`` returns it."""
 
+    processes: list[ProcessRecord]
+    memory_per_worker: MemoryRecord
     events: list[EventRecord]
     per_counter: NotRequired[list[int]]  # each counter's attempts, where still known
 
@@ -199,6 +235,15 @@ class TailRecord(TypedDict):
     state: str
 
 
+class HistoryRecord(TypedDict):
+    """The history store's health, in ``version()``."""
+
+    state: str  # "ok" or "degraded"
+    reason: str | None  # why degraded: disk full, I/O error, locked by another process ...
+    since: float | None
+    pending: int  # writes waiting in memory
+
+
 class VersionRecord(TypedDict):
     """Who answers, as ``version()`` returns it."""
 
@@ -207,6 +252,8 @@ class VersionRecord(TypedDict):
     pid: int
     started_at: float
     address: str
+    history: NotRequired[HistoryRecord]
+    warnings: NotRequired[list[str]]  # labd's own trouble (a history file moved aside ...)
 
 
 class ShutdownRecord(TypedDict):
@@ -227,6 +274,21 @@ def typed_value(value: object) -> str:
     if type(value) is float:
         return f"{value:g}"
     return str(value)
+
+
+def refusal_line(kind: str, message: str) -> bytes:
+    """The line labd writes to a client it turns away."""
+    text = " ".join(message.split())
+    return REFUSAL_PREFIX + f"{kind}: {text}".encode()[: REFUSAL_MAX - 20] + b"\n"
+
+
+def parse_refusal(data: bytes) -> tuple[str, str] | None:
+    """(kind, message) of a refusal line, or None if ``data`` is not one."""
+    if not data.startswith(REFUSAL_PREFIX):
+        return None
+    text = data[len(REFUSAL_PREFIX) :].split(b"\n", 1)[0].decode("utf-8", "replace")
+    kind, _, message = text.partition(": ")
+    return kind, message.strip() or "labd refused the connection"
 
 
 def runtime_dir() -> Path:

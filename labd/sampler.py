@@ -1,6 +1,8 @@
 """The background thread that samples every live set: figures 10 times a second,
-latency, CPU and memory once a second (into the history store). Requests are served
-from what it cached, never computed per request."""
+latency once a second (into the history store), and the CPU and memory of the
+processes of sets someone inspected lately (see :mod:`labd.procstats`). Requests are
+served from what it cached, never computed per request: each tick that sampled a live
+set ends the status snapshot's generation (``on_tick``)."""
 
 from __future__ import annotations
 
@@ -9,37 +11,13 @@ import threading
 import time
 from collections.abc import Callable
 
-import psutil
-
 from labd.processset import ProcessSet
+from labd.procstats import ProcStats
 from labd.protocol import State
 
 log = logging.getLogger("labd.sampler")
 FAST = 0.1
 SLOW = 1.0
-
-
-class ProcessStats:
-    """CPU % and RSS of workers, by pid (psutil needs a kept object per process)."""
-
-    def __init__(self) -> None:
-        self._procs: dict[int, psutil.Process] = {}
-        self.cache: dict[int, tuple[float, int]] = {}
-
-    def update(self, pids: set[int]) -> None:
-        for pid in list(self._procs):
-            if pid not in pids:
-                del self._procs[pid]
-                self.cache.pop(pid, None)
-        for pid in pids:
-            try:
-                proc = self._procs.get(pid)
-                if proc is None:
-                    proc = self._procs[pid] = psutil.Process(pid)
-                with proc.oneshot():
-                    self.cache[pid] = (proc.cpu_percent(None), proc.memory_info().rss)
-            except psutil.Error:
-                self._procs.pop(pid, None)
 
 
 class Sampler:
@@ -52,7 +30,8 @@ class Sampler:
         self._live_sets = live_sets
         self._store_rows = store_rows
         self._on_deadline = on_deadline
-        self.stats = ProcessStats()
+        self.stats = ProcStats()
+        self.on_tick: Callable[[], None] = lambda: None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -65,6 +44,8 @@ class Sampler:
             sets = self._live_sets()
             for s in sets:
                 self._sample(s)
+            if sets:
+                self.on_tick()
             now = time.monotonic()
             if now >= next_slow:
                 next_slow = now + SLOW
@@ -94,7 +75,8 @@ class Sampler:
             except Exception as exc:
                 log.debug("set %d: latency: %s", s.spec.id, exc)
             rows.append(s.metrics.figures.row(s.spec.id, at))
-            pids.update(w.pid for w in s.workers if w.alive)
+            if s.watched_until > time.monotonic():
+                pids.update(w.pid for w in s.workers if w.alive)
         self.stats.update(pids)
         if rows:
             try:

@@ -1,34 +1,31 @@
 """A set's status object (the contract's keys, see labd.protocol.SET_KEYS): of a live
-set, from its metrics and the sampler's process stats; of an earlier one, from the store."""
+set, from its metrics; of an earlier one, from the store. A status object is one row
+whatever the set's size; its processes one by one come with inspect."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from typing import TYPE_CHECKING, Any, cast
 
+from labd.errors import HistoryError
 from labd.metrics import Figures
 from labd.processset import ProcessSet
-from labd.protocol import ProcessRecord, StatusRecord
+from labd.procstats import ProcStats, read_uss
+from labd.protocol import FIGURE_KEYS, MemoryRecord, ProcessRecord, StatusRecord
 from labd.store import SetRow
 from labd.variant import variant
 
+if TYPE_CHECKING:
+    from labd.history import History
 
-def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> StatusRecord:
-    """The status of a set this daemon runs; ``stats`` maps pid to (cpu %, rss)."""
+log = logging.getLogger("labd.lab")
+
+
+def live_status(s: ProcessSet) -> StatusRecord:
+    """The status of a set this daemon runs: one row, whatever the set's size (its
+    processes are counted, not listed: see :func:`process_records`)."""
     figures = s.metrics.figures if s.metrics is not None else Figures()
-    procs: list[ProcessRecord] = []
-    for w in s.workers:
-        cpu, rss = stats.get(w.pid, (None, None)) if w.alive else (None, None)
-        procs.append(
-            {
-                "role": w.role,
-                "index": w.index,
-                "pid": w.pid,
-                "alive": w.alive,
-                "exitcode": w.exitcode,
-                "cpu_percent": cpu,
-                "rss": rss,
-            }
-        )
+    workers = list(s.workers)
     return {
         "id": s.spec.id,
         "name": s.spec.name,
@@ -45,18 +42,72 @@ def live_status(s: ProcessSet, stats: Mapping[int, tuple[float, int]]) -> Status
         "sampled_at": figures.sampled_at,
         "started_at": s.started_at,
         "stopped_at": s.stopped_at,
-        "processes": procs,
+        "duration": s.duration,
+        "processes_alive": sum(1 for w in workers if w.alive),
+        "processes_total": s.spec.counters + s.spec.printers,
         "error": s.error,
+        "extra": s.mechanism.figures(),
+        "owner": s.spec.owner,
     }
 
 
-def stored_status(row: SetRow) -> StatusRecord:
-    """A set of an earlier daemon run, from the history store."""
+def process_records(s: ProcessSet, stats: ProcStats, uss: bool = True) -> list[ProcessRecord]:
+    """Each process of a set (for inspect): pid, state, CPU %, RSS and (``uss``) USS."""
+    workers = sorted(s.workers, key=lambda w: (w.role != "printer", w.index))
+    now = stats.read(w.pid for w in workers if w.alive)
+    records: list[ProcessRecord] = []
+    for w in workers:
+        cpu, rss = now.get(w.pid, (None, None)) if w.alive else (None, None)
+        records.append(
+            {
+                "role": w.role,
+                "index": w.index,
+                "pid": w.pid,
+                "alive": w.alive,
+                "exitcode": w.exitcode,
+                "cpu_percent": cpu,
+                "rss": rss,
+                "uss": read_uss(w.pid) if uss and w.alive else None,
+            }
+        )
+    return records
+
+
+def memory_per_worker(records: list[ProcessRecord]) -> MemoryRecord:
+    """The mean RSS and USS (bytes) of a set's live workers: what one more costs."""
+    rss = [r["rss"] for r in records if isinstance(r.get("rss"), int)]
+    uss = [r["uss"] for r in records if isinstance(r.get("uss"), int)]
+    return {
+        "rss": sum(x for x in rss if x is not None) // len(rss) if rss else None,
+        "uss": sum(x for x in uss if x is not None) // len(uss) if uss else None,
+    }
+
+
+def stored_status(row: SetRow, last: dict[str, Any] | None = None) -> StatusRecord:
+    """A set of an earlier daemon run, from the history store: its final status, else
+    its ``last`` sample's figures (a set labd was killed under), else zeros."""
     final = row["final"]
     if isinstance(final, dict):
         out = final.copy()
         out["state"] = row["state"]
-        return out
+        out.setdefault("owner", row.get("owner"))
+        return counted(cast(dict[str, Any], out))
+    figures: dict[str, Any] = {
+        "value": 0,
+        "attempted": 0,
+        "lost": 0,
+        "in_flight": 0,
+        "corrupt": 0,
+        "rate": 0.0,
+        "latency_p50_us": None,
+        "latency_p99_us": None,
+    }
+    duration = None
+    if last is not None:
+        figures.update((k, last[k]) for k in FIGURE_KEYS)
+        started = row["started_at"]
+        if started is not None and last["at"] >= started:
+            duration = last["at"] - started  # up to its last sample: wall clock, the best left
     return {
         "id": row["id"],
         "name": row["name"],
@@ -67,17 +118,35 @@ def stored_status(row: SetRow) -> StatusRecord:
         "counters": row["counters"],
         "printers": row["printers"],
         "params": row["params"],
-        "value": 0,
-        "attempted": 0,
-        "lost": 0,
-        "in_flight": 0,
-        "corrupt": 0,
-        "rate": 0.0,
-        "latency_p50_us": None,
-        "latency_p99_us": None,
-        "sampled_at": row["stopped_at"],
+        **figures,  # type: ignore[typeddict-item]
+        "sampled_at": last["at"] if last is not None else row["stopped_at"],
         "started_at": row["started_at"],
         "stopped_at": row["stopped_at"],
-        "processes": [],
+        "duration": duration,
+        "processes_alive": 0,
+        "processes_total": row["counters"] + row["printers"],
         "error": row["error"],
+        "owner": row.get("owner"),
     }
+
+
+def counted(status: dict[str, Any]) -> StatusRecord:
+    """A stored final status lists its processes (for inspect): status counts them."""
+    procs = status.pop("processes", None)
+    if isinstance(procs, list):
+        status.setdefault("processes_alive", sum(1 for p in procs if p.get("alive")))
+        status.setdefault("processes_total", len(procs))
+    return cast(StatusRecord, status)
+
+
+def keep_last_figures(history: History, set_ids: list[int]) -> None:
+    """Sets labd was killed under keep, as final, the figures of their last sample."""
+    for set_id in set_ids:
+        try:
+            row = history.get(set_id)
+            last = history.samples(set_id, limit=1) if row is not None else []
+        except HistoryError as exc:
+            log.warning("set %d: its last figures cannot be read: %s", set_id, exc.message)
+            continue
+        if row is not None:
+            history.finish(set_id, stored_status(row, last[0] if last else None))

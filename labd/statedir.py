@@ -1,4 +1,4 @@
-"""The state directory's guard: one labd per directory."""
+"""The state directory: made private if it is not there, and one labd per directory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,19 @@ from pathlib import Path
 from labd.errors import ConfigError
 
 log = logging.getLogger("labd.lab")
+
+
+def make_state_dir(state_dir: Path) -> None:
+    """The state directory and its ``logs``, mode 0700; a one-line ConfigError if they
+    cannot be made (a file in the way, no permission, a read-only file system)."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (state_dir / "logs").mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise ConfigError(
+            f"cannot make the state directory {state_dir}: {why} (give another --state-dir)"
+        ) from None
 
 
 def lock_state_dir(state_dir: Path) -> int:

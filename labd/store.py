@@ -5,8 +5,10 @@ One SQLite file, ``STATE_DIR/history.sqlite3``, in WAL mode with ``synchronous=N
 by one lock serves every thread of the daemon. Tables::
 
     sets     one row per set; AUTOINCREMENT, so an id is never reused, not after a
-             delete and not across restarts
-    events   (set_id, at, state, detail): every state the set entered
+             delete and not across restarts (and labd.idmark, not with a new file);
+             ``owner``, who spawned it (added to a store of an older labd at open)
+    events   (set_id, at, state, detail): every state the set entered, listed in
+             the order written (``at`` is the wall clock, which may step back)
     samples  (set_id, at, value, attempted, lost, in_flight, corrupt, rate,
              latency_p50_us, latency_p99_us): the once-a-second time series
 
@@ -17,6 +19,8 @@ outgrown it by an eighth), and only the newest ``keep_sets`` sets keep samples a
 always there to inspect. :meth:`Store.prune` applies both limits to every set at once.
 
 Timestamps are unix time floats, given by the caller or taken from ``time.time()``.
+Opening and checking the file: :mod:`labd.storefile`; riding out faults:
+:mod:`labd.history`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from labd.errors import ConfigError, NoSuchSet
+from labd.errors import NoSuchSet
 from labd.protocol import (
     FIGURE_KEYS,
     FINISHED_STATES,
@@ -41,54 +45,15 @@ from labd.protocol import (
     State,
     StatusRecord,
 )
+from labd.storefile import SCHEMA_VERSION, open_db, quick_check
 
-SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 2.0  # seconds a write waits for another process's lock, then fails
+#: files up to this size are checked page by page when opened (about 1 s per 40 MiB
+#: here); larger ones after labd started (:meth:`Store.check`), so that it starts in time
+CHECK_AT_OPEN = 64 << 20
 FILENAME = "history.sqlite3"
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sets (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    mechanism TEXT NOT NULL,
-    counters INTEGER NOT NULL,
-    printers INTEGER NOT NULL,
-    params_json TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    stopped_at REAL,
-    final_json TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS sets_by_state ON sets(state);
-CREATE TABLE IF NOT EXISTS events (
-    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    at REAL NOT NULL,
-    state TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_set ON events(set_id, at);
-CREATE TABLE IF NOT EXISTS samples (
-    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    at REAL NOT NULL,
-    value INTEGER,
-    attempted INTEGER,
-    lost INTEGER,
-    in_flight INTEGER,
-    corrupt INTEGER,
-    rate REAL,
-    latency_p50_us REAL,
-    latency_p99_us REAL
-);
-CREATE INDEX IF NOT EXISTS samples_by_set ON samples(set_id, at);
-CREATE TABLE IF NOT EXISTS workers (
-    set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    pid INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-"""
 
 
 class SetRow(TypedDict):
@@ -106,19 +71,27 @@ class SetRow(TypedDict):
     stopped_at: float | None
     final: StatusRecord | None  # the status it ended with, as inspect showed it
     error: str | None
+    owner: str | None  # who spawned it (labd.owners); None in a store of labd 0.1.0
     events: NotRequired[list[EventRecord]]  # from get(), not from history()
 
 
 _SET_COLUMNS = (
     "id, name, mechanism, counters, printers, params_json, state, "
-    "created_at, started_at, stopped_at, final_json, error"
+    "created_at, started_at, stopped_at, final_json, error, owner"
 )
 
 
 class Store:
     """The SQLite history of process sets; safe to call from any thread."""
 
-    def __init__(self, path: Path, *, keep_per_set: int = 86400, keep_sets: int = 500) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        keep_per_set: int = 86400,
+        keep_sets: int = 500,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> None:
         if keep_per_set < 1 or keep_sets < 1:
             raise ValueError("keep_per_set and keep_sets must be at least 1")
         self.path = path
@@ -126,7 +99,11 @@ class Store:
         self.keep_sets = keep_sets
         self._lock = threading.Lock()
         self._unpruned: dict[int, int] = {}
-        self._conn = _open(path)
+        self._busy = busy_timeout
+        #: checked page by page at open; if not, the caller runs check() later
+        self.checked = not path.exists() or path.stat().st_size <= CHECK_AT_OPEN
+        self._conn = open_db(path, busy_timeout, check=self.checked)
+        self.inode = os.stat(path).st_ino  # to notice the file deleted or replaced
 
     # -- sets and their states ------------------------------------------------------
 
@@ -139,14 +116,17 @@ class Store:
         params: Mapping[str, ParamValue],
         *,
         at: float | None = None,
+        set_id: int | None = None,
+        owner: str | None = None,
     ) -> int:
-        """Record a new set in state ``starting`` and return its id (never reused)."""
+        """Record a new set in state ``starting`` and return its id (never reused): the
+        next AUTOINCREMENT one, or ``set_id`` (above every id given before)."""
         now = time.time() if at is None else at
         with self._lock, self._conn:
             cur = self._conn.execute(
-                "INSERT INTO sets (name, mechanism, counters, printers, params_json, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'starting', ?)",
-                (name, mechanism, counters, printers, json.dumps(params), now),
+                "INSERT INTO sets (id, name, mechanism, counters, printers, params_json, state,"
+                " created_at, owner) VALUES (?, ?, ?, ?, ?, ?, 'starting', ?, ?)",
+                (set_id, name, mechanism, counters, printers, json.dumps(params), now, owner),
             )
             set_id = cur.lastrowid
             assert set_id is not None
@@ -185,7 +165,7 @@ class Store:
             )
 
     def finish(self, set_id: int, final: StatusRecord) -> None:
-        """Keep the set's final status object (as shown by ``inspect``)."""
+        """Keep the set's final status object (with its processes, for ``inspect``)."""
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE sets SET final_json = ? WHERE id = ?", (json.dumps(final), set_id)
@@ -218,6 +198,30 @@ class Store:
 
     # -- reading --------------------------------------------------------------------
 
+    def max_id(self) -> int:
+        """The highest set id this file ever gave (0 for none)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(n) FROM (SELECT seq AS n FROM sqlite_sequence WHERE name = 'sets'"
+                " UNION ALL SELECT MAX(id) FROM sets)"
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def check(self) -> None:
+        """Read every page (``PRAGMA quick_check``): damage in a middle page shows only
+        when read. Raises :class:`StoreDamaged` naming the first problems. It reads on
+        a connection of its own, so writers go on meanwhile (WAL)."""
+        reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            quick_check(reader, self.path)
+        finally:
+            reader.close()
+
+    def probe(self) -> None:
+        """A small real write: raises the error the next write would meet, if any."""
+        with self._lock, self._conn:
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     def get(self, set_id: int) -> SetRow | None:
         """The set's row (``params`` and ``final`` decoded) with its ``events``, or None."""
         with self._lock:
@@ -227,7 +231,7 @@ class Store:
             if row is None:
                 return None
             events = self._conn.execute(
-                "SELECT state, at, detail FROM events WHERE set_id = ? ORDER BY at, rowid",
+                "SELECT state, at, detail FROM events WHERE set_id = ? ORDER BY rowid",
                 (set_id,),
             ).fetchall()
         record = _set_record(row)
@@ -319,6 +323,19 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    def restore(self) -> None:
+        """The file was deleted or replaced: write what this connection still holds
+        (the old file stays readable through it) to ``path`` again, and go on there."""
+        with self._lock:
+            fresh = sqlite3.connect(self.path)
+            try:
+                self._conn.backup(fresh)
+            finally:
+                fresh.close()
+            old, self._conn = self._conn, open_db(self.path, self._busy, check=False)
+            old.close()
+            self.inode = os.stat(self.path).st_ino
+
     def _trim(self, set_ids: Iterable[int], keep: int) -> None:
         """Delete all but the newest ``keep`` samples of each set (lock held)."""
         for set_id in list(set_ids):
@@ -338,35 +355,9 @@ class Store:
             self._conn.execute("DELETE FROM samples WHERE set_id <= ?", (row[0],))
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    """Open (creating with mode 0600, in a 0700 directory) and migrate the store."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"history store {path} has schema {version}, newer than this labd's "
-                f"{SCHEMA_VERSION}: upgrade ipclab or use another --state-dir"
-            )
-        if version < SCHEMA_VERSION:
-            conn.executescript(f"BEGIN;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"cannot open history store {path}: {exc} (move it aside)") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _set_record(row: tuple[Any, ...]) -> SetRow:
     (set_id, name, mechanism, counters, printers, params_json, state) = row[:7]
-    (created_at, started_at, stopped_at, final_json, error) = row[7:]
+    (created_at, started_at, stopped_at, final_json, error, owner) = row[7:]
     return {
         "id": set_id,
         "name": name,
@@ -380,4 +371,5 @@ def _set_record(row: tuple[Any, ...]) -> SetRow:
         "stopped_at": stopped_at,
         "final": None if final_json is None else json.loads(final_json),
         "error": error,
+        "owner": owner,
     }

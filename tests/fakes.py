@@ -8,12 +8,13 @@ the deliberately broken ones, which prove that a bad plugin is reported by name.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from typing import Any
 
-from labd import CounterContext, Param, SetupEnv
+from labd import CounterContext, Param, PrinterContext, SetupEnv
 from labd.testing import FakeMechanism
 
 
@@ -33,7 +34,14 @@ class FakeCounter(FakeMechanism):
         Param("label", str, "", "free text, ignored"),
         Param("level", int, 1, "an int in 1..5, ignored", min=1, max=5),
         Param("helper", bool, False, "each counter starts `sleep 600` and leaves it behind"),
+        Param("setup_delay", float, 0.0, "seconds setup() takes (a slow spawn)", min=0, max=30),
+        Param("shout", int, 0, "each printer tick also prints a line this long", min=0, max=8192),
     )
+
+    def setup(self, env: SetupEnv) -> None:
+        if self.values.get("setup_delay"):
+            time.sleep(float(self.values["setup_delay"]))
+        super().setup(env)
 
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
@@ -43,6 +51,18 @@ class FakeCounter(FakeMechanism):
         linger = float(ctx.values.get("slow_stop", 0.0))
         if linger:
             time.sleep(linger)  # a counter slow to exit (what the fake simulates)
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        shout = int(ctx.values.get("shout", 0))
+        if not shout:
+            super().printer(ctx, *args)
+            return
+        (value,) = args
+        for _ in ctx.ticks(phase=0.5):
+            ctx.show(value.value)
+            # a plugin may print what it likes, as long as it likes (random: incompressible)
+            os.write(1, os.urandom(shout // 2 + 1).hex()[:shout].encode() + b"\n")
 
 
 CRASH_CODE = 3

@@ -128,6 +128,7 @@ class Daemon:
         state_dir: Path | None = None,
         root: Path | None = None,
         socket_name: str = "labd.sock",
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.root = root or short_dir()
         self.socket = str(self.root / socket_name)
@@ -139,10 +140,12 @@ class Daemon:
         self.seen: dict[int, psutil.Process] = {}  # every descendant ever observed
         self.returncode: int | None = None
         self.allow_tracebacks = False
+        self.wrapper = list(wrapper)  # a command that execs labd (e.g. setpriv ...)
 
     # --- life ------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
         cmd = [
+            *self.wrapper,
             *labd_command(),
             "--socket",
             self.socket,

@@ -56,7 +56,7 @@ def close(lab: Lab) -> None:
     if lab in _closed:
         return
     _closed.add(lab)
-    pids = [p["pid"] for s in lab.status() for p in s["processes"]]
+    pids = [p["pid"] for s in lab.status() for p in lab.inspect(s["id"])["processes"]]
     manager = lab.manager.pid
     procs = [psutil.Process(pid) for pid in [*pids, manager] if pid and psutil.pid_exists(pid)]
     lab.close()
@@ -64,7 +64,8 @@ def close(lab: Lab) -> None:
 
 
 def one(lab: Lab, set_id: int) -> dict[str, Any]:
-    return lab.status([set_id])[0]
+    """A set's status with its processes one by one (inspect: status is one row)."""
+    return dict(lab.inspect(set_id))
 
 
 def spawn(lab: Lab, counters: int = 2, mechanism: str = "fake", **params: Any) -> int:

@@ -949,7 +949,7 @@ def test_a_client_that_vanishes_mid_call_does_not_disturb_others(module_labd: Da
             kill(proc)
             loop.finish()
         assert proc.stdout is not None and proc.stdout.closed
-        final = call(conn, "status", (sid,))[0]
+        final = call(conn, "inspect", sid)
         assert final["lost"] == 0 and final["value"] == final["attempted"] > 0, final
         assert all(p["exitcode"] == 0 for p in final["processes"]), final["processes"]
         assert {"running", "stopping", "stopped"} >= loop.states >= {"stopping"}
@@ -1059,7 +1059,7 @@ def test_a_set_paced_faster_than_3ms_stops_promptly(bug_labd: Daemon) -> None:
     with bug_labd.connect() as conn:
         sid = spawn(conn, 1, json.dumps({"interval": 0.001}))
         wait_for(lambda: call(conn, "status", (sid,))[0]["attempted"] > 10, 10, "increments")
-        workers = [psutil.Process(p["pid"]) for p in call(conn, "status", (sid,))[0]["processes"]]
+        workers = [psutil.Process(p["pid"]) for p in call(conn, "inspect", sid)["processes"]]
         other = bug_labd.connect()
         pending = rpyc.async_(other.root.stop)((sid,))
         pending.set_expiry(bound)
@@ -1076,7 +1076,8 @@ def test_a_set_paced_faster_than_3ms_stops_promptly(bug_labd: Daemon) -> None:
             wait_for(lambda: state_of(conn, sid) == "stopped", 20, "the stop to end")
             other.close()
         assert final is not None, f"stop took more than {bound} s"
-        assert all(p["exitcode"] == 0 for p in final["processes"]), final["processes"]
+        procs = call(conn, "inspect", sid)["processes"]
+        assert all(p["exitcode"] == 0 for p in procs), procs
     log.assert_clean()
 
 

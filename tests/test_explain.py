@@ -133,7 +133,7 @@ def test_the_busy_printer_burns_a_core_the_blocking_one_sleeps(rpc: rpyc.Connect
     blocking = spawn(rpc, "queue", 1, interval=0.5)
 
     def printer_cpu(sid: int) -> float | None:
-        procs = status(rpc, sid)["processes"]
+        procs = json.loads(rpc.root.inspect(sid))["processes"]
         return next(p["cpu_percent"] for p in procs if p["role"] == "printer")
 
     def spins() -> bool:

@@ -30,6 +30,7 @@ from labd.errors import (
     UsageError,
 )
 from labd.lab import Limits
+from labd.protocol import INSPECT_KEYS
 from labd.registry import Entry, Registry
 from labd.store import FILENAME, Store
 from labd.testing import check_accounting, running
@@ -80,9 +81,10 @@ def test_stop_ends_every_process_with_exact_accounting(make_lab: MakeLab) -> Non
     assert final["lost"] == 0  # the fake is exact
     assert final["corrupt"] == 0
     assert final["stopped_at"] >= final["started_at"]
-    assert all(not p["alive"] and p["exitcode"] == 0 for p in final["processes"])
+    assert final["processes_alive"] == 0 and "processes" not in final  # one row, however big
+    assert all(not p["alive"] and p["exitcode"] == 0 for p in one(lab, sid)["processes"])
     assert not running(procs)
-    assert one(lab, sid) == final  # stable once stopped
+    assert lab.status([sid])[0] == final  # stable once stopped
     inspected = lab.inspect(sid)  # also once stopped, while the Lab still holds the set
     assert len(inspected["per_counter"]) == 3
     check_accounting(inspected)  # per_counter sums to attempted
@@ -318,7 +320,7 @@ def test_a_failing_setup_fails_the_set_and_nothing_else(make_lab: MakeLab) -> No
     assert "\n" not in info.value.args[0]
     (status,) = lab.status()
     assert status["state"] == "failed" and BrokenSetup.SETUP_ERROR in status["error"]
-    assert status["processes"] == []
+    assert status["processes_alive"] == 0 and lab.inspect(status["id"])["processes"] == []
     sid = spawn(lab, 1)
     wait_for(lambda: one(lab, sid)["attempted"] >= 1, 5, "a good set after the failed one")
 
@@ -380,7 +382,8 @@ def test_a_stopped_set_is_kept_as_its_final_status(make_lab: MakeLab) -> None:
     detail = lab.inspect(sid)
     assert lab.status() == [final] == lab.status([sid])
     assert detail["per_counter"] and sum(detail["per_counter"]) == final["value"]
-    assert {k: v for k, v in detail.items() if k not in ("events", "per_counter")} == final
+    assert {k: v for k, v in detail.items() if k not in INSPECT_KEYS} == final
+    assert len(detail["processes"]) == 3 and not any(p["alive"] for p in detail["processes"])
     other = spawn(lab, 1)  # the ended set stays listed beside new ones, unchanged
     assert [s["id"] for s in lab.status()] == [sid, other]
     assert lab.status([sid]) == [final] and lab.tail(sid, 0, 10_000) == lines
@@ -388,11 +391,25 @@ def test_a_stopped_set_is_kept_as_its_final_status(make_lab: MakeLab) -> None:
     close(lab)
 
 
+def test_a_set_shorter_than_a_second_keeps_its_final_sample(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    sid = spawn(lab, 2, interval=0)
+    wait_for(lambda: one(lab, sid)["attempted"] > 0, 5, "an increment")
+    (final,) = lab.stop([sid])  # at once: the sampler's second may not have come
+    last = lab.store.samples(sid)[-1]
+    assert (last["value"], last["attempted"], last["lost"]) == (
+        final["value"],
+        final["attempted"],
+        final["lost"],
+    )
+    assert last["at"] == final["stopped_at"]
+
+
 def test_close_stops_every_set_and_records_it(make_lab: MakeLab) -> None:
     lab = make_lab()
     ids = [spawn(lab, 2), spawn(lab, 1, interval=0)]
     wait_for(lambda: all(s["attempted"] for s in lab.status()), 5, "both sets to count")
-    procs = [psutil.Process(pid) for s in lab.status() for pid in pids(s)]
+    procs = [psutil.Process(pid) for s in lab.status() for pid in pids(one(lab, s["id"]))]
     close(lab)
     assert not running(procs)
     again = make_lab()

@@ -80,6 +80,9 @@ class FakeClient:
         self._answer("shutdown")
         return {"stopping": True}
 
+    def version(self) -> dict[str, Any]:  # labctl status asks it for labd's own warnings
+        return {"version": "0", "history": {"state": "ok"}, "warnings": []}
+
 
 def with_fake(fake: FakeClient) -> State:
     return State(Target(fake.address), client=fake)  # type: ignore[arg-type]

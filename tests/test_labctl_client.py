@@ -145,7 +145,7 @@ def _pki(tmp: Path, name: str, hosts: list[str]) -> dict[str, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.UTC)
 
@@ -159,6 +159,9 @@ def _pki(tmp: Path, name: str, hosts: list[str]) -> dict[str, Path]:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )  # fmt: skip
+        if not ca:  # made for a server or a client, as labd tls init makes them
+            usage = ExtendedKeyUsageOID.SERVER_AUTH if sans else ExtendedKeyUsageOID.CLIENT_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if sans:
             import ipaddress
 

@@ -18,12 +18,12 @@ class ScriptedClient:
 
     def status(self, ids: Any = ()) -> list[dict[str, Any]]:
         self.calls += 1
-        procs = [{"alive": True}, {"alive": True}, {"alive": False}]
         return [
             {"id": 7, "mechanism": "queue", "variant": "queue 3", "messages": True,
              "state": "running", "value": 10 * self.calls,
              "attempted": 10 * self.calls, "lost": 0, "in_flight": 2, "rate": 20.0,
-             "latency_p50_us": 350.0, "latency_p99_us": 1500.0, "processes": procs},
+             "latency_p50_us": 350.0, "latency_p99_us": 1500.0, "processes_alive": 2,
+             "processes_total": 3},
         ]  # fmt: skip
 
 

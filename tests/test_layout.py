@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -123,9 +124,10 @@ def test_importing_labd_worker_pulls_in_no_heavy_module() -> None:
 
 
 def test_what_the_forkserver_preloads_is_light_and_exists() -> None:
-    from labd.lab import PRELOAD
+    from labd.lab import FREEZE, PRELOAD
 
-    assert set(PRELOAD) == set(worker_modules()[1:]), "PRELOAD must name labd.worker's modules"
+    preloaded = {*PRELOAD, FREEZE}  # FREEZE last, after the mechanisms: it freezes them all
+    assert preloaded == set(worker_modules()[1:]), "PRELOAD must name labd.worker's modules"
     builtins = [f"labd.mechanisms.{m}" for m in ("shared", "manager", "queue", "pipe")]
     assert forbidden_in(loaded_after_import([*PRELOAD, *builtins])) == []
 
@@ -144,6 +146,34 @@ def test_labd_worker_imports_only_itself_and_mechanisms_only_the_contract() -> N
     assert mechanism_imports_beyond_contract(REPO / "labd/mechanisms") == []
 
 
+def conftest_importers(folder: Path) -> list[str]:
+    """Test modules importing conftest (fixtures live there; helpers live in kits)."""
+    return [
+        f"{path}:{line}"
+        for path in sorted(folder.glob("*.py"))
+        for mod, line, _ in imports(path)
+        if mod == "conftest"
+    ]
+
+
+def test_no_test_imports_conftest() -> None:
+    assert conftest_importers(REPO / "tests") == []
+
+
+def undocumented(package: Path, doc: Path) -> list[str]:
+    """Modules and folders of ``package`` that ``doc``'s layout tree does not name."""
+    words = set(re.findall(r"\w+", doc.read_text()))
+    names = {p.stem for p in package.rglob("*.py") if not p.stem.startswith("__")}
+    names |= {p.name for p in package.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    return sorted(names - words)
+
+
+def test_the_layout_tree_names_every_module() -> None:
+    doc = REPO / "docs/architecture.md"
+    assert undocumented(REPO / "labd", doc) == [], "add them to docs/architecture.md"
+    assert undocumented(REPO / "labctl", doc) == [], "add them to docs/architecture.md"
+
+
 # --- each checker fails when its boundary is crossed ---------------------------------------
 @pytest.fixture
 def crossed(tmp_path: Path) -> Path:
@@ -155,6 +185,7 @@ def crossed(tmp_path: Path) -> Path:
         "labd/mechanisms/odd.py": "from labd.lab import Lab\n",
         "labctl/cli.py": "from labd import __version__\nfrom labd.lab import Lab\n",
         "labctl/render.py": "from labd import params\n",
+        "tests/test_x.py": "from conftest import DaemonFactory\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -175,3 +206,6 @@ def test_the_checkers_fail_on_a_crossed_tree(crossed: Path) -> None:
         f"{crossed}/labd/mechanisms/odd.py:1: labd.lab"
     ]
     assert forbidden_in(["os", "psutil._common", "labd.worker"]) == ["psutil._common"]
+    assert conftest_importers(crossed / "tests") == [f"{crossed}/tests/test_x.py:1"]
+    (crossed / "layout.md").write_text("lab.py server/service.py worker/pacing.py mechanisms/")
+    assert undocumented(crossed / "labd", crossed / "layout.md") == ["odd"]

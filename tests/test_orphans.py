@@ -27,7 +27,7 @@ def _spawn_mix(conn, sets: int = 3) -> list[dict]:
 
 
 def _worker_pids(statuses: list[dict]) -> list[int]:
-    return [p["pid"] for s in statuses for p in s["processes"]]
+    return [p["pid"] for s in statuses for p in s["processes"]]  # spawn's answer lists them
 
 
 def test_sigkill_of_labd_ends_every_child(labd_factory) -> None:

@@ -13,6 +13,8 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -187,6 +189,7 @@ PRIVATE = [
     "_rpyc_getattr",
     "_guard",
     "_on_shutdown",
+    "_caller",
     "on_connect",
     "exposed_shutdown",
     "__init__",
@@ -339,7 +342,7 @@ def test_each_set_is_a_process_group_that_its_stop_ends_whole(
 ) -> None:
     sid = spawn(rpc, "fake", 2, json.dumps({"interval": 0.05, "helper": True}))
     other = spawn(rpc, "fake", 1)
-    procs = {i: [p["pid"] for p in status(rpc, i)["processes"]] for i in (sid, other)}
+    procs = {i: [p["pid"] for p in call(rpc, "inspect", i)["processes"]] for i in (sid, other)}
 
     def grouped() -> dict[int, set[int]]:  # each worker joins its set's group as it starts
         groups = {i: {os.getpgid(pid) for pid in pids} for i, pids in procs.items()}
@@ -491,7 +494,7 @@ def test_a_second_labd_on_the_same_state_dir_leaves_the_first_alone(
     with first.connect() as conn:
         sid = spawn(conn, "fake", 2)
         wait_for(lambda: status(conn, sid)["attempted"] > 0, 5, "increments")
-        workers = [psutil.Process(p["pid"]) for p in status(conn, sid)["processes"]]
+        workers = [psutil.Process(p["pid"]) for p in call(conn, "inspect", sid)["processes"]]
         second = labd_factory(fakes=True, state_dir=first.state_dir, start=False)
         second.start(wait=False)
         try:
@@ -502,3 +505,23 @@ def test_a_second_labd_on_the_same_state_dir_leaves_the_first_alone(
         wait_for(lambda: status(conn, sid)["attempted"] > before + 2, 3, "the first to go on")
         assert status(conn, sid)["state"] == "running"
         assert len(running(workers)) == len(workers)
+
+
+@pytest.mark.parametrize("where", ["a-file/state", "/proc/ipclab-state"])
+def test_a_state_dir_that_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path, where: str) -> None:
+    (tmp_path / "a-file").write_text("in the way")  # not a directory; /proc refuses mkdir
+    target = where if where.startswith("/") else str(tmp_path / where)
+    sock = tmp_path / "s.sock"
+    proc = subprocess.run(
+        [sys.executable, "-m", "labd", "--socket", str(sock), "--state-dir", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and lines[-1].startswith(
+        f"labd: cannot make the state directory {target}: "
+    ), lines
+    assert not sock.exists()

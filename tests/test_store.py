@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labd.errors import ConfigError, NoSuchSet
+from labd.errors import ConfigError, NoSuchSet, StoreDamaged
 from labd.store import FILENAME, INTERRUPTED_DETAIL, SCHEMA_VERSION, Store
 
 
@@ -61,7 +61,7 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
 def test_garbage_file_is_a_config_error(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(b"not a database at all, " * 100)
-    with pytest.raises(ConfigError, match="cannot open history store"):
+    with pytest.raises(StoreDamaged, match="cannot be used: file is not a database"):
         Store(db_path)
 
 

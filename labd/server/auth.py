@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import pwd
 import socket
 import ssl
 import struct
@@ -20,11 +21,14 @@ from typing import Any
 from rpyc.utils.authenticators import AuthenticationError
 
 from labd.errors import ssl_reason
+from labd.protocol import REFUSAL_DENIED, refusal_line
 from labd.server.access import PRIVATE, SocketAccess
-from labd.server.tls import peer_subject
+from labd.server.admission import HANDSHAKE_DEADLINE
+from labd.server.tcpowner import peer_uid
+from labd.server.tls import client_usage_problem, peer_subject
 
 log = logging.getLogger("labd.server")
-HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = HANDSHAKE_DEADLINE  # the whole handshake: ssl bounds it in all
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux's number; Python 3.11 lacks it
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 LINGER = 1.0  # at most this long reading a refused client's last bytes
@@ -42,10 +46,11 @@ class PeerCredAuthenticator:
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         pid, uid, gid = _UCRED.unpack(creds)
-        if uid not in self.uids and not self.gids & {gid, *_peer_groups(sock)}:
+        groups = _peer_groups(sock)
+        if uid not in self.uids and not self.gids & {gid, *groups}:
             log.warning("refused local peer pid %d uid %d gid %d", pid, uid, gid)
             raise AuthenticationError(f"uid {uid} is not allowed")
-        return sock, {"pid": pid, "uid": uid, "gid": gid}
+        return sock, {"pid": pid, "uid": uid, "gid": gid, "groups": groups}
 
 
 def _peer_groups(sock: socket.socket) -> tuple[int, ...]:
@@ -73,11 +78,20 @@ def _peer_groups_libc(fd: int, most: int = 65536) -> tuple[int, ...]:
 
 
 class LoopbackAuthenticator:
-    """Plain TCP is only for this host: set TCP_NODELAY, bound the handshake."""
+    """Plain TCP is only for this host: set TCP_NODELAY, and find the local user at the
+    other end (:mod:`labd.server.tcpowner`), whom the unix socket would have known."""
 
     def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, None
+        uid = peer_uid(sock)
+        if uid is None:
+            return sock, {"owner": f"(unknown TCP client {_peer(sock)})"}
+        try:
+            entry = pwd.getpwuid(uid)
+            groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        except (KeyError, OSError):
+            return sock, {"uid": uid, "groups": ()}
+        return sock, {"uid": uid, "gid": entry.pw_gid, "groups": groups}
 
 
 class TlsAuthenticator:
@@ -107,8 +121,8 @@ class TlsAuthenticator:
         try:
             raw.settimeout(self.timeout)
             tls = self.context.wrap_socket(raw, server_side=True)  # handshakes now
-            tls.settimeout(None)
             subject = peer_subject(tls.getpeercert())
+            problem = client_usage_problem(tls.getpeercert(binary_form=True))
         except (OSError, ValueError) as exc:  # SSLError and TimeoutError are OSErrors
             (tls or raw).close()  # wrap_socket takes raw over, and closes it if it fails
             why = _handshake_failure(exc, self.timeout)
@@ -116,8 +130,33 @@ class TlsAuthenticator:
             if isinstance(exc, ssl.SSLError):
                 _drain(sock)
             raise AuthenticationError(f"{peer}: {why}") from None
+        if problem is not None:
+            log.warning(
+                "refused TLS client %s (%s): certificate not accepted: %s", peer, subject, problem
+            )
+            _deny(
+                tls,
+                f"labd does not accept this certificate: {problem} (make one with: labd tls init)",
+            )
+            raise AuthenticationError(f"{peer}: {problem}")
+        tls.settimeout(None)
         log.info("TLS client %s: %s", peer, subject)
-        return tls, {"peer": peer, "subject": subject}
+        owner = peer_subject(tls.getpeercert(), serial=False)
+        return tls, {"peer": peer, "subject": subject, "owner": owner}
+
+
+def _deny(tls: ssl.SSLSocket, message: str) -> None:
+    """Tell a client labd will not serve why (a refusal line, over its TLS session)."""
+    with contextlib.suppress(OSError, ValueError):
+        tls.settimeout(LINGER)
+        tls.sendall(refusal_line(REFUSAL_DENIED, message))
+        deadline = time.monotonic() + LINGER
+        while (left := deadline - time.monotonic()) > 0:  # until it has read it and left
+            tls.settimeout(left)
+            if not tls.recv(65536):
+                break
+    with contextlib.suppress(OSError):
+        tls.close()
 
 
 def _drain(sock: socket.socket, timeout: float = LINGER) -> None:

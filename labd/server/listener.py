@@ -25,8 +25,9 @@ from rpyc.utils.server import ThreadedServer
 
 from labd.errors import ConfigError, UsageError
 from labd.lab import Lab
-from labd.protocol import MAX_CLIENTS, Address, tls_files
+from labd.protocol import Address, tls_files
 from labd.server.access import PRIVATE, SocketAccess
+from labd.server.admission import DEFAULT_LIMITS, ClientLimits
 from labd.server.auth import LoopbackAuthenticator, PeerCredAuthenticator, TlsAuthenticator
 from labd.server.rpyc_server import LabServer
 from labd.server.service import PROTOCOL_CONFIG, LabService
@@ -175,7 +176,7 @@ def listen(
     on_shutdown: Callable[[], None],
     access: SocketAccess = PRIVATE,
     tls: ssl.SSLContext | None = None,
-    max_clients: int = MAX_CLIENTS,
+    limits: ClientLimits = DEFAULT_LIMITS,
 ) -> Listener:
     """A listener on ``address``; TCP is mutual TLS with ``tls``, else loopback only."""
     service = classpartial(LabService, lab, on_shutdown)
@@ -192,7 +193,7 @@ def listen(
                 protocol_config=PROTOCOL_CONFIG,
                 authenticator=PeerCredAuthenticator(access),
                 logger=quiet,
-                max_clients=max_clients,
+                limits=limits,
             )
         finally:
             os.umask(old)
@@ -215,7 +216,8 @@ def listen(
             protocol_config=PROTOCOL_CONFIG,
             authenticator=authenticator,
             logger=quiet,
-            max_clients=max_clients,
+            limits=limits,
+            tls=tls is not None,
         )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from None

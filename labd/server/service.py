@@ -14,6 +14,7 @@ import rpyc
 
 from labd.errors import LabError, UsageError
 from labd.lab import Lab
+from labd.owners import LABD, caller_of
 from labd.protocol import RPYC_PROTECTIVE
 from labd.server.experiments import EXPERIMENT_API, ExperimentMethods
 
@@ -97,6 +98,11 @@ class LabService(ExperimentMethods, rpyc.Service):
     def __init__(self, lab: Lab, on_shutdown: Callable[[], None]) -> None:
         self._lab = lab
         self._on_shutdown = on_shutdown
+        self._caller = LABD
+
+    def on_connect(self, conn: rpyc.Connection) -> None:
+        """Who this connection is, from the authenticator's credentials (see owners)."""
+        self._caller = caller_of(conn._config.get("credentials"), self._lab.admins)
 
     def _rpyc_getattr(self, name: str) -> Any:
         if name in API:
@@ -111,8 +117,12 @@ class LabService(ExperimentMethods, rpyc.Service):
 
     @staticmethod
     def _guard(call: Callable[[], Any]) -> str:
+        return LabService._guard_text(lambda: _json(call()))
+
+    @staticmethod
+    def _guard_text(call: Callable[[], str]) -> str:
         try:
-            return _json(call())
+            return call()
         except LabError:
             raise
         except Exception as exc:  # a bug must not leak a traceback or kill the connection
@@ -134,11 +144,11 @@ class LabService(ExperimentMethods, rpyc.Service):
                 f"the number of counters must be an integer, got {type(counters).__name__}"
             )
         params = _params(params_json)
-        return self._guard(lambda: self._lab.spawn(name, counters, params))
+        return self._guard(lambda: self._lab.spawn(name, counters, params, self._caller))
 
     def exposed_status(self, ids: object = ()) -> str:
         wanted = _ids(ids)
-        return self._guard(lambda: self._lab.status(wanted))
+        return self._guard_text(lambda: self._lab.status_text(wanted))  # serialised once
 
     def exposed_inspect(self, set_id: object) -> str:
         sid = _int(set_id, "set id", 1, 2**62)
@@ -150,7 +160,7 @@ class LabService(ExperimentMethods, rpyc.Service):
 
     def exposed_stop(self, ids: object) -> str:
         wanted: tuple[int, ...] | str = "all" if type(ids) is str and ids == "all" else _ids(ids)
-        return self._guard(lambda: self._lab.stop(wanted))
+        return self._guard(lambda: self._lab.stop(wanted, self._caller))
 
     def exposed_tail(self, set_id: object, after: object = 0, limit: object = 100) -> str:
         sid = _int(set_id, "set id", 1, 2**62)
@@ -159,6 +169,7 @@ class LabService(ExperimentMethods, rpyc.Service):
         return self._guard(lambda: self._lab.tail(sid, start, count))
 
     def exposed_shutdown(self) -> str:
-        log.info("shutdown requested over the API")
+        self._caller.check_admin("shut labd down")
+        log.info("shutdown requested over the API by %s", self._caller.owner)
         self._on_shutdown()
         return _json({"stopping": True})

@@ -40,14 +40,36 @@ def certificate_info(pem: bytes) -> tuple[str, list[str], dt.datetime, dt.dateti
     )
 
 
-def peer_subject(cert: dict[str, Any] | None) -> str:
-    """``CN=ipclab client,O=ipclab`` from :meth:`ssl.SSLSocket.getpeercert`'s dict."""
+def peer_subject(cert: dict[str, Any] | None, *, serial: bool = True) -> str:
+    """``CN=ipclab client,O=ipclab`` from :meth:`ssl.SSLSocket.getpeercert`'s dict,
+    followed by `` serial N`` unless ``serial`` is false."""
     if not cert:
         return "(no certificate)"
     parts = [f"{_SHORT.get(k, k)}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
     text = ",".join(reversed(parts)) or "(empty subject)"
-    serial = cert.get("serialNumber")
-    return f"{text} serial {serial}" if serial else text
+    number = cert.get("serialNumber") if serial else None
+    return f"{text} serial {number}" if number else text
+
+
+def client_usage_problem(der: bytes | None) -> str | None:
+    """Why a client's certificate (DER) is not for a client, or None if it is: it must
+    name ``clientAuth`` among its extended key usages, as ``labd tls init`` makes it.
+    (OpenSSL takes a certificate without that extension as good for any purpose.)"""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    if not der:
+        return "no client certificate"
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "its certificate has no extended key usage (clientAuth is needed)"
+    except ValueError as exc:
+        return f"its certificate cannot be read: {exc}"
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return "its certificate is not for a client (no clientAuth extended key usage)"
+    return None
 
 
 _SHORT = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU"}

@@ -12,6 +12,7 @@ import signal
 import sys
 import termios
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -110,6 +111,9 @@ def _reap_children() -> None:
             pass
 
 
+GROUP_WAIT_S = 5.0  # seconds a worker waits for its set's group to exist
+
+
 def _at_eof(conn: Connection) -> bool:
     """Readable with nothing to read: every write end is closed. Reads nothing, as the
     pipe's one stop request is for every worker of the role."""
@@ -174,15 +178,24 @@ def _leads_or_stands_in() -> bool:
     return stat[stat.rfind(b")") + 2 :][:1] in (b"T", b"t", b"Z", b"X")  # stopped or dead
 
 
-def join_set_group(pgid: int) -> bool:
+def join_set_group(pgid: int, patience: float = GROUP_WAIT_S) -> bool:
     """Enter the set's own process group (lead it if ``pgid`` is 0), so labd can end the
     whole set, anything its workers started included, with one ``killpg``, and a Ctrl-C
-    on labd's terminal reaches labd alone. Failing that (False), the worker stays put."""
-    try:
-        os.setpgid(0, pgid)
-    except OSError:
-        return False
-    return True
+    on labd's terminal reaches labd alone. Failing that (False), the worker stays put.
+
+    labd does not wait for the leader (the set's first worker) to make the group before
+    starting the others: a worker that starts first waits here, up to ``patience``."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            os.setpgid(0, pgid)
+            return True
+        except PermissionError:  # EPERM: no such group yet (its leader is starting)
+            if not pgid or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        except OSError:
+            return False
 
 
 def set_marker(daemon_pid: int, set_id: int) -> str:

@@ -1,0 +1,206 @@
+"""A shared lab host: each set's owner, who may stop it, who may shut labd down, and a
+process quota per user.
+
+Real users: forked children that drop to another uid (as tests/test_access.py does) and
+call labd through labctl's own client; the command line once too, as another user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import encodings.idna  # noqa: F401 - loaded before the forks: other users cannot read it
+import io
+import json
+import os
+import pwd
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonkit import DaemonFactory, fakes_env
+from helpers import free_port
+from test_access import GROUP, NOBODY, OTHER, passable
+
+from labctl.client import Client, connect
+from labd.errors import LabError
+from labd.protocol import Address
+from labd.store import Store
+from labd.storefile import _SCHEMA
+
+
+def user_name(uid: int) -> str:
+    """How status names a local owner: the user's name, or ``uid N`` without one."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+OWN_DIR = "run/labd.sock"
+
+
+def as_user(
+    sock: str | Address, uid: int, call: Callable[[Client], Any], groups: tuple[int, ...] = ()
+) -> Any:
+    """``call(client)`` as ``uid`` (with ``groups``) in a forked child: its JSON-able
+    result, or {"error": class, "message": ...} for a LabError."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups(list(groups))
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                client = connect(sock if isinstance(sock, Address) else Address(path=sock))
+                try:
+                    result: Any = call(client)
+                finally:
+                    client.close()
+            except LabError as exc:
+                result = {"error": type(exc).__name__, "message": exc.args[0]}
+            except BaseException as exc:
+                result = {"error": type(exc).__name__, "message": str(exc)}
+            os.write(w, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks) or b"null")
+
+
+def labctl_run(args: list[str]) -> dict[str, Any]:
+    """labctl's command line, run in this process (a forked child as another user: it
+    cannot exec the test's interpreter): its exit code and what it wrote on stderr."""
+    from labctl.cli import run
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run(args)
+    return {"code": code, "stderr": err.getvalue()}
+
+
+def shared_labd(factory: DaemonFactory, *extra: str) -> str:
+    args = ("--allow-uid", str(NOBODY), "--allow-uid", str(OTHER), *extra)
+    d = factory(args, env=fakes_env(), socket_name=OWN_DIR, root=passable())
+    return d.socket
+
+
+@ROOT
+@pytest.mark.daemon
+def test_only_the_owner_or_an_admin_stops_a_set(labd_factory: DaemonFactory) -> None:
+    sock = shared_labd(labd_factory, "--admin-group", str(GROUP))
+    theirs = as_user(sock, NOBODY, lambda c: c.spawn("fake", 1, {}))
+    sid = theirs["id"]
+    assert theirs["owner"] == user_name(NOBODY)
+    mine = as_user(sock, OTHER, lambda c: c.spawn("fake", 1, {}))
+    assert mine["owner"] == user_name(OTHER)
+    # another user: refused by name, one line; "stop all" stops only their own
+    refused = as_user(sock, OTHER, lambda c: c.stop([sid]))
+    assert refused["error"] == "NotAllowed", refused
+    assert f"set {sid} belongs to {user_name(NOBODY)}" in refused["message"]
+    stopped = as_user(sock, OTHER, lambda c: c.stop("all"))
+    assert [s["id"] for s in stopped] == [mine["id"]]
+    down = as_user(sock, OTHER, lambda c: c.shutdown())
+    assert down["error"] == "NotAllowed" and "only an admin" in down["message"], down
+    # the command line says so in one line, exit 1, as that user
+    args = ["--connect", f"unix:{sock}", "stop", str(sid)]
+    # first here, so what it imports is loaded before the fork (the other user cannot
+    # read this interpreter's files)
+    assert labctl_run([*args[:-1], "999999"])["code"] == 1
+    done = as_user(sock, OTHER, lambda _: labctl_run(args))
+    assert done.get("code") == 1, done
+    assert done["stderr"].count("\n") == 1 and "only its owner or an admin" in done["stderr"]
+    status = as_user(sock, NOBODY, lambda c: c.status([sid]))
+    assert status[0]["state"] == "running" and status[0]["owner"] == user_name(NOBODY)
+    # a member of --admin-group may
+    stopped = as_user(sock, OTHER, lambda c: c.stop([sid]), groups=(GROUP,))
+    assert stopped[0]["state"] == "stopped", stopped
+    # the owner is kept with the set's final record
+    again = as_user(sock, OTHER, lambda c: c.status([sid]))
+    assert again[0]["owner"] == user_name(NOBODY)
+
+
+@ROOT
+@pytest.mark.daemon
+def test_labds_own_user_is_an_admin(labd_factory: DaemonFactory) -> None:
+    sock = shared_labd(labd_factory)
+    sid = as_user(sock, NOBODY, lambda c: c.spawn("fake", 1, {}))["id"]
+    client = connect(Address(path=sock))  # root: labd's own user here
+    try:
+        assert client.stop([sid])[0]["state"] == "stopped"
+        sets = client.status()
+    finally:
+        client.close()
+    assert sets[0]["owner"] == user_name(NOBODY)
+
+
+@ROOT
+@pytest.mark.daemon
+def test_max_per_user_is_a_quota_for_each_user(labd_factory: DaemonFactory) -> None:
+    sock = shared_labd(labd_factory, "--max-per-user", "3")
+    first = as_user(sock, NOBODY, lambda c: c.spawn("fake", 2, {}))  # 2 counters, 1 printer
+    assert first["state"] == "running", first
+    over = as_user(sock, NOBODY, lambda c: c.spawn("fake", 1, {}))
+    assert over["error"] == "LimitError", over
+    assert "would bring nobody's sets to 5 processes" in over["message"]
+    assert "--max-per-user" in over["message"]
+    other = as_user(sock, OTHER, lambda c: c.spawn("fake", 2, {}))  # a quota of its own
+    assert other["state"] == "running", other
+    as_user(sock, NOBODY, lambda c: c.stop("all"))
+    as_user(sock, OTHER, lambda c: c.stop("all"))
+    again = as_user(sock, NOBODY, lambda c: c.spawn("fake", 2, {}))  # freed again
+    assert again["state"] == "running", again
+    as_user(sock, NOBODY, lambda c: c.stop("all"))
+
+
+@ROOT
+@pytest.mark.daemon
+def test_a_plain_tcp_client_on_loopback_is_the_user_who_owns_its_socket(
+    labd_factory: DaemonFactory,
+) -> None:
+    port = free_port()
+    labd_factory(("--listen", f"127.0.0.1:{port}"), fakes=True)
+    tcp = Address(host="127.0.0.1", port=port)
+    theirs = as_user(tcp, NOBODY, lambda c: c.spawn("fake", 1, {}))
+    assert theirs.get("owner") == user_name(NOBODY), theirs
+    down = as_user(tcp, NOBODY, lambda c: c.shutdown())
+    assert down["error"] == "NotAllowed", down
+    stopped = as_user(tcp, NOBODY, lambda c: c.stop([theirs["id"]]))  # its own: yes
+    assert stopped[0]["state"] == "stopped", stopped
+
+
+def test_a_store_of_an_older_labd_gains_the_owner_column(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    old = sqlite3.connect(path)
+    schema_1 = _SCHEMA.replace(",\n    owner TEXT", "")  # as labd 0.1.0 made it
+    assert "owner" not in schema_1
+    old.executescript(
+        f"{schema_1};"
+        "INSERT INTO sets (name, mechanism, counters, printers, params_json, state,"
+        " created_at) VALUES ('old', 'queue', 2, 1, '{}', 'stopped', 1.0);"
+        "PRAGMA user_version = 1;"
+    )
+    old.close()
+    store = Store(path)
+    try:
+        assert store.get(1)["owner"] is None  # type: ignore[index]
+        sid = store.new_set("queue", "new", 1, 1, {}, owner="alice")
+        assert sid == 2 and store.get(sid)["owner"] == "alice"  # type: ignore[index]
+    finally:
+        store.close()
+    store = Store(path)  # opened again: nothing to add twice
+    try:
+        assert store.get(2)["owner"] == "alice"  # type: ignore[index]
+    finally:
+        store.close()
