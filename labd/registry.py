@@ -139,8 +139,9 @@ class Registry:
             entry.loaded = validate(obj, entry.name)
         except MechanismError as exc:
             entry.error = exc.args[0]
-        except Exception as exc:  # a broken plugin must not take the daemon down
-            entry.error = f"{type(exc).__name__}: {exc}"
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # a broken plugin must not take the daemon down, not even with exit()
+            entry.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if entry.error:
             log.error(
                 "mechanism %r (%s from %s) failed to load: %s",
