@@ -5,7 +5,8 @@
 # python3 refuses pip (PEP 668).
 PY ?= python3
 # command:package pairs
-DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 setpriv:util-linux mount:mount
+DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 setpriv:util-linux mount:mount \
+	redis-server:redis-server
 
 .PHONY: test test-fast deps debian-tools lint run
 test: deps

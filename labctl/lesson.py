@@ -74,7 +74,7 @@ def judge_race(finals: Sequence[Record], lines: list[str]) -> tuple[bool, str]:
         f"{_figures(s)} ({humane.percent(s.get('lost'), s.get('attempted'))}). Per tick, "
         f"expected +{n}, seen {seen}: counters read the same value and wrote the same "
         "value + 1 (window=0.05 held each read 50 ms before its write, so it shows "
-        "every time; labctl explain shows each collision)."
+        f"every time; labctl explain {s.get('id')} shows each collision)."
     )
 
 
@@ -127,7 +127,7 @@ STEPS = (
     Step("race", "Ten counters racing",
          "Ten counters each add 1 a tick, so the value should grow by 10 a tick; the "
          "lesson printed 10, 18, 25, 32, because value += 1 is a read, then a write.",
-         (("shared", 10, ("interval=0.5", "window=0.05", "name=lesson race")),), 3.0,
+         (("shared", 10, ("interval=0.5", "window=0.05", "trace=yes", "name=lesson race")),), 3.0,
          judge_race),
     Step("lock", "Then the lock",
          "Under the Value's lock each read and its write go together: nothing is lost.",

@@ -325,6 +325,7 @@ class Lab:
                 f"{counters} counters is above the limit of {self.limits.per_set} per set"
             )
         values = resolve(cls.params + COMMON_PARAMS, params, f"mechanism {mechanism!r}")
+        cls.check(values)
         if values["printers"] > self.limits.per_set:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
@@ -339,6 +340,10 @@ class Lab:
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
+        except LabError as exc:  # refused by the mechanism, with its one line
+            log.error("set %d failed to start: %s", pset.spec.id, exc.message)
+            pset.fail(f"could not start: {exc.message}")
+            error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
             pset.fail(f"could not start: {type(exc).__name__}: {exc}")
@@ -483,6 +488,8 @@ class Lab:
         final = self._status(s)
         procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
         self.store.finish(s.spec.id, cast(StatusRecord, {**final, "processes": procs}))
+        if s.metrics is not None:  # its last sample: a set shorter than the sampler's second
+            self.store.add_samples([s.metrics.figures.row(s.spec.id, s.stopped_at)])
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
         with self._lock:
             text = json.dumps(final, separators=(",", ":"))

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from labd.errors import UsageError
 
@@ -160,6 +160,8 @@ class StatusRecord(FiguresRecord):
     owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
     #: seconds it ran (so far), by the monotonic clock; the wall times are for display
     duration: NotRequired[float | None]
+    #: the mechanism's own figures (Redis: namespace, retries of op=watch, group_value)
+    extra: NotRequired[dict[str, Any]]
 
 
 class SpawnRecord(StatusRecord):

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
+from importlib.util import find_spec
 from typing import Any
 
 from labd.errors import MechanismError
@@ -179,4 +180,13 @@ class Registry:
     def modules(self) -> list[str]:
         """Modules of the mechanisms that loaded (safe for the forkserver to preload:
         it survives only ImportError, so a plugin that raises must never be preloaded)."""
-        return [e.target.partition(":")[0] for e in self._entries.values() if e.loaded]
+        out = [e.target.partition(":")[0] for e in self._entries.values() if e.loaded]
+        extra = {m for e in self._entries.values() if e.loaded for m in e.loaded.preload}
+        return out + sorted(m for m in extra if _installed(m))
+
+
+def _installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

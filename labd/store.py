@@ -209,9 +209,13 @@ class Store:
 
     def check(self) -> None:
         """Read every page (``PRAGMA quick_check``): damage in a middle page shows only
-        when read. Raises :class:`StoreDamaged` naming the first problems."""
-        with self._lock:
-            quick_check(self._conn, self.path)
+        when read. Raises :class:`StoreDamaged` naming the first problems. It reads on
+        a connection of its own, so writers go on meanwhile (WAL)."""
+        reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            quick_check(reader, self.path)
+        finally:
+            reader.close()
 
     def probe(self) -> None:
         """A small real write: raises the error the next write would meet, if any."""

@@ -12,8 +12,8 @@ from labkit import MakeLab
 from labd.errors import LabError, NoSuchExperiment, SetError
 from labd.lab import Lab
 
-pytestmark = pytest.mark.daemon
-QUICK = {"seconds": 0.3, "warmup": 0.1, "repeat": 2}
+pytestmark = [pytest.mark.daemon, pytest.mark.timeout(120)]  # a busy host: slow stops
+QUICK = {"seconds": 0.3, "warmup": 0.1, "repeat": 1}
 
 
 def finished(lab: Lab, exp_id: int) -> dict[str, Any]:
@@ -21,13 +21,13 @@ def finished(lab: Lab, exp_id: int) -> dict[str, Any]:
         e = lab.experiments.get(exp_id)
         return None if e["state"] in ("queued", "running") else e
 
-    return wait_for(over, 40, f"experiment {exp_id} to end")
+    return wait_for(over, 90, f"experiment {exp_id} to end")
 
 
 def test_runs_are_real_named_sets_and_the_window_is_measured(make_lab: MakeLab) -> None:
     lab = make_lab()
     e = lab.experiments.compare({"cases": ["fake", "fake:level=2"], **QUICK})
-    assert e["state"] in ("queued", "running") and e["progress"]["runs"] == 4
+    assert e["state"] in ("queued", "running") and e["progress"]["runs"] == 2
     e = finished(lab, e["id"])
     assert e["state"] == "done", e["error"]
     names = [lab.inspect(r["set_id"])["name"] for r in e["runs"]]

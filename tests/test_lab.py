@@ -391,6 +391,20 @@ def test_a_stopped_set_is_kept_as_its_final_status(make_lab: MakeLab) -> None:
     close(lab)
 
 
+def test_a_set_shorter_than_a_second_keeps_its_final_sample(make_lab: MakeLab) -> None:
+    lab = make_lab()
+    sid = spawn(lab, 2, interval=0)
+    wait_for(lambda: one(lab, sid)["attempted"] > 0, 5, "an increment")
+    (final,) = lab.stop([sid])  # at once: the sampler's second may not have come
+    last = lab.store.samples(sid)[-1]
+    assert (last["value"], last["attempted"], last["lost"]) == (
+        final["value"],
+        final["attempted"],
+        final["lost"],
+    )
+    assert last["at"] == final["stopped_at"]
+
+
 def test_close_stops_every_set_and_records_it(make_lab: MakeLab) -> None:
     lab = make_lab()
     ids = [spawn(lab, 2), spawn(lab, 1, interval=0)]

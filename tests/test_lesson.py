@@ -40,6 +40,7 @@ def test_the_tour_runs_every_step_with_real_sets(
     assert all(s["held"] for s in steps.values()), steps
     race = steps["race"]["figures"][0]
     assert race["lost"] > 0 and "window=0.05" in race["variant"], race
+    assert f"labctl explain {race['id']}" in steps["race"]["verdict"]
     for name in SAFE:
         assert all(f["lost"] == 0 for f in steps[name]["figures"]), steps[name]
     own, shared = steps["pipe"]["figures"]
