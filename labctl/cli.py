@@ -318,6 +318,8 @@ def shutdown(ctx: click.Context) -> None:
         state.shut_down = True
         state.on_shutdown()
     client.shutdown()
+    if state is not None:  # this connection dies with labd: the next command connects anew
+        state.close()
     click.echo(f"labd is shutting down (at {client.address})")
     if state is not None and state.interactive:
         click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
