@@ -9,8 +9,9 @@ import pytest
 from helpers import wait_for
 from labkit import MakeLab
 
-from labd.errors import LabError, NoSuchExperiment, SetError
-from labd.lab import Lab
+from labd.errors import LabError, LimitError, NoSuchExperiment, NotAllowed, SetError
+from labd.lab import Lab, Limits
+from labd.owners import Caller
 
 pytestmark = [pytest.mark.daemon, pytest.mark.timeout(120)]  # a busy host: slow stops
 QUICK = {"seconds": 0.3, "warmup": 0.1, "repeat": 1}
@@ -64,3 +65,34 @@ def test_tallies_of_a_set_that_is_not_running(make_lab: MakeLab) -> None:
         lab.tallies(set_id)
     with pytest.raises(NoSuchExperiment, match="no experiment 42"):
         lab.experiments.get(42)
+
+
+def test_an_experiments_sets_belong_to_its_caller_who_alone_may_cancel_it(
+    make_lab: MakeLab,
+) -> None:
+    alice, bob = Caller("alice", uid=60001), Caller("bob", uid=60002)
+    admin = Caller("root", admin=True, uid=0)
+    lab = make_lab(limits=Limits(per_user=8))
+    running = lab.experiments.compare({"cases": ["fake"], "seconds": 30, "repeat": 1}, alice)
+    queued = lab.experiments.compare({"cases": ["fake"], **QUICK}, alice)
+    set_id = wait_for(
+        lambda: lab.experiments.get(running["id"])["runs"][0]["set_id"], 30, "the run's set"
+    )
+    s = lab.inspect(set_id)
+    assert s["owner"] == "alice"
+
+    # the run's processes count in alice's quota, not in bob's
+    theirs = s["counters"] + s["printers"]
+    with pytest.raises(LimitError, match="alice's sets"):
+        lab.spawn("fake", 8 - theirs, {}, alice)
+    bobs = lab.spawn("fake", 8 - theirs, {}, bob)
+    lab.stop([bobs["id"]], bob)
+
+    # only the owner or an admin may cancel, queued or running
+    for e in (queued, running):
+        with pytest.raises(NotAllowed, match=f"experiment {e['id']} belongs to alice"):
+            lab.experiments.cancel(e["id"], bob)
+    assert lab.experiments.get(running["id"])["state"] == "running"
+    assert lab.experiments.cancel(queued["id"], admin)["state"] == "cancelled"
+    lab.experiments.cancel(running["id"], alice)
+    assert finished(lab, running["id"])["state"] == "cancelled"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from daemonkit import DaemonFactory, fakes_env
-from helpers import free_port
+from helpers import free_port, wait_for
 from test_access import GROUP, NOBODY, OTHER, passable
 
 from labctl.client import Client, connect
@@ -204,3 +204,32 @@ def test_a_store_of_an_older_labd_gains_the_owner_column(tmp_path: Path) -> None
         assert store.get(2)["owner"] == "alice"  # type: ignore[index]
     finally:
         store.close()
+
+
+@ROOT
+@pytest.mark.daemon
+def test_an_experiment_belongs_to_the_user_who_asked_for_it(labd_factory: DaemonFactory) -> None:
+    sock = shared_labd(labd_factory, "--max-per-user", "3")
+    spec = {"cases": ["fake"], "counters": [2], "seconds": 30, "warmup": 0.1, "repeat": 1}
+    exp = as_user(sock, NOBODY, lambda c: c.compare(spec))
+    eid = exp["id"]
+
+    def run_set() -> Any:
+        return as_user(sock, NOBODY, lambda c: c.experiment(eid))["runs"][0]["set_id"]
+
+    sid = wait_for(run_set, 30, "the experiment's set")
+    status = as_user(sock, OTHER, lambda c: c.status([sid]))
+    assert status[0]["owner"] == user_name(NOBODY)
+    # its 3 processes fill nobody's quota, and only nobody's
+    over = as_user(sock, NOBODY, lambda c: c.spawn("fake", 1, {}))
+    assert over["error"] == "LimitError" and "nobody's sets" in over["message"], over
+    refused = as_user(sock, OTHER, lambda c: c.cancel_experiment(eid))
+    assert refused["error"] == "NotAllowed", refused
+    assert f"experiment {eid} belongs to {user_name(NOBODY)}" in refused["message"]
+    done = as_user(sock, NOBODY, lambda c: c.cancel_experiment(eid))
+    assert done["state"] in ("running", "cancelled"), done
+    wait_for(
+        lambda: as_user(sock, NOBODY, lambda c: c.experiment(eid))["state"] == "cancelled",
+        30,
+        "the experiment to be cancelled",
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonkit import DaemonFactory
 from helpers import Daemon, wait_for
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
@@ -22,7 +23,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from labctl import repl
-from labctl.cli import cli
+from labctl.cli import cli, run
 from labctl.repl.cache import LiveCache, Snapshot
 from labctl.repl.completion import LabCompleter
 from labctl.repl.dispatch import MAX_LINE, dispatch
@@ -302,3 +303,18 @@ def test_labd_going_away_is_said_once_and_the_repl_reconnects(
 def test_the_one_shot_path_does_not_import_prompt_toolkit() -> None:
     code = "import sys, labctl.cli; sys.exit('prompt_toolkit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.daemon
+def test_shutdown_lets_go_of_the_sessions_connection(labd_factory: DaemonFactory) -> None:
+    """The next command connects anew (and says labd was shut down) even before the
+    poller sees labd gone: on a busy host it used the dead connection ("lost")."""
+    d = labd_factory(fakes=True)
+    session = State(Target(Address(path=d.socket)), interactive=True)
+    try:
+        assert run(["status"], state=session) == 0 and session.connected
+        assert run(["shutdown"], state=session) == 0
+        assert not session.connected and session.shut_down
+    finally:
+        session.close()
+    assert d.wait() == 0

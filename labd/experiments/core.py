@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from labd.errors import LabError, NoSuchExperiment, NoSuchSet
+from labd.errors import LabError, NoSuchExperiment, NoSuchSet, NotAllowed
 from labd.experiments import view
 from labd.experiments.machine import machine
 from labd.experiments.records import LIVE, Records
 from labd.experiments.runner import Runner
 from labd.experiments.spec import Limits, build_plan
+from labd.owners import LABD, Caller
 from labd.params import Param
 from labd.protocol import LIVE_STATES
 
@@ -45,11 +46,13 @@ class Experiments:
         self.records.close()
 
     # --- experiments ---------------------------------------------------------------
-    def compare(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def compare(self, spec: dict[str, Any], caller: Caller = LABD) -> dict[str, Any]:
+        """Queue an experiment; its sets will belong to ``caller`` (and count in their
+        quota), and only they or an admin may cancel it."""
         plan = build_plan(spec, self._params_of, self._limits())
         start_methods = {p.given.get("start_method", "forkserver") for p in plan.points}
         exp_id = self.records.new(spec, plan.as_dict(), machine(",".join(sorted(start_methods))))
-        self.runner.submit(exp_id)
+        self.runner.submit(exp_id, caller)
         log.info("experiment %d queued: %d runs", exp_id, len(plan.order))
         return self.get(exp_id)
 
@@ -67,10 +70,16 @@ class Experiments:
                 out.append(view.summary(record))
         return out
 
-    def cancel(self, exp_id: int) -> dict[str, Any]:
+    def cancel(self, exp_id: int, caller: Caller = LABD) -> dict[str, Any]:
         record = self.get(exp_id)
         if record["state"] not in LIVE:
             raise LabError(f"experiment {exp_id} is already {record['state']}")
+        owner = self.runner.owner(exp_id)
+        if owner is not None and not caller.may_stop(owner.owner):
+            raise NotAllowed(
+                f"experiment {exp_id} belongs to {owner.owner}: only its owner or an admin "
+                f"may cancel it (you are {caller.owner})"
+            )
         self.runner.cancel(exp_id)
         return self.get(exp_id)
 

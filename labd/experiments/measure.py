@@ -19,6 +19,7 @@ import psutil
 
 from labd.errors import LabError
 from labd.experiments.spec import Plan, Point
+from labd.owners import LABD, Caller
 
 if TYPE_CHECKING:
     from labd.lab import Lab
@@ -60,8 +61,10 @@ def run_once(
     tag: RunTag,
     cancel: threading.Event,
     on_spawned: Callable[[int], None],
+    owner: Caller = LABD,
 ) -> dict[str, Any]:
-    """Run one point once; the result record. Raises Cancelled or LabError."""
+    """Run one point once, its set owned by ``owner`` (it counts in their quota); the
+    result record. Raises Cancelled or LabError."""
     point = plan.points[tag.point]
     params: dict[str, object] = dict(point.given)
     params.update(
@@ -69,7 +72,7 @@ def run_once(
         duration=str(plan.warmup + plan.seconds + SAFETY_S),
         name=tag.name(point, plan.repeat),
     )
-    status: dict[str, Any] = dict(lab.spawn(point.mechanism, point.counters, params))
+    status: dict[str, Any] = dict(lab.spawn(point.mechanism, point.counters, params, owner))
     set_id = int(status["id"])
     on_spawned(set_id)
     pids = [int(p["pid"]) for p in status["processes"]]

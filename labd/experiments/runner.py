@@ -20,6 +20,7 @@ from labd.experiments.machine import load
 from labd.experiments.measure import Cancelled, RunTag, run_once
 from labd.experiments.records import Records
 from labd.experiments.spec import Plan, plan_from_dict
+from labd.owners import LABD, Caller
 
 if TYPE_CHECKING:
     from labd.lab import Lab
@@ -45,22 +46,30 @@ class Runner:
         self._closing = False
         self._cancel = threading.Event()
         self._current: int | None = None
+        self._owners: dict[int, Caller] = {}  # who asked, by experiment (queued or running)
         self.progress: Progress | None = None
         self._thread = threading.Thread(target=self._loop, name="experiments", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, exp_id: int) -> None:
+    def submit(self, exp_id: int, owner: Caller = LABD) -> None:
         with self._cond:
+            self._owners[exp_id] = owner
             self._queue.append(exp_id)
             self._cond.notify()
+
+    def owner(self, exp_id: int) -> Caller | None:
+        """Who asked for a queued or running experiment (None once it is over)."""
+        with self._cond:
+            return self._owners.get(exp_id)
 
     def cancel(self, exp_id: int) -> bool:
         """Cancel a queued or running experiment; False if it is neither."""
         with self._cond:
             if exp_id in self._queue:
                 self._queue.remove(exp_id)
+                self._owners.pop(exp_id, None)
                 self._records.set_state(exp_id, "cancelled", "cancelled before it started")
                 return True
             if self._current == exp_id:
@@ -94,6 +103,7 @@ class Runner:
             finally:
                 with self._cond:
                     self._current = None
+                    self._owners.pop(exp_id, None)
                     self.progress = None
 
     def _run(self, exp_id: int) -> None:
@@ -126,7 +136,8 @@ class Runner:
 
             try:
                 tag = RunTag(exp_id, point, repeat)
-                result = run_once(self._lab, plan, tag, self._cancel, spawned)
+                owner = self.owner(exp_id) or LABD
+                result = run_once(self._lab, plan, tag, self._cancel, spawned, owner)
             except Cancelled:
                 self._records.run_ended(exp_id, seq, "cancelled", None)
                 return "cancelled", None

@@ -9,6 +9,7 @@ from typing import Any
 
 from labd.errors import UsageError
 from labd.lab import Lab
+from labd.owners import Caller
 
 EXPERIMENT_API = (
     "compare",
@@ -46,11 +47,12 @@ class ExperimentMethods:
     ``_guard``)."""
 
     _lab: Lab
+    _caller: Caller
     _guard: Callable[[Callable[[], Any]], str]
 
     def exposed_compare(self, spec_json: object) -> str:
         spec = _spec(spec_json)
-        return self._guard(lambda: self._lab.experiments.compare(spec))
+        return self._guard(lambda: self._lab.experiments.compare(spec, self._caller))
 
     def exposed_experiment(self, exp_id: object) -> str:
         eid = _int(exp_id, "experiment id", 1, ID_MAX)
@@ -62,7 +64,7 @@ class ExperimentMethods:
 
     def exposed_cancel_experiment(self, exp_id: object) -> str:
         eid = _int(exp_id, "experiment id", 1, ID_MAX)
-        return self._guard(lambda: self._lab.experiments.cancel(eid))
+        return self._guard(lambda: self._lab.experiments.cancel(eid, self._caller))
 
     def exposed_history(self, limit: object = 20, mechanism: object = None) -> str:
         n = _int(limit, "limit", 1, MAX_LIMIT)
