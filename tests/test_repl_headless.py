@@ -33,6 +33,7 @@ from labctl.repl.session import Terminal
 from labctl.repl.toolbar import prompt_text, toolbar_text
 from labctl.state import State
 from labctl.target import Target
+from labd import __version__
 from labd.protocol import Address
 
 FAST = Pace(interval=0.05, retry=0.05)
@@ -62,7 +63,7 @@ def test_spawn_then_status_run_through_the_same_grammar(
     code = run_lines(state, "spawn queue 2 interval=0.1\rstatus\rstop all\rexit\r", tmp_path / "h")
     out = capsys.readouterr().out
     assert code == 0
-    assert out.startswith("labd 0.1.0 at unix:")  # connected before the first prompt
+    assert out.startswith(f"labd {__version__} at unix:")  # connected before the first prompt
     set_id = re.search(r"^started set (\d+): queue 2 interval=0\.1 \(2 counters", out, re.M)
     assert set_id, out
     assert re.search(rf"^\s*{set_id[1]}\s+queue 2 interval=0\.1\s+(starting|running)", out, re.M)
