@@ -5,7 +5,8 @@
 # python3 refuses pip (PEP 668).
 PY ?= python3
 # command:package pairs
-DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 setpriv:util-linux mount:mount
+DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 setpriv:util-linux mount:mount \
+	redis-server:redis-server
 
 .PHONY: test test-fast deps debian-tools lint run
 test: deps
@@ -13,7 +14,7 @@ test: deps
 
 # the fast layer: no real labd, no worker processes (tests marked daemon are left out)
 test-fast: deps
-	"$$($(PY) install.py --test-python)" -m pytest -m "not daemon"
+	"$$($(PY) install.py --test-python)" -m pytest -m "not daemon and not slow"
 
 deps: debian-tools
 	$(PY) install.py --test

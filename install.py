@@ -130,7 +130,7 @@ def install_tests() -> None:
         if python == Path(sys.executable)
         else make_venv(python.parents[1])
     )
-    pip_install(pip, "-e", ".[test,plot]", "-e", "examples/ipclab-shm")
+    pip_install(pip, "-e", ".[test,plot,redis]", "-e", "examples/ipclab-shm")
 
 
 def main() -> None:

@@ -428,7 +428,8 @@ class Labd(PrivateLabd):
             for st in statuses:
                 if st["state"] not in ("starting", "running"):
                     raise RuntimeError(f"set {st['id']} is {st['state']}: {st.get('error')}")
-            pids = [p["pid"] for st in statuses for p in st["processes"] if p["alive"]]
+            listed = [json.loads(self.conn.root.inspect(st["id"])) for st in statuses]
+            pids = [p["pid"] for st in listed for p in st["processes"] if p["alive"]]
             running = all(st["state"] == "running" for st in statuses)
             if running and len(pids) == expected and self._counters_counted(ids):
                 return pids

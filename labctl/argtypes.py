@@ -6,6 +6,7 @@ range is for the daemon to say (exit 1), so each limit lives in one place.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -51,6 +52,7 @@ class KeyValueType(click.ParamType[tuple[str, str], object]):
 
 
 ADDRESS = AddressType()
+_GROUP = re.compile(r"^g[0-9a-f]{6}$")  # labctl.groups.is_group_id
 KEY_VALUE = KeyValueType()
 
 
@@ -64,12 +66,15 @@ def params_dict(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def stop_ids(items: Sequence[str]) -> tuple[int, ...] | Literal["all"]:
-    """``all``, or set ids as integers (``stop 3 4``)."""
+def stop_ids(items: Sequence[str]) -> tuple[int | str, ...] | Literal["all"]:
+    """``all``, or set ids as integers (``stop 3 4``), or group ids as text (``g1a2b3c``)."""
     if list(items) == ["all"]:
         return "all"
-    ids = []
+    ids: list[int | str] = []
     for item in items:
+        if _GROUP.match(item):
+            ids.append(item)
+            continue
         if item == "all":
             raise click.BadParameter(
                 "'all' stands alone: stop all, or stop ID ...", param_hint="ID"

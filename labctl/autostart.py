@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.client import Client, connect, unreachable
@@ -25,6 +25,11 @@ from labd.errors import ConnectError
 from labd.protocol import default_state_dir
 
 LOCK_NAME = "labd.autostart.lock"
+#: the installed labd, never one from the working directory: -P keeps the current
+#: directory off sys.path (PYTHONPATH and the user's site-packages still count), and the
+#: daemon runs from ``/`` (see :data:`START_DIR`)
+DAEMON_COMMAND = (sys.executable, "-P", "-m", "labd")
+START_DIR = "/"
 LOG_NAME = "labd.log"
 
 
@@ -36,7 +41,7 @@ def _stderr(line: str) -> None:
 class Launch:
     """How to start the daemon and how long to wait for it (tests pass their own)."""
 
-    command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "labd"))
+    command: Sequence[str] = DAEMON_COMMAND
     deadline: float = 10.0
     interval: float = 0.05
     log_dir: Path | None = None  # default: labd.protocol.default_state_dir()
@@ -87,6 +92,7 @@ def _launch(target: Target, launch: Launch) -> Client:
             start_new_session=True,
             close_fds=True,
             env=env,
+            cwd=START_DIR,  # nothing of the user's directory is imported or kept busy
         )
     client = _await(proc, target, launch, log_path)
     # labd outlives this labctl; while we run, reap it if it ends (a REPL session may be

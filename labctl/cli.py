@@ -23,14 +23,15 @@ from typing import Any, Literal
 
 import click
 
-from labctl import figures, follow, render
+from labctl import figures, follow, group_cmds, render
 from labctl import watch as live
 from labctl.argtypes import ADDRESS, KEY_VALUE, params_dict, stop_ids
 from labctl.client import Client
+from labctl.context_cmds import context
+from labctl.contexts import choose_target
 from labctl.experiments import COMMANDS as EXPERIMENT_COMMANDS
 from labctl.invoke import LabGroup, invoke
 from labctl.state import State
-from labctl.target import resolve_target
 from labd.errors import UsageError
 from labd.protocol import Address
 
@@ -50,7 +51,7 @@ def show(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     click.echo(json.dumps(value, indent=2) if as_json else text(value))
 
 
-GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart")
+GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart", "context_name")
 
 
 @click.group(cls=LabGroup, invoke_without_command=True, context_settings=CONTEXT)
@@ -68,6 +69,13 @@ GLOBAL_OPTIONS = ("connect", "tls_cert", "tls_key", "tls_ca", "no_autostart")
 @click.option(
     "--no-autostart", is_flag=True, help="Do not start labd when the local socket is silent."
 )
+@click.option(
+    "--context",
+    "context_name",
+    envvar="LABCTL_CONTEXT",
+    metavar="NAME",
+    help="A named labd (see: labctl context list).",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -76,6 +84,7 @@ def cli(
     tls_key: str | None,
     tls_ca: str | None,
     no_autostart: bool,
+    context_name: str | None,
 ) -> None:
     """Run and measure inter-process communication experiments with labd.
 
@@ -84,7 +93,13 @@ def cli(
     """
     if ctx.obj is None:
         try:
-            target = resolve_target(connect, (tls_cert, tls_key, tls_ca), no_autostart=no_autostart)
+            target = choose_target(
+                connect,
+                (tls_cert, tls_key, tls_ca),
+                context_name,
+                no_autostart=no_autostart,
+                current=ctx.invoked_subcommand != "context",
+            )
         except UsageError as exc:
             raise click.UsageError(exc.message, ctx) from exc
         ctx.obj = State(target)
@@ -93,7 +108,9 @@ def cli(
         ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE
         for n in GLOBAL_OPTIONS
     ):
-        raise click.UsageError("--connect, --tls-* and --no-autostart apply when labctl starts")
+        raise click.UsageError(
+            "--connect, --context, --tls-* and --no-autostart apply when labctl starts"
+        )
     if ctx.invoked_subcommand is None:
         open_repl(ctx)
 
@@ -150,6 +167,11 @@ Examples:
     callback=lambda ctx, param, pairs: params_dict(pairs),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the status object as JSON.")
+@click.option(
+    "--on",
+    metavar="CTX1,CTX2",
+    help="Spread the counters over these contexts as one group; prints the group's id.",
+)
 @click.pass_context
 def spawn(
     ctx: click.Context,
@@ -157,7 +179,10 @@ def spawn(
     counters: int,
     params: dict[str, str],
     as_json: bool,
+    on: str | None,
 ) -> None:
+    if on is not None:
+        return group_cmds.spawn_on(mechanism, counters, params, on, as_json)
     created = client_of(ctx).spawn(mechanism, counters, params)
     for warning in created.get("warnings") or ():
         click.echo(f"labctl: warning: {warning}", err=True)
@@ -165,17 +190,27 @@ def spawn(
 
 
 @cli.command()
-@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@click.argument("items", metavar="[ID|GROUP]...", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option(
     "--processes", "each", is_flag=True, help="Each set's processes too (one inspect per set)."
 )
+@click.option("--all-contexts", is_flag=True, help="Every context's sets, with a CONTEXT column.")
 @click.pass_context
-def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool, each: bool) -> None:
+def status(
+    ctx: click.Context, items: tuple[str, ...], as_json: bool, each: bool, all_contexts: bool
+) -> None:
     """One row per set: running ones and those ended since labd started.
 
-    Give ids to see only those sets. What each figure means: help figures.
+    Give ids to see only those sets, or group ids (spawn --on) to see groups. What each
+    figure means: help figures.
     """
+    ids, gids = group_cmds.split_ids(items)
+    group_cmds.only_groups(gids, ids, "status")
+    if all_contexts:
+        return group_cmds.all_contexts(as_json)
+    if gids:
+        return group_cmds.status(gids, as_json)
     client = client_of(ctx)
     sets = client.status(ids)
     if each:
@@ -188,11 +223,15 @@ def status(ctx: click.Context, ids: tuple[int, ...], as_json: bool, each: bool) 
 
 
 @cli.command()
-@click.argument("set_id", metavar="ID", type=int)
+@click.argument("item", metavar="ID|GROUP")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_context
-def inspect(ctx: click.Context, set_id: int, as_json: bool) -> None:
+def inspect(ctx: click.Context, item: str, as_json: bool) -> None:
     """A set in full: parameters, metrics, processes, events (also for finished sets)."""
+    ids, gids = group_cmds.split_ids([item])
+    if gids:
+        return group_cmds.inspect(gids[0], as_json)
+    (set_id,) = ids
     found = client_of(ctx).inspect(set_id)
     show(found, as_json, render.inspect)
 
@@ -220,12 +259,16 @@ def explain(ctx: click.Context, set_id: int, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="The final status objects as JSON.")
 @click.pass_context
-def stop(ctx: click.Context, ids: tuple[int, ...] | Literal["all"], as_json: bool) -> None:
-    """Stop sets and wait until they are stopped: stop 3 4, or stop all.
+def stop(ctx: click.Context, ids: tuple[int | str, ...] | Literal["all"], as_json: bool) -> None:
+    """Stop sets and wait until they are stopped: stop 3 4, or stop all (or a group id).
 
     Prints each set's final value, attempted increments and lost updates.
     """
-    final = client_of(ctx).stop(ids)
+    if ids != "all" and any(isinstance(i, str) for i in ids):
+        gids = [i for i in ids if isinstance(i, str)]
+        group_cmds.only_groups(gids, [i for i in ids if isinstance(i, int)], "stop")
+        return group_cmds.stop(gids, as_json)
+    final = client_of(ctx).stop(ids)  # type: ignore[arg-type]  # group ids went above
     show(final, as_json, render.stopped)
 
 
@@ -249,14 +292,19 @@ def tail(ctx: click.Context, set_id: int, lines: int, keep: bool) -> None:
 
 
 @cli.command()
-@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@click.argument("items", metavar="[ID]... | GROUP", nargs=-1)
 @click.pass_context
-def watch(ctx: click.Context, ids: tuple[int, ...]) -> None:
+def watch(ctx: click.Context, items: tuple[str, ...]) -> None:
     """Live figures (value, lost, in flight, rate, latency, processes alive, a rate
     sparkline), redrawn 10 times a second until Ctrl-C or q.
 
     When stdout is not a terminal, prints one table a second instead.
     """
+    ids, gids = group_cmds.split_ids(items)
+    if gids:
+        if ids or len(gids) > 1:
+            raise click.UsageError("watch takes set ids, or one group id")
+        return group_cmds.watch(gids[0])
     live.watch_live(client_of(ctx), ids, out=_write, tty=sys.stdout.isatty())
 
 
@@ -321,12 +369,17 @@ def shutdown(ctx: click.Context) -> None:
     if state is not None:  # this connection dies with labd: the next command connects anew
         state.close()
     click.echo(f"labd is shutting down (at {client.address})")
+    if state is not None:
+        state.close()  # labd is going: the next command connects afresh, and says so
     if state is not None and state.interactive:
         click.echo("the REPL stays open: exit leaves; a command starts a new labd (and says so)")
 
 
 for _command in EXPERIMENT_COMMANDS:  # compare, experiments, report, history, plot, export
     cli.add_command(_command)
+
+
+cli.add_command(context)
 
 
 def _write(text: str) -> None:

@@ -52,6 +52,20 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def group_part(s: Record) -> bool:
+    """A part of a group (spawn --on): its value is the group's shared one, so its own
+    lost means nothing alone (see the group: labctl status GROUP)."""
+    return bool((s.get("params") or {}).get("group"))
+
+
+def _lost(s: Record) -> str:
+    return humane.MISSING if group_part(s) else humane.count(s.get("lost"))
+
+
+def _lost_pc(s: Record) -> str:
+    return humane.MISSING if group_part(s) else humane.percent(s.get("lost"), s.get("attempted"))
+
+
 def _lost_cell(s: Record, raw: str, padded: str) -> str:
     return figures.paint_lost(s.get("lost"), padded)
 
@@ -72,7 +86,7 @@ def set_columns(sets: Sequence[Record]) -> list[Column]:
         Column("STATE", lambda s: _text(s.get("state")), paint=_state_cell),
         Column("VALUE", lambda s: humane.count(s.get("value")), right=True),
         Column("ATTEMPTED", lambda s: humane.count(s.get("attempted")), right=True),
-        Column("LOST", lambda s: humane.count(s.get("lost")), right=True, paint=_lost_cell),
+        Column("LOST", _lost, right=True, paint=_lost_cell),
     ]
     if figures.in_flight_applies(sets):
         cols.append(Column("IN FLIGHT", lambda s: humane.count(s.get("in_flight")), right=True))
@@ -86,9 +100,7 @@ def status_table(sets: Sequence[Record], width: int = figures.WIDTH) -> str:
     if not sets:
         return "no sets (start one with: labctl spawn queue 3)"
     cols = set_columns(sets)
-    lost_pc = Column(
-        "LOST%", lambda s: humane.percent(s.get("lost"), s.get("attempted")), right=True, drop=2
-    )
+    lost_pc = Column("LOST%", _lost_pc, right=True, drop=2)
     cols.insert([c.header for c in cols].index("LOST") + 1, lost_pc)
     cols.append(Column("RATE", _rate, right=True, drop=1))
     if len({s.get("owner") for s in sets}) > 1:  # a shared host: say whose each set is

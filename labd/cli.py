@@ -18,6 +18,8 @@ from labd.protocol import (
     MAX_PER_SET,
     MAX_PROCESSES,
     PER_SET_CEILING,
+    SHUTDOWN_MARGIN_S,
+    TIMEOUT_STOP_S,
     Address,
     default_socket,
     default_state_dir,
@@ -141,6 +143,14 @@ def _address(
     help="processes in all sets together",
 )
 @click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=SHUTDOWN_MARGIN_S + 1.0, max=86400.0),
+    default=float(TIMEOUT_STOP_S),
+    show_default=True,
+    help="seconds labd has to stop at SIGTERM (systemd's TimeoutStopSec): sets drain "
+    f"within it less {SHUTDOWN_MARGIN_S:g} s, then are ended, their figures recorded",
+)
+@click.option(
     "--tls-cert",
     default=None,
     metavar="FILE",
@@ -166,6 +176,7 @@ def cli(
     max_clients_per_user: int,
     max_per_set: int,
     max_processes: int,
+    stop_timeout: float,
     tls_cert: str | None,
     tls_key: str | None,
     tls_ca: str | None,
@@ -189,6 +200,7 @@ def cli(
         clients_per_user=max_clients_per_user,
         per_set=max_per_set,
         total=max_processes,
+        stop_timeout=stop_timeout,
         tls=(tls_cert, tls_key, tls_ca),
         admin_gids=admin_group,
         per_user=max_per_user,

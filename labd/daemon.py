@@ -12,7 +12,14 @@ from pathlib import Path
 
 from labd import __version__
 from labd.errors import ConfigError
-from labd.protocol import MAX_CLIENTS, MAX_PER_SET, MAX_PROCESSES, Address
+from labd.protocol import (
+    MAX_CLIENTS,
+    MAX_PER_SET,
+    MAX_PROCESSES,
+    SHUTDOWN_MARGIN_S,
+    TIMEOUT_STOP_S,
+    Address,
+)
 from labd.server.access import PRIVATE, SocketAccess
 from labd.server.admission import PER_USER, ClientLimits
 
@@ -29,6 +36,7 @@ class DaemonConfig:
     clients_per_user: int = PER_USER
     per_set: int = MAX_PER_SET
     total: int = MAX_PROCESSES
+    stop_timeout: float = TIMEOUT_STOP_S  # seconds, from SIGTERM to exit
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
     admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
     per_user: int | None = None  # --max-per-user: processes of one user's sets
@@ -37,6 +45,7 @@ class DaemonConfig:
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
     from labd.lab import Lab, Limits
+    from labd.leftovers import become_subreaper
     from labd.notify import Notifier
     from labd.owners import Admins
     from labd.server.listener import listen, load_tls
@@ -65,6 +74,7 @@ def serve(config: DaemonConfig) -> int:
     lab.address = ", ".join(str(item.address) for item in listeners)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
+    become_subreaper()  # orphans of the sets' processes come back to labd, not to init
     lab.start()
     for item in listeners:
         item.start()
@@ -77,7 +87,7 @@ def serve(config: DaemonConfig) -> int:
     notifier.send("STOPPING=1")
     for item in listeners:
         item.stop_accepting()
-    lab.close()
+    lab.close(within=config.stop_timeout - SHUTDOWN_MARGIN_S)
     for item in listeners:
         item.close()
     log.info("stopped")

@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from labd import __version__, capacity, explain
+from labd.bounded import HookTimeout
 from labd.collector import Collector
 from labd.errors import (
     HistoryError,
@@ -33,13 +35,13 @@ from labd.errors import (
 )
 from labd.experiments.core import Experiments
 from labd.history import History
-from labd.leftovers import end_leftovers, record_workers
+from labd.leftovers import Members, Tracker, end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
 from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
 from labd.printlog import PrintLog, read_log_tail, within_bytes
-from labd.processset import ProcessSet, SetEnv, SetSpec, StopTimes, Worker
+from labd.processset import ProcessSet, SetEnv, SetSpec, Worker
 from labd.procstats import WATCH_S, ProcStats
 from labd.protocol import (
     MAX_PER_SET,
@@ -70,6 +72,7 @@ from labd.setstatus import (
 )
 from labd.snapshot import Snapshots
 from labd.statedir import lock_state_dir, make_state_dir
+from labd.stopplan import StopPlan, StopTimes
 
 log = logging.getLogger("labd.lab")
 OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
@@ -85,6 +88,7 @@ PRELOAD = [
     "labd.worker.board",
     "labd.worker.pacing",
     "labd.worker.trace",
+    "labd.worker.forkserver_hook",  # one line, not a traceback, if the forkserver dies
 ]
 
 
@@ -140,7 +144,11 @@ class Lab:
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
         clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
-        self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
+        # the Manager runs in a process of labd's own (spawn), not under the forkserver,
+        # so that the forkserver dying (killed, or a fork failing at the process limit)
+        # costs no running set
+        self.manager = ManagerHost(private, self._context("spawn"), self._manager_died)
+        self._tracker = Tracker()
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()
         self._stats = ProcStats()
@@ -162,25 +170,28 @@ class Lab:
             end_leftovers(self.store, interrupted)
             keep_last_figures(self.store, interrupted)
         self.store.start()
-        # Validate every plugin now, then let the forkserver (started by the Manager
-        # below) preload only those that loaded: children start warm, and a plugin
+        # Validate every plugin now, then let the forkserver
+        # preload only those that loaded: children start warm, and a plugin
         # that raises at import cannot take the forkserver down.
         self.registry.load_all()
         forkserver = self._context("forkserver")
         forkserver.set_forkserver_preload([*PRELOAD, *self.registry.modules(), FREEZE])
+        multiprocessing.forkserver.ensure_running()  # warm; restarted by the next spawn if it dies
         self._reaper.start()
         self._collector.start()
         self._sampler.start()
         self.manager.get()
         self.experiments.start()
 
-    def close(self) -> None:
-        """Stop every set (counters first, then printers), then release everything."""
+    def close(self, within: float | None = None) -> None:
+        """Stop every set (counters first, then printers), within ``within`` seconds if
+        given (draining what it can, then ending the rest), then release everything."""
         self.experiments.close()  # its run under way ends first, marked interrupted
         with self._lock:
             self._closing = True
-        self.stop("all")
+        self.stop("all", until=None if within is None else time.monotonic() + within)
         self._sampler.close()
+        self._tracker.reap()
         self._reaper.close()
         self._collector.close()
         self.manager.shutdown()
@@ -325,6 +336,7 @@ class Lab:
                 f"{counters} counters is above the limit of {self.limits.per_set} per set"
             )
         values = resolve(cls.params + COMMON_PARAMS, params, f"mechanism {mechanism!r}")
+        cls.check(values)
         if values["printers"] > self.limits.per_set:
             raise LimitError(
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
@@ -339,6 +351,11 @@ class Lab:
         error: Exception | None = None
         try:
             pset.start(self._collector.add)
+        except (LabError, HookTimeout) as exc:  # refused by the mechanism, or a hung hook
+            why = exc.message if isinstance(exc, LabError) else str(exc)
+            log.error("set %d failed to start: %s", pset.spec.id, why)
+            pset.fail(f"could not start: {why}")
+            error = exc
         except Exception as exc:
             log.exception("set %d failed to start", pset.spec.id)
             pset.fail(f"could not start: {type(exc).__name__}: {exc}")
@@ -346,8 +363,8 @@ class Lab:
         finally:
             pset.busy.release()
         if pset.state == State.FAILED:  # failed to start, or failed while starting
-            if pset.workers:
-                self._stop_in_background(pset)
+            if pset.workers:  # ended now: at the process limit, a thread may not start
+                self._stop_quietly(pset)
             else:
                 pset.release()
                 self._end(pset)
@@ -398,11 +415,18 @@ class Lab:
         return self.state_dir / "logs" / f"set-{set_id}.log"
 
     # --- stop ------------------------------------------------------------------------
-    def stop(self, ids: Sequence[int] | str, caller: Caller = LABD) -> list[StatusRecord]:
+    def stop(
+        self, ids: Sequence[int] | str, caller: Caller = LABD, until: float | None = None
+    ) -> list[StatusRecord]:
         """Stop sets and wait until they are stopped; ``"all"`` stops every live set
-        ``caller`` may stop (an admin's: all; anyone else's: their own)."""
+        ``caller`` may stop (an admin's: all; anyone else's: their own). ``until``, a
+        monotonic instant, bounds the whole stop (as at shutdown)."""
         targets, mine, held = self._claim(ids, caller)
-        wait_until = time.monotonic() + WAIT_HELD_S  # for all of them together
+        now = time.monotonic()
+        held_for = WAIT_HELD_S  # for all of them together
+        if until is not None:
+            held_for = min(held_for, StopPlan.HELD_SHARE * (until - now))
+        wait_until = now + held_for
         for s in held:  # "all": sets being started or stopped by someone else
             if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
                 if _needs_stop(s):
@@ -410,15 +434,16 @@ class Lab:
                 else:
                     s.busy.release()
             else:
-                log.warning("set %d: still busy after %.0fs, not stopped", s.spec.id, WAIT_HELD_S)
+                log.warning("set %d: still busy after %.1fs, not stopped", s.spec.id, held_for)
         try:
+            self._tracker.scan(_members(mine))  # what their workers started, up to now
             for s in mine:
                 s.ask_counters()
-            threads = [threading.Thread(target=self._finish, args=(s,)) for s in mine[1:]]
+            threads = [threading.Thread(target=self._finish, args=(s, until)) for s in mine[1:]]
             for t in threads:
                 t.start()
             if mine:
-                self._finish(mine[0])
+                self._finish(mine[0], until)
             for t in threads:
                 t.join()
         finally:
@@ -463,15 +488,16 @@ class Lab:
                     raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
         return targets, mine, held
 
-    def _finish(self, s: ProcessSet) -> None:
+    def _finish(self, s: ProcessSet, until: float | None = None) -> None:
         try:
-            s.finish_stop(self.limits.stop)
+            s.finish_stop(self.limits.stop, until)
         except Exception:
             log.exception("set %d: stopping", s.spec.id)
+        self._tracker.end_set(s.spec.id)
         if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
             log.warning("set %d: printer output still open after the stop", s.spec.id)
         self._end(s)
-        self.store.forget_workers(s.spec.id)
+        self._record(s.spec.id, "that its processes ended", self.store.forget_workers, s.spec.id)
         log.info("set %d: %s", s.spec.id, s.state)
 
     def _end(self, s: ProcessSet) -> None:
@@ -495,16 +521,18 @@ class Lab:
             del self._sets[s.spec.id]
         self._snapshots.invalidate()
 
-    def _stop_in_background(self, s: ProcessSet) -> None:
-        def run() -> None:
-            try:
-                self.stop([s.spec.id])
-            except SetBusy:
-                pass
-            except Exception:
-                log.exception("set %d: background stop", s.spec.id)
+    def _stop_quietly(self, s: ProcessSet) -> None:
+        try:
+            self.stop([s.spec.id])
+        except SetBusy:
+            pass  # someone else is stopping it
+        except Exception:
+            log.exception("set %d: stopping in the background", s.spec.id)
 
-        threading.Thread(target=run, name=f"stop-{s.spec.id}", daemon=True).start()
+    def _stop_in_background(self, s: ProcessSet) -> None:
+        threading.Thread(
+            target=self._stop_quietly, args=(s,), name=f"stop-{s.spec.id}", daemon=True
+        ).start()
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
@@ -514,6 +542,14 @@ class Lab:
             self._stop_in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
+
+    def _record(self, set_id: int, what: str, write: Callable[..., None], *args: Any) -> None:
+        """Write to the history; a write that fails is logged and never keeps a set from
+        going on with its life (a stop from stopping its workers)."""
+        try:
+            write(*args)
+        except Exception as exc:
+            log.error("set %d: cannot record %s in the history store: %s", set_id, what, exc)
 
     def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
         self._snapshots.invalidate()  # one process fewer alive
@@ -563,6 +599,10 @@ class Lab:
 
     def _status(self, s: ProcessSet) -> StatusRecord:
         return live_status(s)
+
+
+def _members(sets: list[ProcessSet]) -> Members:
+    return {s.spec.id: {w.pid for w in s.workers if w.alive} for s in sets}
 
 
 def _needs_stop(s: ProcessSet) -> bool:

@@ -17,9 +17,11 @@ from multiprocessing.connection import wait
 from multiprocessing.managers import SyncManager
 from pathlib import Path
 
+from labd.bounded import HookTimeout, call_within
 from labd.worker.process import watch_daemon
 
 log = logging.getLogger("labd.manager")
+SHUTDOWN_S = 3.0  # for the server to end when asked, before it is killed
 
 
 def _init_server(daemon_pid: int) -> None:
@@ -93,8 +95,20 @@ class ManagerHost:
         with self._lock:
             manager, self._manager = self._manager, None
         if manager is not None:
-            try:
-                manager.shutdown()
+            try:  # a stopped (SIGSTOP) or hung server never answers: bounded, then killed
+                call_within(manager.shutdown, SHUTDOWN_S, "the Manager's shutdown")
+            except HookTimeout as exc:
+                log.warning("%s: killing it", exc)
+                _kill(manager)
             except Exception as exc:  # already gone
                 log.debug("manager shutdown: %s", exc)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _kill(manager: SyncManager) -> None:
+    process = manager._process  # type: ignore[attr-defined]
+    try:
+        process.kill()
+        process.join(1.0)
+    except (OSError, ValueError) as exc:
+        log.debug("killing the manager: %s", exc)

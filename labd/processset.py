@@ -24,11 +24,14 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from labd import leftovers
+from labd.bounded import SETUP_S, TEARDOWN_S, HookTimeout, Observer, call_within
 from labd.lifecycle import Lifecycle
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
+from labd.proclimit import limit_error
 from labd.protocol import MAX_DRAIN_S, State
+from labd.stopplan import StopPlan, StopTimes
 from labd.worker import board
 from labd.worker import process as worker_process
 from labd.worker.contexts import WorkerSpec
@@ -60,15 +63,6 @@ class SetSpec:
         return str(self.values.get("name") or "")
 
 
-@dataclass(frozen=True)
-class StopTimes:
-    """Bounds of an orderly stop, in seconds."""
-
-    counters: float = 3.0
-    printers: float = 5.0
-    terminate: float = 1.0
-
-
 @dataclass
 class Worker:
     """One child. Only the reaper joins it; everyone else waits on ``ended``."""
@@ -80,6 +74,20 @@ class Worker:
     exitcode: int | None = None
     expected: bool = False  # the set asked it to end
     ended: threading.Event = field(default_factory=threading.Event)
+    #: readable once the process has exited, whoever its parent is by then (-1: none)
+    pidfd: int = -1
+
+    @property
+    def exit_fd(self) -> int:
+        """What the reaper waits on: the pidfd, else multiprocessing's sentinel (which a
+        dying forkserver closes while its children still run)."""
+        return self.pidfd if self.pidfd >= 0 else int(self.process.sentinel)
+
+    def close_pidfd(self) -> None:
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = -1
 
     @property
     def alive(self) -> bool:
@@ -134,6 +142,9 @@ class ProcessSet:
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
         self.pgid = 0  # the set's process group, once its first worker leads it
+        self._observer: Observer | None = None
+        self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
+        self._until: float | None = None  # the monotonic instant a stop must end by
         #: until then (monotonic), the sampler reads its processes' CPU and RSS each second
         self.watched_until = 0.0
 
@@ -141,12 +152,13 @@ class ProcessSet:
     def start(self, collect: Callable[[Connection, PrintLog], threading.Event]) -> None:
         """Create resources and start printers, then counters; ``collect`` reads output."""
         spec, ctx = self.spec, self.env.context
-        self.mechanism.setup(self.env)
+        call_within(lambda: self.mechanism.setup(self.env), SETUP_S, "setup()")
         self._slots = ctx.RawArray("q", board.size(spec.counters, spec.printers))
         reader = board.BoardReader(self._slots, spec.counters, spec.printers)
+        self._observer = Observer(self.mechanism.observe, on_hang=self._observe_hung)
         self.metrics = SetMetrics(
             reader,
-            self.mechanism.observe,
+            self._observer,
             messages=type(self.mechanism).messages,
             interval=float(spec.values["interval"]),
         )
@@ -226,12 +238,15 @@ class ProcessSet:
             name=f"ipclab-{spec.id}-{role}-{index}",
             daemon=True,
         )
-        process.start()
+        try:
+            process.start()
+        except (OSError, EOFError) as exc:  # EOF: the forkserver died (of a failed fork?)
+            raise (limit_error(exc) or exc) from None
         # Our reaper joins it: out of multiprocessing's list of children, whose every
         # entry each Process.start() polls (a thousand workers: half a million polls).
         mp_process._children.discard(process)  # type: ignore[attr-defined]
         assert process.pid is not None
-        worker = Worker(role, index, process, process.pid)
+        worker = Worker(role, index, process, process.pid, pidfd=_pidfd(process.pid))
         self.workers.append(worker)
         self._watch(self, worker)
         if not self.pgid:  # the first worker leads the set's group; the next ones join
@@ -287,18 +302,29 @@ class ProcessSet:
                     w.expected = True
         self._send_wake("counter")
 
-    def finish_stop(self, times: StopTimes) -> Figures | None:
-        """Wait for counters, release and wait for printers, take the final figures."""
-        self._end_role("counter", times.counters, times.terminate)
+    def _observe_hung(self, exc: HookTimeout) -> None:
+        """The mechanism's observe() hangs: this set's figures are stale, no one else's."""
+        self.life.move(State.DEGRADED, f"{exc}: its value is stale", only_from=(State.RUNNING,))
+
+    def finish_stop(self, times: StopTimes, until: float | None = None) -> Figures | None:
+        """Wait for counters, release and wait for printers, take the final figures.
+
+        ``until`` (a monotonic instant) bounds the whole stop, as at shutdown: workers
+        drain while it allows, then get SIGTERM and SIGKILL; the figures are final anyway.
+        """
+        plan = StopPlan.of(times, until)
+        self._until = until
+        self._end_role("counter", plan.counters, plan.terminate, plan.counters_until)
+        bound = min(MAX_DRAIN_S + TEARDOWN_S, plan.printers_until - time.monotonic())
         try:
-            self.mechanism.release_printers()
+            call_within(self.mechanism.release_printers, bound, "release_printers()")
         except Exception as exc:
             log.warning("set %d: release_printers: %s", self.spec.id, exc)
         with self.life.lock:
             for w in self.workers:
                 w.expected = True
         self._send_wake("printer")
-        self._end_role("printer", times.printers, times.terminate)
+        self._end_role("printer", plan.printers, plan.terminate, plan.printers_until)
         self._sweep_group()
         figures = None
         try:
@@ -308,8 +334,18 @@ class ProcessSet:
             self.stopped_at = self.env.clock()
             if self._ran is not None:
                 self._ran = (self._ran[0], time.monotonic())
-            self.life.move(self.life.final())
+            self.life.move(self.life.final(), self._cut_short(figures))
         return figures
+
+    def _cut_short(self, figures: Figures | None) -> str:
+        """What a stop that had to end workers left undone, in one line ('' if nothing)."""
+        if not self._forced:
+            return ""
+        undelivered = figures.lost - figures.corrupt if figures is not None else 0
+        what = f": {undelivered} message(s) undelivered" if undelivered > 0 else ""
+        line = f"stop cut short, {' and '.join(self._forced)} ended{what}"
+        log.warning("set %d: %s", self.spec.id, line)
+        return line
 
     def _send_wake(self, role: str) -> None:
         end = self._wake.get(role)
@@ -317,13 +353,16 @@ class ProcessSet:
             with contextlib.suppress(OSError):
                 end.send_bytes(b"x")
 
-    def _end_role(self, role: str, grace: float, terminate: float) -> None:
-        """Wait for a role's workers: asked (grace), then SIGTERM, then SIGKILL."""
+    def _end_role(self, role: str, grace: float, terminate: float, until: float) -> None:
+        """Wait for a role's workers: asked (grace, while they drain, but not past the
+        monotonic instant ``until``), then SIGTERM, then SIGKILL."""
         procs = [w for w in self.workers if w.role == role]
         for step, bound in (("ask", grace), ("terminate", terminate), ("kill", terminate)):
             left = [w for w in procs if w.alive]
             if not left:
                 return
+            if step == "terminate":
+                self._forced.append(f"{len(left)} {role}(s)")
             if step != "ask":
                 log.warning(
                     "set %d: %d %s(s) still running: %s",
@@ -335,16 +374,16 @@ class ProcessSet:
                 for w in left:
                     _signal(w.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
             if step == "ask":
-                self._wait_while_progressing(left, bound)
+                self._wait_while_progressing(left, bound, until)
             else:
                 deadline = time.monotonic() + bound
                 for w in left:
                     w.ended.wait(max(0.0, deadline - time.monotonic()))
 
-    def _wait_while_progressing(self, workers: list[Worker], grace: float) -> None:
+    def _wait_while_progressing(self, workers: list[Worker], grace: float, until: float) -> None:
         """Wait ``grace``; extend it (up to MAX_DRAIN_S) while messages still move, e.g.
         counters flushing a large queue as they exit: they are draining, not stuck."""
-        give_up = time.monotonic() + MAX_DRAIN_S
+        give_up = min(time.monotonic() + MAX_DRAIN_S, until)
         mark = self.metrics.progress() if self.metrics else 0
         while True:
             deadline = min(time.monotonic() + grace, give_up)
@@ -368,12 +407,27 @@ class ProcessSet:
             end.close()
         self._wake.clear()
         try:
-            self.mechanism.teardown()
+            call_within(self.mechanism.teardown, self._bound(TEARDOWN_S), "teardown()")
         except Exception as exc:
             log.warning("set %d: teardown: %s", self.spec.id, exc)
+        if self._observer is not None:
+            self._observer.close()
         if self.metrics is not None:
             self.metrics.release()
         self._slots = None  # the board's shared memory goes back to the heap
+
+    def _bound(self, seconds: float) -> float:
+        """``seconds``, or less if the stop must end sooner (never under a tenth of one)."""
+        if self._until is None:
+            return seconds
+        return max(0.1, min(seconds, self._until - time.monotonic()))
+
+
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # already gone (and reaped), or no pidfd: the sentinel will do
+        return -1
 
 
 def _signal(pid: int, sig: int) -> None:

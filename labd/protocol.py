@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from labd.errors import UsageError
 
@@ -25,6 +25,12 @@ WAIT_HELD_S = 120.0
 #: counters drain, the queue's end markers wait, printers drain: each up to MAX_DRAIN_S,
 #: plus the SIGTERM/SIGKILL steps and a margin
 STOP_CALL_TIMEOUT = WAIT_HELD_S + 3 * MAX_DRAIN_S + 60.0
+#: The time labd has to stop at SIGTERM: systemd's ``TimeoutStopSec`` (the unit is
+#: rendered from it), ``labd --stop-timeout``. Every set is stopped within this less
+#: SHUTDOWN_MARGIN_S (draining what it can, then SIGTERM and SIGKILL, final figures
+#: recorded either way); the margin is for closing the store, the Manager and exiting.
+TIMEOUT_STOP_S = 20
+SHUTDOWN_MARGIN_S = 5.0
 #: the most counters or printers a set can have, whatever labd --max-per-set says
 PER_SET_CEILING = 4096
 #: labd's default limits: counters (or printers) per set, and processes in all sets.
@@ -160,6 +166,8 @@ class StatusRecord(FiguresRecord):
     owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
     #: seconds it ran (so far), by the monotonic clock; the wall times are for display
     duration: NotRequired[float | None]
+    #: the mechanism's own figures (Redis: namespace, retries of op=watch, group_value)
+    extra: NotRequired[dict[str, Any]]
 
 
 class SpawnRecord(StatusRecord):

@@ -6,12 +6,18 @@ not a rebuilt wait list per worker."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import selectors
 from collections.abc import Callable
 
 from labd.loopthread import LoopThread
 from labd.processset import ProcessSet, Worker
+
+JOIN_S = 1.0
+#: what multiprocessing reports for a forkserver child when the forkserver is gone
+FORKSERVER_GONE = 255
 
 log = logging.getLogger("labd.reaper")
 
@@ -25,10 +31,10 @@ class Reaper(LoopThread):
         self._watched: dict[int, tuple[ProcessSet, Worker]] = {}  # sentinel -> owner
 
     def watch(self, pset: ProcessSet, worker: Worker) -> None:
-        sentinel = worker.process.sentinel
+        fd = worker.exit_fd  # a pidfd: the forkserver's pipe closes if it dies
         with self._lock:
-            self._watched[sentinel] = (pset, worker)
-            self._sel.register(sentinel, selectors.EVENT_READ, sentinel)
+            self._watched[fd] = (pset, worker)
+            self._sel.register(fd, selectors.EVENT_READ, fd)
         self._wake()  # a poll-based selector would not see it before its next wait
 
     def _run(self) -> None:
@@ -48,11 +54,33 @@ class Reaper(LoopThread):
             self._sel.close()
 
     def _reap(self, pset: ProcessSet, worker: Worker) -> None:
-        worker.process.join()
-        worker.exitcode = worker.process.exitcode
-        worker.process.close()
+        worker.exitcode = _exit_status(worker)
+        worker.close_pidfd()
         worker.ended.set()
         try:
             self._on_exit(pset, worker)
         except Exception:
             log.exception("set %d: handling the exit of pid %d", pset.spec.id, worker.pid)
+
+
+def _exit_status(worker: Worker) -> int | None:
+    """The exit status of a worker that has ended (its pidfd said so). A forkserver child's
+    comes from the forkserver; if the forkserver died, the worker became labd's own
+    child (labd is a subreaper) and tells it itself. None if nobody can tell."""
+    proc = worker.process
+    proc.join(JOIN_S)  # the forkserver writes the status as soon as it reaps the worker
+    code = proc.exitcode
+    if code is None or code == FORKSERVER_GONE:
+        own = _own_child_status(worker.pid)
+        code = own if own is not None else code
+    with contextlib.suppress(ValueError):
+        proc.close()
+    return code
+
+
+def _own_child_status(pid: int) -> int | None:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None  # not labd's child: the forkserver's word stands
+    return os.waitstatus_to_exitcode(status) if done == pid else None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
+from importlib.util import find_spec
 from typing import Any
 
 from labd.errors import MechanismError
@@ -138,8 +139,9 @@ class Registry:
             entry.loaded = validate(obj, entry.name)
         except MechanismError as exc:
             entry.error = exc.args[0]
-        except Exception as exc:  # a broken plugin must not take the daemon down
-            entry.error = f"{type(exc).__name__}: {exc}"
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # a broken plugin must not take the daemon down, not even with exit()
+            entry.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if entry.error:
             log.error(
                 "mechanism %r (%s from %s) failed to load: %s",
@@ -179,4 +181,13 @@ class Registry:
     def modules(self) -> list[str]:
         """Modules of the mechanisms that loaded (safe for the forkserver to preload:
         it survives only ImportError, so a plugin that raises must never be preloaded)."""
-        return [e.target.partition(":")[0] for e in self._entries.values() if e.loaded]
+        out = [e.target.partition(":")[0] for e in self._entries.values() if e.loaded]
+        extra = {m for e in self._entries.values() if e.loaded for m in e.loaded.preload}
+        return out + sorted(m for m in extra if _installed(m))
+
+
+def _installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -81,8 +81,8 @@ class Sampler:
         if rows:
             try:
                 self._store_rows(rows)
-            except Exception:
-                log.exception("storing samples")
+            except Exception as exc:  # e.g. the store is locked: one line, the set goes on
+                log.error("storing samples: %s: %s", type(exc).__name__, exc)
 
     @property
     def alive(self) -> bool:

@@ -46,6 +46,7 @@ def live_status(s: ProcessSet) -> StatusRecord:
         "processes_alive": sum(1 for w in workers if w.alive),
         "processes_total": s.spec.counters + s.spec.printers,
         "error": s.error,
+        "extra": s.mechanism.figures(),
         "owner": s.spec.owner,
     }
 

@@ -7,6 +7,8 @@ user manager cannot apply (a dedicated user, capability and device sandboxing).
 
 from __future__ import annotations
 
+from labd.protocol import TIMEOUT_STOP_S
+
 HEADER = """\
 # ipclab's daemon as a system service. `labd install-unit` writes this file with the
 # absolute path of the installed labd; `labd install-unit --user` a user-service variant.
@@ -23,7 +25,7 @@ NotifyAccess=main
 ExecStart={labd} --allow-group ipclab
 WatchdogSec=30
 KillMode=mixed
-TimeoutStopSec=20
+TimeoutStopSec={timeout_stop}
 Restart=on-failure
 RestartSec=2
 User=ipclab
@@ -105,7 +107,7 @@ def render(labd: str, *, user: bool = False) -> str:
     """The unit text for the labd at absolute path ``labd``."""
     if not labd.startswith("/"):
         raise ValueError(f"ExecStart needs an absolute path, not {labd!r}")
-    text = HEADER + TEMPLATE.format(labd=labd)
+    text = HEADER + TEMPLATE.format(labd=labd, timeout_stop=TIMEOUT_STOP_S)
     if not user:
         return text
     text = text.replace(" --allow-group ipclab\n", "\n")  # a user's own labd: no group

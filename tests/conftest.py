@@ -28,6 +28,7 @@ from helpers import (
     wait_for,
 )
 from labkit import MakeLab, lab_maker
+from redis_server import RedisServer
 
 from labd.testing import ShmWatch, marked_processes, running, shm_entries
 
@@ -154,3 +155,14 @@ def make_lab(tmp_path: Path) -> Iterator[MakeLab]:
     """Start in-process Labs on ``tmp_path/state``; each is closed at the end and none
     of its processes (workers, Manager) may outlive it (see labkit.py)."""
     yield from lab_maker(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session (unix socket, no persistence); its slow
+    Pub/Sub subscribers are dropped at 256 KiB of backlog, so a stall loses messages fast."""
+    server = RedisServer(["--client-output-buffer-limit", "pubsub 256kb 128kb 1"])
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -128,7 +128,14 @@ def test_history_plot_export(labctl: Labctl, two_cases: dict[str, Any], tmp_path
     assert ids <= {r["id"] for r in rows}
     assert all(r["mechanism"] == "shared" and r["state"] == "stopped" for r in rows)
     fits(labctl.run("history").stdout)
-    set_id = max(ids)
+    # samples are stored once a second: a 0.7 s run may have none, so take one that has
+    sampled = [
+        i
+        for i in sorted(ids)
+        if json.loads(labctl.run("export", str(i), "--format", "json").stdout)["samples"]
+    ]
+    assert sampled, "none of the runs' sets has a stored sample"
+    set_id = sampled[0]
     chart = labctl.run("plot", str(set_id)).stdout
     fits(chart)
     assert "attempted" in chart and "value" in chart and "lost" in chart

@@ -53,6 +53,7 @@ def user_env(home: Path) -> dict[str, str]:
 
 
 @needs_pep668
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_first_command_installs_with_the_distribution_s_python(tmp_path: Path) -> None:
     src = clean_checkout(tmp_path / "ipclab")

@@ -213,7 +213,7 @@ def daemons_for(runtime_dir: str) -> list[psutil.Process]:
     for p in psutil.process_iter(["cmdline"]):
         try:
             cmd = p.info["cmdline"] or []
-            if cmd[1:3] == ["-m", "labd"] and p.environ().get("XDG_RUNTIME_DIR") == runtime_dir:
+            if "-m labd" in " ".join(cmd) and p.environ().get("XDG_RUNTIME_DIR") == runtime_dir:
                 found.append(p)
         except (psutil.Error, IndexError):
             continue

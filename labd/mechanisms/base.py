@@ -113,11 +113,19 @@ class Mechanism:
     #: True: the value is what printers received (in flight and latency apply);
     #: False: :meth:`observe` reads the shared value
     messages: ClassVar[bool] = False
+    #: modules the workers need, for the forkserver to preload when they are installed
+    #: (an optional dependency imported lazily, e.g. ``("redis",)``)
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values: dict[str, Any] = dict(values)
 
     # --- daemon side -------------------------------------------------------------
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> None:
+        """Refuse values that can never work, before the set exists (raise a LabError);
+        checks that need the set's resources belong in :meth:`setup`."""
+
     def setup(self, env: SetupEnv) -> None:
         """Create the set's IPC resources (in the daemon)."""
 
@@ -145,6 +153,11 @@ class Mechanism:
         value_read, t_write_ns), ...] per counter]}``; None otherwise. Still answers
         after :meth:`teardown` (labd explains stopped sets)."""
         return None
+
+    def figures(self) -> dict[str, Any]:
+        """The mechanism's own figures for status (e.g. retries), as last sampled by
+        :meth:`observe`; kept after :meth:`teardown`. Cheap: no I/O here."""
+        return {}
 
     def release_printers(self) -> None:
         """Counters have exited: make printers finish once they drained what was sent

@@ -4,6 +4,7 @@ pickle them by reference). Kept light: the forkserver preloads it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import select
@@ -20,9 +21,96 @@ from labd.worker import board
 from labd.worker.contexts import CounterContext, PrinterContext, WorkerSpec
 
 EXIT_DAEMON_GONE = 70
+EXIT_CANNOT_START = 71  # e.g. no thread to watch labd with, at the process limit
 #: in every worker's environment (so in its helpers' too): which labd and set it is of
 SET_VAR = "IPCLAB_SET"
 _GONE_WAIT = 1.0  # seconds a worker whose stop pipe closed waits to see labd gone
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process its children again (not init's): what
+    a worker's helper starts stays in the worker's tree even if it double-forks or
+    calls setsid, so the worker (or labd, the next subreaper up) can end it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def parents(group: int = 0, members: set[int] | None = None) -> dict[int, int]:
+    """Every visible process's parent: pid -> ppid (from /proc/PID/stat); the pids in
+    process group ``group`` are added to ``members`` if given."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        out[int(entry.name)] = int(fields[1])
+        if members is not None and int(fields[2]) == group:
+            members.add(int(entry.name))
+    return out
+
+
+def descendants(roots: set[int], table: dict[int, int] | None = None) -> set[int]:
+    """The pids below ``roots`` in the process tree (``roots`` excluded)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in (parents() if table is None else table).items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for kid in children.get(todo.pop(), ()):
+            if kid not in found and kid not in roots:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def end_descendants(rounds: int = 5, whole_group: bool = False) -> int:
+    """SIGKILL everything below this process (a subreaper: its helpers' orphans come back
+    to it, so a helper cannot slip away by forking while we kill), and reap what is ours.
+    ``whole_group``: below every process of our group too (the set's other workers may
+    be killed with the group before they end their own helpers)."""
+    ended = 0
+    me = os.getpid()
+    if not whole_group and not has_children():
+        return 0  # the usual case: no scan of /proc (orphans come back to us as children)
+    for _ in range(rounds):
+        roots = {me}
+        table = parents(os.getpgrp(), roots if whole_group else None)
+        below = descendants(roots, table)
+        if not below:
+            break
+        for pid in below:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                ended += 1
+        _reap_children()
+    return ended
+
+
+def has_children() -> bool:
+    """Whether this process has a child, alive or not yet reaped (nothing is reaped)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _reap_children() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
 GROUP_WAIT_S = 5.0  # seconds a worker waits for its set's group to exist
 
 
@@ -47,7 +135,12 @@ def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], No
     """
 
     def gone() -> None:
-        if own_group:
+        # The group's leader (the set's first worker) ends what is below every worker of
+        # the group, then the group; the others end their own, and stand in for a leader
+        # that cannot act (gone, or stopped). One pass over /proc per set, not per worker.
+        acting = own_group and _leads_or_stands_in()
+        end_descendants(whole_group=acting)
+        if acting:
             with contextlib.suppress(OSError):
                 os.killpg(0, signal.SIGKILL)  # this process included
         os._exit(EXIT_DAEMON_GONE)
@@ -70,6 +163,19 @@ def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], No
 
     threading.Thread(target=wait, name="daemon-watch", daemon=True).start()
     return check
+
+
+def _leads_or_stands_in() -> bool:
+    """This worker leads its group, or the leader cannot end the group itself."""
+    leader = os.getpgrp()
+    if leader == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{leader}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # the leader is gone
+    return stat[stat.rfind(b")") + 2 :][:1] in (b"T", b"t", b"Z", b"X")  # stopped or dead
 
 
 def join_set_group(pgid: int, patience: float = GROUP_WAIT_S) -> bool:
@@ -100,6 +206,7 @@ def set_marker(daemon_pid: int, set_id: int) -> str:
 def _prepare(spec: WorkerSpec, out: Connection) -> Callable[[Connection], None]:
     """Set the worker up; returns the check to run on its way out (see watch_daemon)."""
     own_group = join_set_group(spec.pgid)
+    become_subreaper()
     os.environ[SET_VAR] = set_marker(spec.daemon_pid, spec.set_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # labd stops us, in order
     # in a group of its own, the worker is in the background of labd's terminal, if
@@ -122,7 +229,12 @@ def run(
     args: tuple[Any, ...],
 ) -> None:
     """Run one counter or printer of a set."""
-    on_exit = _prepare(spec, out)
+    try:
+        on_exit = _prepare(spec, out)
+    except RuntimeError as exc:  # "can't start new thread": at the process limit
+        name = f"set {spec.set_id} {spec.role} {spec.index}"
+        print(f"ipclab worker ({name}): cannot start: {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_CANNOT_START)
     view = board.view(slots)
     try:
         if spec.role == "counter":
@@ -135,3 +247,4 @@ def run(
             ctx.finish()
     finally:
         on_exit(wake)
+        end_descendants()  # nothing this worker started outlives it

@@ -1,0 +1,332 @@
+"""The Redis mechanisms flat out in labd, against a bare redis-py loop beside them.
+
+For each case (``redis`` with op=getset, incr and watch, ``redis-queue``,
+``redis-pubsub``), with ``--counters`` processes at ``interval=0``, this alternates a
+labd set and a hand-written loop doing the same commands on the same private
+redis-server (a unix socket in a temporary directory), and prints the increments per
+second of each and ``ratio = labd / bare`` (target: >= 0.95). Then, to show the price of
+crossing the host boundary, the cost of one increment (us per increment per counter)
+of each Redis case beside labd's built-ins (shared lock=yes, manager, queue) measured
+in the same run, and the bare round trip of a PING.
+
+    python bench/redis_bench.py [--seconds S] [--warmup S] [--repeat N] [--counters N]
+                          [--only CASE] [--json]
+
+Needs redis-server (Debian's, `make debian-tools`) and the redis package
+(`pip install -e '.[redis]'`). The module is re-imported by every forkserver child, so
+only the standard library is imported at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlib import PrivateLabd, machine
+
+TARGET = 0.95
+CHECK_EVERY = 20  # a bare counter publishes its count and looks at the stop flag
+POLL_S = 0.005
+PAYLOAD = 16
+MAXSIZE = 1000
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    mechanism: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def op(self) -> str:
+        return dict(self.params).get("op", self.mechanism)
+
+
+CASES = (
+    Case("redis op=getset", "redis", (("op", "getset"),)),
+    Case("redis op=incr", "redis", (("op", "incr"),)),
+    Case("redis op=watch", "redis", (("op", "watch"),)),
+    Case("redis-queue", "redis-queue"),
+    Case("redis-pubsub", "redis-pubsub"),
+)
+BUILTINS = (
+    Case("shared lock=yes", "shared", (("lock", "yes"),)),
+    Case("manager", "manager"),
+    Case("queue", "queue"),
+)
+
+
+# --- the bare side: what someone would write by hand ---------------------------------
+def bare_counter(sock: str, op: str, slot: Any, index: int, stop: Any) -> None:
+    import redis
+
+    r = redis.Redis(unix_socket_path=sock)
+    key = f"bare:{op}"
+    data = b":" + b"x" * PAYLOAD
+    count, clock = 0, time.time_ns
+    pipe = r.pipeline()
+    while not stop.is_set():
+        for _ in range(CHECK_EVERY):
+            if op == "getset":
+                r.set(key, int(r.get(key) or 0) + 1)
+            elif op == "incr":
+                r.incr(key)
+            elif op == "watch":
+                while True:
+                    try:
+                        pipe.watch(key)
+                        v = int(pipe.get(key) or 0)
+                        pipe.multi()
+                        pipe.set(key, v + 1)
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        pass
+            elif op == "redis-queue":
+                size = r.lpush(key, b"%d%s" % (clock(), data))
+                while size > MAXSIZE and not stop.is_set():
+                    time.sleep(0.001)
+                    size = r.llen(key) * 2
+            else:
+                r.publish(key, b"%d%s" % (clock(), data))
+        count += CHECK_EVERY
+        slot[index] = count
+    r.close()
+
+
+def bare_printer(sock: str, op: str, stop: Any, ready: Any) -> None:
+    import redis
+
+    r = redis.Redis(unix_socket_path=sock)
+    key = f"bare:{op}"
+    if op == "redis-queue":
+        ready.set()
+        while not stop.is_set():
+            item = r.brpop(key, timeout=0.2)
+            if item is not None:
+                int(item[1].partition(b":")[0])
+        return
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(key)
+    sub.get_message(timeout=1)
+    ready.set()
+    while not stop.is_set():
+        msg = sub.get_message(timeout=0.2)
+        if msg is not None:
+            int(msg["data"].partition(b":")[0])
+
+
+def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float) -> float:
+    ctx = multiprocessing.get_context("forkserver")
+    slot = ctx.RawArray("q", counters)
+    stop, ready = ctx.Event(), ctx.Event()
+    procs = []
+    if case.op in ("redis-queue", "redis-pubsub"):
+        procs.append(ctx.Process(target=bare_printer, args=(sock, case.op, stop, ready)))
+        procs[-1].start()
+        ready.wait(10)
+    for i in range(counters):
+        procs.append(ctx.Process(target=bare_counter, args=(sock, case.op, slot, i, stop)))
+        procs[-1].start()
+    try:
+        deadline = time.monotonic() + 60  # a loaded host starts processes slowly
+        while not all(slot) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(warmup)
+        t0, a0 = time.monotonic(), sum(slot)
+        time.sleep(seconds)
+        t1, a1 = time.monotonic(), sum(slot)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    flush(sock)
+    return (a1 - a0) / (t1 - t0)
+
+
+def flush(sock: str) -> None:
+    import redis
+
+    with redis.Redis(unix_socket_path=sock) as r:
+        r.delete("bare:getset", "bare:incr", "bare:watch", "bare:redis-queue")
+
+
+# --- the labd side ---------------------------------------------------------------------
+def attempted(conn: Any, sid: int) -> int:
+    (s,) = json.loads(conn.root.status((sid,)))
+    return int(s["attempted"])
+
+
+def fresh(conn: Any, sid: int) -> tuple[float, int]:
+    """The moment a new sample shows (labd samples 10 times a second)."""
+    first = attempted(conn, sid)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        now = attempted(conn, sid)
+        if now != first:
+            return time.monotonic(), now
+        time.sleep(POLL_S)
+    return time.monotonic(), first
+
+
+def run_labd(
+    labd: PrivateLabd, url: str | None, case: Case, counters: int, warmup: float, seconds: float
+) -> float:
+    params: dict[str, Any] = {"interval": 0, **dict(case.params)}
+    if url is not None:
+        params["url"] = url
+    conn = labd.conn
+    sid = json.loads(conn.root.spawn(case.mechanism, counters, json.dumps(params)))["id"]
+    try:
+        deadline = time.monotonic() + 60
+        while not attempted(conn, sid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(warmup)
+        t0, a0 = fresh(conn, sid)
+        time.sleep(seconds)
+        t1, a1 = fresh(conn, sid)
+    finally:
+        conn.root.stop((sid,))
+    return (a1 - a0) / (t1 - t0)
+
+
+# --- the run -----------------------------------------------------------------------------
+class RedisServer:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            sys.exit("redis_bench.py: redis-server is missing (make debian-tools)")
+        self.dir = Path(tempfile.mkdtemp(prefix="ipl-bench-redis"))
+        self.sock = str(self.dir / "redis.sock")
+        cmd = [binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700"]
+        cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+        # A session of its own, as a server has: with the kernel's autogroup scheduling
+        # (sched_autogroup_enabled), a client in the server's session wakes it far
+        # sooner on a loaded host than one in another session, as labd's workers are
+        # (measured: 5-7x). Neither side may have that advantage.
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        import redis
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with redis.Redis(unix_socket_path=self.sock) as r:
+                    r.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def ping_us(self, n: int = 2000) -> float:
+        import redis
+
+        with redis.Redis(unix_socket_path=self.sock) as r:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                r.ping()
+            return (time.perf_counter() - t0) / n * 1e6
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) -> dict[str, Any]:
+    url = f"unix://{server.sock}"
+    cases = [c for c in CASES if not args.only or c.label in args.only or c.mechanism in args.only]
+    out: dict[str, Any] = {"machine": machine(), "counters": args.counters, "cases": []}
+    for case in cases:
+        bare, lab = [], []
+        for i in range(args.repeat):  # bare, labd, then labd, bare: drift hits both alike
+            order = ("bare", "labd") if i % 2 == 0 else ("labd", "bare")
+            for side in order:
+                if side == "bare":
+                    bare.append(
+                        run_bare(server.sock, case, args.counters, args.warmup, args.seconds)
+                    )
+                else:
+                    lab.append(run_labd(labd, url, case, args.counters, args.warmup, args.seconds))
+        b, m = statistics.median(bare), statistics.median(lab)
+        out["cases"].append(
+            {
+                "case": case.label,
+                "bare": b,
+                "labd": m,
+                "ratio": m / b if b else 0.0,
+                "bare_runs": bare,
+                "labd_runs": lab,
+            }
+        )
+    out["builtins"] = [
+        {"case": c.label, "labd": run_labd(labd, None, c, args.counters, args.warmup, args.seconds)}
+        for c in BUILTINS
+    ]
+    out["ping_us"] = server.ping_us()
+    return out
+
+
+def report(out: dict[str, Any]) -> None:
+    m, n = out["machine"], out["counters"]
+    print(f"# {m['nproc']} cpus, Python {m['python']}, load {m['loadavg']}, {n} counters")
+    print(f"{'case':18} {'bare/s':>10} {'labd/s':>10} {'ratio':>6}")
+    for c in out["cases"]:
+        mark = "" if c["ratio"] >= TARGET else "  < target"
+        print(f"{c['case']:18} {c['bare']:10.0f} {c['labd']:10.0f} {c['ratio']:6.2f}{mark}")
+    print(f"\nbare PING round trip: {out['ping_us']:.1f} us")
+    print(f"{'cost of one increment':24} {'us/increment/counter':>20}")
+    for c in [*out["cases"], *out["builtins"]]:
+        per = n / c["labd"] * 1e6 if c["labd"] else float("inf")
+        print(f"{c['case']:24} {per:20.1f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=1.5)
+    ap.add_argument("--warmup", type=float, default=0.7)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--counters", type=int, default=2)
+    ap.add_argument("--only", action="append", default=[])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    server = RedisServer()
+    labd = PrivateLabd("ipl-bench-redis-labd")
+    try:
+        labd.start()
+        out = measure(args, server, labd)
+    finally:
+        labd.disconnect()
+        if labd.proc is not None:
+            labd.proc.terminate()
+            labd.proc.wait(30)
+        labd.remove()
+        server.close()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        report(out)
+    return 0 if all(c["ratio"] >= TARGET for c in out["cases"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

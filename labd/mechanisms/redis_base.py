@@ -1,0 +1,102 @@
+"""The daemon side every Redis mechanism shares: check, connect, claim, release.
+
+A subclass names its data keys (``keys``) and writes the worker loops; this base checks
+the parameters and reaches the server before the set exists (an unreachable server or
+a wrong password is refused at spawn, with nothing started), claims the set's key
+namespace at setup, and at teardown leaves it, removing every key if it is the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from labd.mechanisms import redis_conn
+from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.worker.contexts import CounterContext, PrinterContext
+
+
+class RedisMechanism(Mechanism):
+    """Base of the Redis mechanisms (not registered itself)."""
+
+    #: the data keys of a set, under its namespace (e.g. "value" -> NS:value)
+    keys: ClassVar[tuple[str, ...]] = ()
+    preload = ("redis",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.client: Any = None
+        self.namespace: redis_conn.Namespace | None = None
+        self.group = redis_conn.parse_group(str(self.values.get("group") or ""))
+        self._figures: dict[str, Any] = {}
+        self._conn_kwargs: dict[str, Any] = {}
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> None:
+        redis_conn.check_values(values)
+        redis_conn.connect_checked(values).close()
+
+    def setup(self, env: SetupEnv) -> None:
+        values = self.values
+        self._conn_kwargs = redis_conn.connect_kwargs(values, redis_conn.read_password(values))
+        self.client = redis_conn.connect_checked(values)
+        prefix = str(values.get("namespace") or "") or redis_conn.default_namespace(
+            env.set_id, self.group
+        )
+        ns = redis_conn.Namespace(prefix, self.keys)
+        if self.group is not None:
+            ns.claim(self.client, f"group:{self.group.gid}:{self.name}", joinable=True)
+        else:
+            ns.claim(self.client, f"set:{env.set_id}", joinable=False)
+        self.namespace = ns
+        self._figures = {"namespace": prefix}
+
+    def worker_args(self) -> tuple[Any, ...]:
+        """What each worker gets: the url, the login (kept out of parameters), the keys."""
+        assert self.namespace is not None
+        return (redis_conn.where(self.values), dict(self._conn_kwargs), dict(self.namespace.data))
+
+    def counter_args(self, index: int) -> tuple[Any, ...]:
+        return self.worker_args()
+
+    def printer_args(self, index: int) -> tuple[Any, ...]:
+        return self.worker_args()
+
+    @classmethod
+    def counter(cls, ctx: CounterContext, *args: Any) -> None:
+        with redis_conn.server_lost("counter", ctx.index, args[0]):
+            cls.run_counter(ctx, *args)
+
+    @classmethod
+    def printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        with redis_conn.server_lost("printer", ctx.index, args[0]):
+            cls.run_printer(ctx, *args)
+
+    @classmethod
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
+        """The counter loop, given :meth:`worker_args`."""
+        raise NotImplementedError
+
+    @classmethod
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        """The printer loop, given :meth:`worker_args`."""
+        raise NotImplementedError
+
+    def figures(self) -> dict[str, Any]:
+        return dict(self._figures)
+
+    def final_figures(self, data: Mapping[str, bytes]) -> None:
+        """The last part's read of the data keys as it removed them (override to keep)."""
+
+    def teardown(self) -> None:
+        client, ns = self.client, self.namespace
+        self.client = self.namespace = None
+        if client is None:
+            return
+        try:
+            if ns is not None:
+                final = ns.release(client)
+                if final is not None:
+                    self.final_figures(final)
+        finally:
+            client.close()

@@ -1,0 +1,120 @@
+"""``redis``: a counter in a Redis server, the lesson's race across hosts.
+
+* ``op=getset``: GET, then SET to the value plus one: two round trips, and any other
+  client's increment between them is overwritten (the race Redis's own documentation
+  tells: two clients end at 11 instead of 12);
+* ``op=incr``: INCR, atomic in the server: exact;
+* ``op=watch``: WATCH, GET, MULTI, SET, EXEC, again while EXEC fails because the key
+  changed: exact, and the retries are a figure of their own (``extra.retries``).
+
+Counters tally their retries in the set's ``retries`` key once a batch; the daemon reads
+the value and the retries in one round trip when it samples. A group's parts share one
+key (``group=``, written by ``labctl spawn ... --on``): the last part to end reads the
+final value and removes the keys (``extra.group_value``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from labd.mechanisms import redis_conn
+from labd.mechanisms.redis_base import RedisMechanism
+from labd.params import Param
+from labd.worker.contexts import CounterContext, PrinterContext
+
+OPS = ("getset", "incr", "watch")
+
+
+class RedisCounter(RedisMechanism):
+    """A counter key every counter process increments through the Redis server."""
+
+    name = "redis"
+    summary = (
+        "a counter in a Redis server: op=getset races, incr and watch (with retries) are exact"
+    )
+    params = (
+        Param("op", str, "getset", "how a counter increments the key", choices=OPS),
+        *redis_conn.PARAMS,
+        redis_conn.GROUP_PARAM,
+    )
+    messages = False
+    keys = ("value", "retries")
+
+    def observe(self) -> int | None:
+        client, ns = self.client, self.namespace  # one read: teardown may drop them
+        if client is None or ns is None:
+            return None
+        value, retries = client.mget(ns.data["value"], ns.data["retries"])
+        if self.values.get("op") == "watch":
+            self._figures["retries"] = int(retries or 0)
+        return int(value or 0)
+
+    def final_figures(self, data: Mapping[str, bytes]) -> None:
+        if self.group is not None:
+            self._figures["group_value"] = int(data["value"] or 0)
+        if self.values.get("op") == "watch":
+            self._figures["retries"] = int(data["retries"] or 0)
+
+    @classmethod
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
+        url, kwargs, keys = args
+        client = redis_conn.open_client(url, kwargs)
+        op = str(ctx.values.get("op", "getset"))
+        try:
+            if op == "incr":
+                _incr(ctx, client, keys["value"])
+            elif op == "watch":
+                _watch(ctx, client, keys["value"], keys["retries"])
+            else:
+                _getset(ctx, client, keys["value"])
+        finally:
+            client.close()
+
+    @classmethod
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        url, kwargs, keys = args
+        client = redis_conn.open_client(url, kwargs)
+        get, key, show = client.get, keys["value"], ctx.show
+        try:
+            for _ in ctx.ticks(phase=0.5):
+                show(int(get(key) or 0))
+        finally:
+            client.close()
+
+
+def _getset(ctx: CounterContext, client: Any, key: str) -> None:
+    get, put = client.get, client.set
+    for n in ctx.batches():
+        for _ in range(n):
+            put(key, int(get(key) or 0) + 1)
+
+
+def _incr(ctx: CounterContext, client: Any, key: str) -> None:
+    incr = client.incr
+    for n in ctx.batches():
+        for _ in range(n):
+            incr(key)
+
+
+def _watch(ctx: CounterContext, client: Any, key: str, retries_key: str) -> None:
+    watch_error = redis_conn.redis_module().WatchError
+    pipe = client.pipeline()
+    retries = 0
+    for n in ctx.batches():
+        if retries:
+            client.incrby(retries_key, retries)
+            retries = 0
+        for _ in range(n):
+            while True:
+                try:
+                    pipe.watch(key)
+                    value = int(pipe.get(key) or 0)
+                    pipe.multi()
+                    pipe.set(key, value + 1)
+                    pipe.execute()
+                    break
+                except watch_error:
+                    retries += 1
+    if retries:
+        client.incrby(retries_key, retries)

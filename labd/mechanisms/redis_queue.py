@@ -1,0 +1,96 @@
+"""``redis-queue``: each increment is a message on a Redis list, LPUSH in, BRPOP out.
+
+Counters LPUSH ``SENT_NS:PAYLOAD`` (the wall clock, so the latency holds across hosts
+whose clocks agree); printers BRPOP and count what arrives: nothing is lost to a race.
+The list is bounded like the built-in queue: a counter whose push finds it longer than
+``maxsize`` waits until the printers have taken it below half. At a stop, once the
+counters have exited, labd pushes one empty message per printer behind every message,
+and each printer returns at its empty one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from labd.mechanisms import redis_conn
+from labd.mechanisms.redis_base import RedisMechanism
+from labd.params import PAYLOAD, Param
+from labd.worker.contexts import CounterContext, PrinterContext
+
+_POP_WAIT_S = 0.5  # a printer checks for a stop request this often while idle
+_FULL_POLL_S = 0.001
+
+
+class RedisQueue(RedisMechanism):
+    """A Redis list: one message per increment, printers block on BRPOP."""
+
+    name = "redis-queue"
+    summary = "a Redis list: LPUSH one message per increment, printers block on BRPOP"
+    params = (
+        PAYLOAD,
+        Param(
+            "maxsize",
+            int,
+            1000,
+            "messages the list holds before counters wait",
+            min=1,
+            max=10000000,
+        ),
+        *redis_conn.PARAMS,
+    )
+    messages = True
+    keys = ("list",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._printers = 0
+
+    def setup(self, env: Any) -> None:
+        self._printers = env.printers
+        super().setup(env)
+
+    def release_printers(self) -> None:
+        client, ns = self.client, self.namespace
+        if client is not None and ns is not None and self._printers:
+            client.lpush(ns.data["list"], *([b""] * self._printers))
+
+    @classmethod
+    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
+        url, kwargs, keys = args
+        client = redis_conn.open_client(url, kwargs)
+        key, push, length = keys["list"], client.lpush, client.llen
+        data = b":" + b"x" * int(ctx.values.get("payload", 16))
+        high = int(ctx.values.get("maxsize", 1000))
+        clock = time.time_ns
+        try:
+            for n in ctx.batches():
+                size = 0
+                for _ in range(n):
+                    size = push(key, b"%d%s" % (clock(), data))
+                while size > high and not ctx.stopping():  # bounded: let printers catch up
+                    time.sleep(_FULL_POLL_S)
+                    size = length(key) * 2
+        finally:
+            client.close()
+
+    @classmethod
+    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
+        url, kwargs, keys = args
+        client = redis_conn.open_client(url, kwargs)
+        key, pop, received = keys["list"], client.brpop, ctx.received
+        offset = time.time_ns() - time.monotonic_ns()  # wall-clock stamps to monotonic
+        try:
+            while True:
+                item = pop(key, timeout=_POP_WAIT_S)
+                if item is None:
+                    if ctx.stopping():
+                        return
+                    continue
+                msg = item[1]
+                if not msg:
+                    return
+                received(int(msg.partition(b":")[0]) - offset)
+        finally:
+            client.close()

@@ -1,0 +1,3 @@
+"""Ends the interpreter at import (tests/hostile.py)."""
+
+raise KeyboardInterrupt
