@@ -80,6 +80,7 @@ def traced_flat_out(rpc: rpyc.Connection) -> list[dict[str, Any]]:
     return [live, explain(rpc, sid)["trace"]]
 
 
+@pytest.mark.timeout(180)  # up to three traced runs; each far longer under load
 def test_explain_on_a_flat_out_racy_set_lists_collisions_that_match_its_lost(
     rpc: rpyc.Connection,
 ) -> None:
