@@ -366,8 +366,6 @@ def shutdown(ctx: click.Context) -> None:
         state.shut_down = True
         state.on_shutdown()
     client.shutdown()
-    if state is not None:  # this connection dies with labd: the next command connects anew
-        state.close()
     click.echo(f"labd is shutting down (at {client.address})")
     if state is not None:
         state.close()  # labd is going: the next command connects afresh, and says so

@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.daemon]
 
 EXPERIMENTS = [  # (mechanism, counters, KEY=VALUE ...)
     ("queue", 3, ["interval=0.1"]),
-    ("shared", 8, ["interval=0"]),
-    ("shared", 4, ["interval=0", "lock=yes"]),
+    ("shared", 3, ["interval=0"]),  # flat out: a few race on 2 cores; more only starve labctl
+    ("shared", 2, ["interval=0", "lock=yes"]),
     ("manager", 2, ["interval=0.1"]),
     ("pipe", 2, ["interval=0.1"]),
 ]

@@ -111,6 +111,9 @@ class LabServer(ThreadedServer):
         try:
             super()._serve_client(sock, credentials)
         except OSError as exc:
+            if not self.active:  # close() closed the client's socket under its thread
+                log.info("closed a client's connection: labd is stopping")
+                return
             if exc.errno not in self.GONE:
                 raise
             log.info("a client left before it was served (%s)", exc.strerror or exc)
