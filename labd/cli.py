@@ -225,7 +225,9 @@ def install_unit(user_unit: bool, to_stdout: bool, labd_path: str | None) -> Non
 
     from labd.unit import render
 
-    path = labd_path or shutil.which("labd") or str(Path(sys.argv[0]).resolve())
+    running = Path(sys.argv[0])  # the labd script running now: the real one, not a shim
+    this = str(running) if running.name == "labd" and running.is_file() else None
+    path = labd_path or this or shutil.which("labd") or str(running.resolve())
     try:
         text = render(str(Path(path).resolve()), user=user_unit)
     except ValueError as exc:

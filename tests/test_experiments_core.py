@@ -76,7 +76,9 @@ def test_an_experiments_sets_belong_to_its_caller_who_alone_may_cancel_it(
     running = lab.experiments.compare({"cases": ["fake"], "seconds": 30, "repeat": 1}, alice)
     queued = lab.experiments.compare({"cases": ["fake"], **QUICK}, alice)
     set_id = wait_for(
-        lambda: lab.experiments.get(running["id"])["runs"][0]["set_id"], 30, "the run's set"
+        lambda: (runs := lab.experiments.get(running["id"])["runs"]) and runs[0]["set_id"],
+        30,
+        "the run's set",
     )
     s = lab.inspect(set_id)
     assert s["owner"] == "alice"

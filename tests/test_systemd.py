@@ -20,6 +20,7 @@ import psutil
 import pytest
 from rpyc.utils.factory import unix_connect
 
+from labd import __version__
 from labd.unit import render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,8 +41,14 @@ def _unit_file(tmp_path: Path, *extra: str) -> Path:
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = _unit_file(tmp_path)
-    labd = Path(shutil.which("labd") or "labd").resolve()
-    assert f"ExecStart={labd}" in unit.read_text()
+    # the absolute path of the labd that is installed (behind a pyenv shim, if any, the
+    # real one), and it runs
+    start = re.search(r"^ExecStart=(\S+)", unit.read_text(), re.M)
+    assert start is not None
+    labd = Path(start[1])
+    assert labd.is_absolute() and os.access(labd, os.X_OK), labd
+    version = subprocess.run([labd, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith(f"labd, version {__version__}"), version.stdout
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
     )
