@@ -22,10 +22,10 @@ import psutil
 import pytest
 import rpyc
 from daemonkit import DaemonFactory
-from helpers import Daemon, connect, free_port, labctl_command, wait_for
+from helpers import Daemon, free_port, labctl_command, wait_for
 from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
-from test_access import OTHER, passable
+from test_access import OTHER, as_user, passable
 from test_tls import Pki, client_context, new_pki, tls_ready
 
 from labctl.client import Client
@@ -147,33 +147,6 @@ def hog(sock: str, uid: int, most: int, ready: int, release: int) -> None:
         client.close()
 
 
-def as_user_forked(sock: str, uid: int) -> str:
-    """version() as ``uid`` in a forked child: "ok" or the error."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            try:
-                with connect(sock) as conn:
-                    json.loads(conn.root.version())
-                result = "ok"
-            except BaseException as exc:
-                result = f"{type(exc).__name__}: {exc}"
-            os.write(w, result.encode()[:4000])
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        return os.read(r, 4096).decode()
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 def test_one_users_idle_connections_lock_no_other_user_out(labd_factory: DaemonFactory) -> None:
     d = labd_factory(
@@ -195,7 +168,7 @@ def test_one_users_idle_connections_lock_no_other_user_out(labd_factory: DaemonF
     os.close(release_r)
     try:
         report = json.loads(os.read(ready_r, 65536).decode() or "{}")
-        other = as_user_forked(d.socket, OTHER)
+        other = as_user(d.socket, OTHER, OTHER)
         with d.connect() as conn:  # labd's own user (root here) as well
             json.loads(conn.root.version())
     finally:
