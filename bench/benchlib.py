@@ -99,3 +99,11 @@ class PrivateLabd:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Disconnect, stop labd (SIGTERM: it ends its sets) and remove the directory."""
+        self.disconnect()
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self.remove()

@@ -42,11 +42,7 @@ def main() -> None:
             )
         print(f"{losses} of {args.runs} runs lost updates")
     finally:
-        labd.disconnect()
-        if labd.proc is not None:
-            labd.proc.terminate()
-            labd.proc.wait(30)
-        labd.remove()
+        labd.close()
 
 
 if __name__ == "__main__":

@@ -315,11 +315,7 @@ def main() -> int:
         labd.start()
         out = measure(args, server, labd)
     finally:
-        labd.disconnect()
-        if labd.proc is not None:
-            labd.proc.terminate()
-            labd.proc.wait(30)
-        labd.remove()
+        labd.close()
         server.close()
     if args.json:
         print(json.dumps(out, indent=2))

@@ -62,11 +62,7 @@ def main() -> None:
             f"{t:,.0f}/s, ratio {t / p:.2f} (median of {args.repeat}, alternated)"
         )
     finally:
-        labd.disconnect()
-        if labd.proc is not None:
-            labd.proc.terminate()
-            labd.proc.wait(30)
-        labd.remove()
+        labd.close()
 
 
 if __name__ == "__main__":
