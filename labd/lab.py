@@ -61,7 +61,7 @@ from labd.protocol import (
 )
 from labd.reaper import Reaper
 from labd.registry import Registry
-from labd.remains import clear_remains
+from labd.remains import clear_remains, clear_semaphores, record_semaphores
 from labd.sampler import Sampler
 from labd.setstatus import (
     keep_last_figures,
@@ -169,6 +169,7 @@ class Lab:
             )
             end_leftovers(self.store, interrupted)
             keep_last_figures(self.store, interrupted)
+        clear_semaphores(self.state_dir)  # its dead predecessor's, now its workers are gone
         self.store.start()
         # Validate every plugin now, then let the forkserver
         # preload only those that loaded: children start warm, and a plugin
@@ -372,6 +373,7 @@ class Lab:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         pids = [w.pid for w in pset.workers]
         record_workers(self.store, pset.spec.id, pids)
+        record_semaphores(self.state_dir)
         self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         procs = process_records(pset, self._stats, uss=False)
