@@ -218,7 +218,8 @@ def status(
         show(listed, as_json, lambda found: render.status_with_processes(found, figures.width()))
     else:
         show(sets, as_json, lambda found: render.status_table(found, figures.width()))
-    for line in render.daemon_warnings(client.version()):
+    version = client.version()
+    for line in render.daemon_warnings(version) + render.containment(version):
         click.echo(line, err=True)
 
 

@@ -191,6 +191,13 @@ def daemon_warnings(version: VersionRecord) -> list[str]:
     return [click.style(line, fg="yellow") for line in lines]
 
 
+def containment(version: VersionRecord) -> list[str]:
+    """How labd holds its sets' processes, in one word: a cgroup per set, or process
+    groups and subreapers (no delegated cgroup); nothing from a labd that does not say."""
+    kind = version.get("containment")
+    return [click.style(f"containment: {_text(kind)}", dim=True)] if kind else []
+
+
 def _times(s: StatusRecord) -> list[tuple[str, str]]:
     started, stopped = s.get("started_at"), s.get("stopped_at")
     ran = s.get("duration")  # labd's monotonic measure; wall times are for display

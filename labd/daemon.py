@@ -44,6 +44,7 @@ class DaemonConfig:
 
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
+    from labd.cgroups import Containment
     from labd.lab import Lab, Limits
     from labd.leftovers import become_subreaper
     from labd.notify import Notifier
@@ -51,6 +52,7 @@ def serve(config: DaemonConfig) -> int:
     from labd.server.listener import listen, load_tls
 
     tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
+    containment = Containment.setup()  # before labd starts any process
     _raise_fd_limit()
     notifier = Notifier()
     stop = threading.Event()
@@ -59,6 +61,7 @@ def serve(config: DaemonConfig) -> int:
         limits=Limits(config.per_set, config.total, per_user=config.per_user),
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
+        containment=containment,
     )
     lab.admins = Admins.of(config.admin_gids)
     clients = ClientLimits(config.max_clients, config.clients_per_user)

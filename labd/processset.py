@@ -142,6 +142,7 @@ class ProcessSet:
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
         self.pgid = 0  # the set's process group, once its first worker leads it
+        self.cgroup = ""  # the set's own cgroup, where the host delegates one (labd.cgroups)
         self._observer: Observer | None = None
         self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
         self.stop_clock = StopClock()  # its stop's bounds, which a shutdown may shorten
@@ -231,6 +232,7 @@ class ProcessSet:
             dict(spec.values),
             daemon_pid=os.getpid(),
             pgid=self.pgid,
+            cgroup=self.cgroup,
         )
         process = self.env.context.Process(  # type: ignore[attr-defined]
             target=worker_process.run,

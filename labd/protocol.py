@@ -254,6 +254,7 @@ class VersionRecord(TypedDict):
     address: str
     history: NotRequired[HistoryRecord]
     warnings: NotRequired[list[str]]  # labd's own trouble (a history file moved aside ...)
+    containment: NotRequired[str]  # "cgroup" (a cgroup per set) or "pgroup" (labd.cgroups)
 
 
 class ShutdownRecord(TypedDict):
