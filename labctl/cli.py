@@ -219,7 +219,8 @@ def status(
     else:
         show(sets, as_json, lambda found: render.status_table(found, figures.width()))
     version = client.version()
-    for line in render.daemon_warnings(version) + render.containment(version):
+    extra = [] if as_json else render.containment(version)  # JSON: in version()
+    for line in render.daemon_warnings(version) + extra:
         click.echo(line, err=True)
 
 

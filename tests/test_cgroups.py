@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from daemonkit import DaemonFactory, fakes_env
+from daemonkit import DaemonFactory, Labctl, fakes_env
 from helpers import Daemon, kill_all, wait_for
 from hostile import ESCAPES, HOOKS
 
@@ -87,6 +87,8 @@ def test_each_set_runs_in_its_own_cgroup_and_stop_kills_it(
     assert json.loads(conn.root.version())["containment"] == "cgroup"
     sets, helpers = escaping_sets(d, tmp_path)
     try:
+        said = Labctl(d, tmp_path / "home").run("status").stderr
+        assert "containment: cgroup" in said
         assert cgroup_of(d.pid).endswith("/daemon")
         for s, helper in zip(sets, helpers, strict=True):
             assert cgroup_of(helper.pid).endswith(f"/set-{s['id']}"), "the helper escaped"
@@ -118,3 +120,13 @@ def test_helpers_whose_labd_and_workers_were_killed_end_at_the_next_start(
         assert "left in the cgroups of a dead labd's sets" in second.log_text()
     finally:
         kill_all([*workers, *helpers])
+
+
+def test_without_a_delegated_cgroup_labd_says_pgroup(
+    labd_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    """Started beside this test (never alone in its cgroup), labd keeps to process
+    groups and subreapers, and says so."""
+    d = labd_factory()
+    assert "containment: pgroup (no delegated cgroup: " in d.log_text()
+    assert "containment: pgroup" in Labctl(d, tmp_path / "home").run("status").stderr
