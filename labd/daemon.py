@@ -39,6 +39,7 @@ class DaemonConfig:
     stop_timeout: float = TIMEOUT_STOP_S  # seconds, from SIGTERM to exit
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
     admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
+    admin_subjects: tuple[str, ...] = ()  # --admin-subject: the same, for TLS clients
     per_user: int | None = None  # --max-per-user: processes of one user's sets
 
 
@@ -63,7 +64,7 @@ def serve(config: DaemonConfig) -> int:
         on_change=lambda summary: notifier.status(summary),
         containment=containment,
     )
-    lab.admins = Admins.of(config.admin_gids)
+    lab.admins = Admins.of(config.admin_gids, config.admin_subjects)
     clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
         listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)
