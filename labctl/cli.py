@@ -218,9 +218,7 @@ def status(
         show(listed, as_json, lambda found: render.status_with_processes(found, figures.width()))
     else:
         show(sets, as_json, lambda found: render.status_table(found, figures.width()))
-    version = client.version()
-    extra = [] if as_json else render.containment(version)  # JSON: in version()
-    for line in render.daemon_warnings(version) + extra:
+    for line in render.daemon_warnings(client.version()):
         click.echo(line, err=True)
 
 

@@ -191,13 +191,6 @@ def daemon_warnings(version: VersionRecord) -> list[str]:
     return [click.style(line, fg="yellow") for line in lines]
 
 
-def containment(version: VersionRecord) -> list[str]:
-    """How labd holds its sets' processes, in one word: a cgroup per set, or process
-    groups and subreapers (no delegated cgroup); nothing from a labd that does not say."""
-    kind = version.get("containment")
-    return [click.style(f"containment: {_text(kind)}", dim=True)] if kind else []
-
-
 def _times(s: StatusRecord) -> list[tuple[str, str]]:
     started, stopped = s.get("started_at"), s.get("stopped_at")
     ran = s.get("duration")  # labd's monotonic measure; wall times are for display
@@ -271,6 +264,8 @@ def inspect(s: InspectRecord) -> str:
     if isinstance(memory, Mapping) and memory.get("rss") is not None:
         each = f"RSS {humane.size(memory.get('rss'))}, USS {humane.size(memory.get('uss'))}"
         lines += ["", f"memory per worker: {each}"]
+    if s.get("containment"):  # a cgroup of its own, or process groups and subreapers
+        lines += ["", f"containment: {_text(s.get('containment'))}"]
     if s.get("processes"):
         lines += ["", "processes", *processes(s["processes"])]
     if s.get("error"):

@@ -87,8 +87,9 @@ def test_each_set_runs_in_its_own_cgroup_and_stop_kills_it(
     assert json.loads(conn.root.version())["containment"] == "cgroup"
     sets, helpers = escaping_sets(d, tmp_path)
     try:
-        said = Labctl(d, tmp_path / "home").run("status").stderr
-        assert "containment: cgroup" in said
+        labctl = Labctl(d, tmp_path / "home")
+        assert "containment: cgroup" in labctl.run("inspect", str(sets[0]["id"])).stdout
+        assert {s["containment"] for s in labctl.json("status")} == {"cgroup"}
         assert cgroup_of(d.pid).endswith("/daemon")
         for s, helper in zip(sets, helpers, strict=True):
             assert cgroup_of(helper.pid).endswith(f"/set-{s['id']}"), "the helper escaped"
@@ -129,4 +130,12 @@ def test_without_a_delegated_cgroup_labd_says_pgroup(
     groups and subreapers, and says so."""
     d = labd_factory()
     assert "containment: pgroup (no delegated cgroup: " in d.log_text()
-    assert "containment: pgroup" in Labctl(d, tmp_path / "home").run("status").stderr
+    conn = d.connect()
+    try:
+        assert json.loads(conn.root.version())["containment"] == "pgroup"
+        set_id = json.loads(conn.root.spawn("shared", 1, "{}"))["id"]
+    finally:
+        conn.close()
+    labctl = Labctl(d, tmp_path / "home")
+    assert labctl.json("status")[0]["containment"] == "pgroup"
+    assert "containment: pgroup" in labctl.run("inspect", str(set_id)).stdout
