@@ -53,7 +53,6 @@ def serve(config: DaemonConfig) -> int:
     from labd.server.listener import listen, load_tls
 
     tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
-    containment = Containment.setup()  # before labd starts any process
     _raise_fd_limit()
     notifier = Notifier()
     stop = threading.Event()
@@ -62,7 +61,6 @@ def serve(config: DaemonConfig) -> int:
         limits=Limits(config.per_set, config.total, per_user=config.per_user),
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
-        containment=containment,
     )
     lab.admins = Admins.of(config.admin_gids, config.admin_subjects)
     clients = ClientLimits(config.max_clients, config.clients_per_user)
@@ -79,6 +77,8 @@ def serve(config: DaemonConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
     become_subreaper()  # orphans of the sets' processes come back to labd, not to init
+    # once every start-up check passed (each error is one line), before any process starts
+    lab.containment = Containment.setup()
     lab.start()
     for item in listeners:
         item.start()
