@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from labd import idmark
 from labd.errors import HistoryError, NoSuchSet, StoreDamaged
@@ -40,6 +40,7 @@ MAX_PENDING_ROWS = 100_000
 RETRY_EVERY = 1.0
 FAULTS = (sqlite3.Error, OSError)
 
+T = TypeVar("T")
 Write = tuple[Callable[..., Any], tuple[Any, ...], int]  # function, arguments, sample rows
 
 
@@ -145,6 +146,28 @@ class History:
                 self._degrade(exc, probe=True)
                 raise self._refusal() from None
         return set_id
+
+    def new_record(self, fn: Callable[[], T]) -> T:
+        """Make a write that gives a new id (an experiment's): at once or not at all,
+        refused while the history is degraded, as a new set is."""
+        with self._lock:
+            if self._reason is not None:
+                raise self._refusal()
+            try:
+                return fn()
+            except FAULTS as exc:
+                self._degrade(exc, probe=True)
+                raise self._refusal() from None
+
+    def write(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Make a write now, or after the writes waiting before it once the fault clears
+        (an experiment's, given its times: they are made later as they happened)."""
+        self._write(fn, args)
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read; a fault raises :class:`HistoryError` (damage is noted for the next start)."""
+        result: T = self._read(fn, *args)
+        return result
 
     def set_state(self, set_id: int, state: str, detail: str = "", at: float | None = None) -> None:
         now = self._clock() if at is None else at
