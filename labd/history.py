@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,9 +54,12 @@ class History:
         *,
         warnings: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        ids_aside: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self._mark = mark
+        #: the highest ids (by table) of a file moved aside at start: none given again
+        self.ids_aside: dict[str, int] = dict(ids_aside or {})
         self._clock = clock
         self.warnings: list[str] = list(warnings)
         self._lock = threading.Lock()  # the fields below; direct writes run under it
@@ -72,8 +75,9 @@ class History:
         """The history of ``state_dir``; a damaged or read-only file is moved aside."""
         store, warning, highest = open_store(state_dir / FILENAME)
         mark = idmark.IdMark(state_dir / idmark.FILENAME)
-        mark.raise_to(highest)
-        return cls(store, mark, warnings=[warning] if warning else [], clock=clock)
+        mark.raise_to(highest.get("sets", 0))
+        warnings = [warning] if warning else []
+        return cls(store, mark, warnings=warnings, clock=clock, ids_aside=highest)
 
     def start(self) -> None:
         self._thread.start()

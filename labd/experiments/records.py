@@ -11,6 +11,8 @@ is refused while the history is degraded (with its reason); a write that fails w
 in memory, in order and with the time it happened, and is made once the fault clears.
 Meanwhile the experiments of this labd are read from memory (:attr:`Records._live`,
 kept until their last write is made), so a running one shows every finished run.
+Experiment ids are never given twice, also when a damaged file was moved aside at start
+(a high-water mark of their own, ``STATE_DIR/last-experiment-id``: :mod:`labd.idmark`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from typing import Any
 
 from labd.errors import ConfigError
 from labd.history import History
+from labd.idmark import IdMark
 
 STATES = ("queued", "running", "done", "cancelled", "failed", "interrupted")
 LIVE = ("queued", "running")
 INTERRUPTED_DETAIL = "labd stopped while it ran"
+ID_FILENAME = "last-experiment-id"  # the experiment ids' high-water mark (labd.idmark)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -65,6 +69,9 @@ class Records:
 
     def __init__(self, history: History) -> None:
         self._history = history
+        #: experiment ids are never given twice, also when the file is moved aside
+        self._mark = IdMark(history.path.parent / ID_FILENAME)
+        self._mark.raise_to(history.ids_aside.get("experiments", 0))
         self._lock = threading.Lock()
         #: experiments of this labd whose last writes may still wait, as they are now
         self._live: dict[int, dict[str, Any]] = {}
@@ -84,13 +91,17 @@ class Records:
         texts = (now, json.dumps(spec), json.dumps(plan), json.dumps(machine))
 
         def insert(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO experiments (state, created_at, spec_json, plan_json, machine_json)"
-                " VALUES ('queued', ?, ?, ?, ?)",
-                texts,
+            row = conn.execute(
+                "SELECT MAX(n) FROM (SELECT seq AS n FROM sqlite_sequence WHERE name ="
+                " 'experiments' UNION ALL SELECT MAX(id) FROM experiments)"
+            ).fetchone()
+            exp_id = self._mark.take(int(row[0] or 0))
+            conn.execute(
+                "INSERT INTO experiments (id, state, created_at, spec_json, plan_json,"
+                " machine_json) VALUES (?, 'queued', ?, ?, ?, ?)",
+                (exp_id, *texts),
             )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+            return exp_id
 
         exp_id = self._history.new_record(lambda: self._history.store.transact(insert))
         record = {
