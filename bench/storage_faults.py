@@ -9,9 +9,10 @@ Probes, each with a private labd in a temporary directory (name them to run only
   runs: what a spawn and a stop answer, how many samples of the outage and printer
   lines reach the history once space is freed; ``eio``: the same on the tests' FUSE
   filesystem failing writes with EIO (tests/eiofs.py);
-- ``exp-full``, ``exp-eio``: an experiment of 12 runs, the disk failing (full, EIO)
-  for 4 s after its second run: what a new compare answers, how the experiment ends,
-  what the file keeps, how many tracebacks labd logged;
+- ``exp-full``, ``exp-eio``, ``exp-lock``: an experiment of 12 runs, the disk failing
+  (full, EIO) or the write lock held by another process for 4 s after its second run:
+  what a new compare answers, how the experiment ends, what the file keeps, how many
+  tracebacks labd logged;
 - ``lock``: another process holds the history's write lock: how long a spawn and a stop
   take and what they answer;
 - ``kill``: five SIGKILLs of labd's whole process group with three sets each: the
@@ -124,6 +125,42 @@ class Disk:
             subprocess.run(["umount", str(self.path)], check=False)
 
 
+class ForeignLock:
+    """Another process holding the history's write lock while on (the Disk interface)."""
+
+    HOLD = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        " c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()"
+    )
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "plain"
+        self.locker: subprocess.Popen[str] | None = None
+
+    def on(self) -> None:
+        db = self.path / "state" / "history.sqlite3"
+        self.locker = subprocess.Popen(
+            [sys.executable, "-c", self.HOLD, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.locker.stdout is not None
+        self.locker.stdout.readline()
+
+    def off(self) -> None:
+        if self.locker is not None:
+            self.locker.kill()
+            self.locker.wait()
+            for pipe in (self.locker.stdin, self.locker.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self.locker = None
+
+    def close(self) -> None:
+        self.off()
+
+
 def probe_disk(root: Path, kind: str = "full") -> None:
     disk = Disk(root, kind)
     labd = Labd(root, disk.path / "state")
@@ -152,8 +189,9 @@ def probe_disk(root: Path, kind: str = "full") -> None:
 
 
 def probe_experiment(root: Path, kind: str) -> None:
-    """An experiment of 12 short runs; the disk fails after its second run for 4 s."""
-    disk = Disk(root, kind)
+    """An experiment of 12 short runs; the disk fails (or another process holds the
+    write lock) after its second run, for 4 s."""
+    disk: Disk | ForeignLock = ForeignLock(root) if kind == "lock" else Disk(root, kind)
     labd = Labd(root, disk.path / "state")
     spec = json.dumps({"cases": ["shared"], "seconds": 0.3, "warmup": 0.1, "repeat": 12})
     tag = f"exp-{kind}"
@@ -284,6 +322,7 @@ def main() -> int:
         "kill": probe_kill,
         "exp-full": lambda root: probe_experiment(root, "full"),
         "exp-eio": lambda root: probe_experiment(root, "eio"),
+        "exp-lock": lambda root: probe_experiment(root, "lock"),
     }
     chosen = sys.argv[1:] or list(probes)
     for name in chosen:
