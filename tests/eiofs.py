@@ -4,8 +4,10 @@ Run as ``python eiofs.py BACKING MOUNTPOINT SWITCH``: it mounts ``MOUNTPOINT`` (
 foreground, until unmounted) and forwards every operation to the directory ``BACKING``.
 While the file ``SWITCH`` exists, the operations it names (``write`` and/or ``read``,
 ``write`` if it is empty) fail with EIO: write, fsync, create, truncate and fallocate
-for ``write``; read for ``read``. So the kernel hands the program on top (SQLite, labd's
-printer logs) the same error a failing disk would, from the system call itself.
+for ``write``; read for ``read`` (what the kernel has cached of a file open before is
+still served from its cache, as on a real disk; an open drops it). So the kernel hands
+the program on top (SQLite, labd's printer logs) the same error a failing disk would,
+from the system call itself.
 
 :class:`EioDisk` mounts one for a test, switches it and unmounts it whatever happens
 (also when the filesystem process hangs: the connection is aborted through fusectl).
