@@ -116,8 +116,8 @@ class History:
             "locked by another process": f"end the process that holds {where} open for writing",
         }.get(reason.split(" (")[0], "see labd's log")
         return HistoryError(
-            f"the history store is degraded: {reason}; labd starts no new set until it "
-            f"recovers, running sets go on ({hint})"
+            f"the history store is degraded: {reason}; labd starts no new set or "
+            f"experiment until it recovers, running ones go on ({hint})"
         )
 
     # --- writes ------------------------------------------------------------------------

@@ -162,6 +162,8 @@ class Runner:
         while True:
             health = self._lab.store.health()
             if health["state"] == "ok":
+                if said:
+                    log.warning("experiment %d goes on: the history recovered", tag.experiment)
                 try:
                     return run_once(self._lab, plan, tag, self._cancel, spawned, owner)
                 except HistoryError:  # degraded since: the spawn was refused
