@@ -57,19 +57,29 @@ class Snapshots:
 
     def invalidate(self) -> None:
         """Something changed: the next request builds a new snapshot (a build in
-        progress keeps the older number it started with)."""
+        progress keeps the older number it started with, or is dropped: see tick)."""
         with self._count:
             self._generation += 1
 
     def tick(self) -> None:
-        """The sampler sampled: end the generation, and build the next snapshot now if a
-        client asked lately (on the sampler's thread: no caller waits for it)."""
-        self.invalidate()
-        if self._clock() - self._asked < KEEP_WARM:
+        """The sampler sampled: end the generation. If a client asked lately, build the
+        next snapshot first, on the sampler's thread, while callers still get the one
+        before it: no caller waits for a build."""
+        if self._clock() - self._asked >= KEEP_WARM:
+            self.invalidate()
+            return
+        with self._building:
+            start = self._generation
             try:
-                self._get()
+                fragments = self._build()
             except Exception as exc:  # the next get() builds again, and says why
                 log.debug("building the status snapshot: %s: %s", type(exc).__name__, exc)
+                fragments = None
+            with self._count:
+                self._generation += 1
+                if fragments is None or self._generation != start + 1:
+                    return  # a state change came meanwhile: the next get() builds anew
+                self._current = _snapshot(self._generation, fragments)
 
     def get(self) -> Snapshot:
         """The current snapshot (built now if none is current)."""
@@ -85,7 +95,11 @@ class Snapshots:
             snap = self._current
             if snap is not None and snap.generation == generation:
                 return snap  # built by the caller we waited for
-            fragments = self._build()
-            text = "[" + ",".join(fragments[i] for i in sorted(fragments)) + "]"
-            snap = self._current = Snapshot(generation, fragments, text)
+            snap = self._current = _snapshot(generation, self._build())
         return snap
+
+
+def _snapshot(generation: int, fragments: dict[int, str]) -> Snapshot:
+    return Snapshot(
+        generation, fragments, "[" + ",".join(fragments[i] for i in sorted(fragments)) + "]"
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -95,9 +96,11 @@ def test_concurrent_clients_get_the_same_status_text_within_a_tick(labd_daemon: 
 class Builds:
     def __init__(self) -> None:
         self.count = 0
+        self.meanwhile: Callable[[], None] = lambda: None  # what happens during a build
 
     def __call__(self) -> dict[int, str]:
         self.count += 1
+        self.meanwhile()
         return {1: f'{{"id":1,"build":{self.count}}}'}
 
 
@@ -119,3 +122,7 @@ def test_the_sampler_builds_the_snapshot_while_clients_ask_and_not_otherwise() -
     assert build.count == 2 and snaps.get().text == '[{"id":1,"build":3}]'
     snaps.invalidate()  # a state change: the next caller builds
     assert snaps.get().text == '[{"id":1,"build":4}]'
+    build.meanwhile = snaps.invalidate  # a state change while the tick builds: its text
+    snaps.tick()  # may have missed it, so it is not handed out
+    build.meanwhile = lambda: None
+    assert snaps.get().text == '[{"id":1,"build":6}]'
