@@ -12,6 +12,15 @@ in the same run, and the bare round trip of a PING.
     python bench/redis_bench.py [--seconds S] [--warmup S] [--repeat N] [--counters N]
                           [--only CASE] [--json]
 
+Fair to both sides: the benchmark runs in a session of its own, and labd (so its
+workers) and the bare loops both run in it (the kernel's autogroup scheduling shares
+the CPUs between sessions first); each side runs the same number of counters and of
+printers (one, for redis-queue and redis-pubsub; labd's redis counter sets also have a
+printer, which reads the key ten times a second) on connections made the same way
+(``redis.Redis`` on the unix socket); the runs alternate bare, labd, labd, bare...; each
+side's rate is read over the same window without polling during it (labd's from the
+times its sampler took its figures); the medians are compared.
+
 Needs redis-server (Debian's, `make debian-tools`) and the redis package
 (`pip install -e '.[redis]'`). The module is re-imported by every forkserver child, so
 only the standard library is imported at the top.
@@ -32,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import PrivateLabd, machine
+from benchlib import PrivateLabd, machine, own_session
 
 TARGET = 0.95
+SESSION_FLAG = "IPCLAB_REDIS_BENCH_SESSION"
 CHECK_EVERY = 20  # a bare counter publishes its count and looks at the stop flag
-POLL_S = 0.005
 PAYLOAD = 16
 MAXSIZE = 1000
 
@@ -170,16 +179,12 @@ def attempted(conn: Any, sid: int) -> int:
     return int(s["attempted"])
 
 
-def fresh(conn: Any, sid: int) -> tuple[float, int]:
-    """The moment a new sample shows (labd samples 10 times a second)."""
-    first = attempted(conn, sid)
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
-        now = attempted(conn, sid)
-        if now != first:
-            return time.monotonic(), now
-        time.sleep(POLL_S)
-    return time.monotonic(), first
+def sample(conn: Any, sid: int) -> tuple[float, int]:
+    """labd's latest figures of the set: when its sampler took them, and attempted."""
+    (s,) = json.loads(conn.root.status((sid,)))
+    if s["state"] != "running":
+        raise RuntimeError(f"set {sid} is {s['state']}: {s.get('error')}")
+    return float(s["sampled_at"]), int(s["attempted"])
 
 
 def run_labd(
@@ -195,9 +200,9 @@ def run_labd(
         while not attempted(conn, sid) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(warmup)
-        t0, a0 = fresh(conn, sid)
+        t0, a0 = sample(conn, sid)
         time.sleep(seconds)
-        t1, a1 = fresh(conn, sid)
+        t1, a1 = sample(conn, sid)
     finally:
         conn.root.stop((sid,))
     return (a1 - a0) / (t1 - t0)
@@ -301,6 +306,9 @@ def report(out: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    code = own_session(__file__, SESSION_FLAG)
+    if code is not None:
+        return code
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.5)
     ap.add_argument("--warmup", type=float, default=0.7)
@@ -312,7 +320,7 @@ def main() -> int:
     server = RedisServer()
     labd = PrivateLabd("ipl-bench-redis-labd")
     try:
-        labd.start()
+        labd.start(new_session=False)  # in our session, as the bare loops are
         out = measure(args, server, labd)
     finally:
         labd.close()
