@@ -39,7 +39,11 @@ class RedisMechanism(Mechanism):
     @classmethod
     def check(cls, values: Mapping[str, Any]) -> None:
         redis_conn.check_values(values)
-        redis_conn.connect_checked(values).close()
+        client = redis_conn.connect_checked(values)
+        try:
+            redis_conn.check_version(client, values)
+        finally:
+            client.close()
 
     def setup(self, env: SetupEnv) -> None:
         values = self.values

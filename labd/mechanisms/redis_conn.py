@@ -36,6 +36,7 @@ from labd.errors import LabError, ParamError
 from labd.params import Param
 
 CONNECT_TIMEOUT_S = 3.0
+MIN_SERVER_MAJOR = 6  # SET ... KEEPTTL
 KEY_TTL_S = 30.0  # default key_ttl=: a live set renews its keys every third of it
 EXTRA_HINT = "install the extra: pip install 'ipclab[redis]'"
 _SCHEMES = ("redis", "rediss", "unix")
@@ -204,6 +205,21 @@ def connect_checked(values: Mapping[str, Any]) -> Any:
             "check url=)"
         ) from None
     return client
+
+
+def check_version(client: Any, values: Mapping[str, Any]) -> None:
+    """Refuse a server older than 6.0 (SET ... KEEPTTL keeps a key's expiry); a user
+    not allowed INFO is let through (its server's version cannot be told)."""
+    try:
+        version = str(client.info("server").get("redis_version", ""))
+    except redis_module().ResponseError:
+        return
+    major = version.partition(".")[0]
+    if major.isdigit() and int(major) < MIN_SERVER_MAJOR:
+        raise LabError(
+            f"Redis at {where(values)} is version {version}: the Redis mechanisms need "
+            f"{MIN_SERVER_MAJOR}.0 or later"
+        )
 
 
 def default_namespace(set_id: int, group: Group | None) -> str:
