@@ -63,9 +63,9 @@ class RedisQueue(RedisMechanism):
         key, push, length = keys["list"], client.lpush, client.llen
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
         high = int(ctx.values.get("maxsize", 1000))
-        clock = time.time_ns
+        batches, clock = ctx.sends(wall=True)  # paced: the tick each message was due at
         try:
-            for n in ctx.batches():
+            for n in batches:
                 size = 0
                 for _ in range(n):
                     size = push(key, b"%d%s" % (clock(), data))
