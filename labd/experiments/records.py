@@ -2,7 +2,8 @@
 
 ::
 
-    experiments      one row per experiment: state, times, spec, plan, machine, error
+    experiments      one row per experiment: state, times, spec, plan, machine, error,
+                     owner (who asked: their sets' owner, who alone may cancel it)
     experiment_runs  one row per run: its grid point and repeat, its set, its result
 
 The tables are created if missing, on a connection of their own (SQLite in WAL mode
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     spec_json TEXT NOT NULL,
     plan_json TEXT NOT NULL,
     machine_json TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS experiment_runs (
     experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
@@ -51,7 +53,8 @@ CREATE TABLE IF NOT EXISTS experiment_runs (
 );
 """
 _COLUMNS = (
-    "id, state, created_at, started_at, finished_at, spec_json, plan_json, machine_json, error"
+    "id, state, created_at, started_at, finished_at, spec_json, plan_json, machine_json, error,"
+    " owner"
 )
 
 
@@ -64,6 +67,7 @@ class Records:
             self._conn = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
+            _add_owner(self._conn)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"cannot open the experiments in {path}: {exc}") from exc
 
@@ -71,12 +75,18 @@ class Records:
         with self._lock:
             self._conn.close()
 
-    def new(self, spec: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any]) -> int:
+    def new(
+        self,
+        spec: dict[str, Any],
+        plan: dict[str, Any],
+        machine: dict[str, Any],
+        owner: str | None = None,
+    ) -> int:
         with self._lock, self._conn:
             cur = self._conn.execute(
-                "INSERT INTO experiments (state, created_at, spec_json, plan_json, machine_json)"
-                " VALUES ('queued', ?, ?, ?, ?)",
-                (time.time(), json.dumps(spec), json.dumps(plan), json.dumps(machine)),
+                "INSERT INTO experiments (state, created_at, spec_json, plan_json, machine_json,"
+                " owner) VALUES ('queued', ?, ?, ?, ?, ?)",
+                (time.time(), json.dumps(spec), json.dumps(plan), json.dumps(machine), owner),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -186,8 +196,16 @@ class Records:
         return [int(r[0]) for r in rows]
 
 
+def _add_owner(conn: sqlite3.Connection) -> None:
+    """A store of an older labd gains the owner column (its experiments have none)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(experiments)")}
+    if "owner" not in columns:
+        with conn:
+            conn.execute("ALTER TABLE experiments ADD COLUMN owner TEXT")
+
+
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    exp_id, state, created, started, finished, spec, plan, machine, error = row
+    exp_id, state, created, started, finished, spec, plan, machine, error, owner = row
     return {
         "id": exp_id,
         "state": state,
@@ -198,4 +216,5 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
         "plan": json.loads(plan),
         "machine": json.loads(machine),
         "error": error,
+        "owner": owner,
     }
