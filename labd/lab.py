@@ -127,7 +127,7 @@ class Lab:
         self._worker_bytes = capacity.DEFAULT_WORKER_BYTES  # measured at each spawn
         self._snapshots = Snapshots(self._fragments)
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
-        self._sampler.on_tick = self._snapshots.invalidate
+        self._sampler.on_tick = self._snapshots.tick
         self._sampler.stats = self._stats
         self.views = Views(self._table, self.store, self._stats, self._log_path)
         self._stopper = Stopper(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from labd.errors import LimitError, MechanismError, ParamError, UsageError
 from labd.experiments import stats
 from labd.experiments.records import _SCHEMA, Records
 from labd.experiments.spec import LESSON_CASES, Limits, Point, build_plan, parse_case
+from labd.history import History
 from labd.mechanisms.manager import ManagerValue
 from labd.mechanisms.pipe import PipeMessages
 from labd.mechanisms.queue import QueueMessages
@@ -165,19 +165,21 @@ def test_experiment_csv_has_a_row_per_run_and_per_case() -> None:
 
 
 def test_an_older_store_gains_the_owner_and_the_listing_shows_it(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite3"
-    old = sqlite3.connect(path)
-    old.executescript(_SCHEMA.replace(",\n    owner TEXT", ""))  # as labd 0.1.0 made it
-    old.close()
-    records = Records(path)
+    history = History.open(tmp_path)
+    old = _SCHEMA.split(";")[0].replace(",\n    owner TEXT", "")  # as labd 0.1.0 made it
+    assert "owner" not in old
+    history.store.transact(lambda conn: conn.execute(old))
     try:
+        records = Records(history)
         plan = {"points": [{"case": "shared"}], "counters": [1], "sweep_key": None, "order": []}
         before = records.new({}, plan, {})  # the column is there
         mine = records.new({}, plan, {}, owner="alice")
+        records.set_state(before, "done")  # both read from the file, not from memory
+        records.set_state(mine, "done")
         assert records.get(before)["owner"] is None  # type: ignore[index]
         assert records.get(mine)["owner"] == "alice"  # type: ignore[index]
     finally:
-        records.close()
+        history.close()
     rows = [
         {"id": 2, "state": "done", "cases": ["shared"], "owner": "alice"},
         {"id": 1, "state": "done", "cases": ["shared"], "owner": "bob"},
