@@ -33,6 +33,15 @@ def done(e: dict[str, Any]) -> int:
     return sum(1 for r in e["runs"] if r["state"] == "done")
 
 
+def measuring(conn: rpyc.Connection, exp_id: int) -> bool:
+    """A run of the experiment is under way on a set that is running now."""
+    sets = [r.get("set_id") for r in experiment(conn, exp_id)["runs"] if r["state"] == "running"]
+    if not sets or sets[0] is None:
+        return False
+    (row,) = json.loads(conn.root.status((sets[0],)))
+    return row["state"] == "running"
+
+
 def in_file(db: Path, exp_id: int) -> tuple[str, int]:
     """The experiment's state and how many of its runs have a result, as the file says
     (read only, as another program would)."""
@@ -59,6 +68,8 @@ def test_a_failing_disk_pauses_an_experiment_then_it_goes_on(
     try:
         exp_id = json.loads(conn.root.compare(json.dumps(SPEC)))["id"]
         wait_for(lambda: done(experiment(conn, exp_id)) >= 1, 30, "a first run to end")
+        # the fault comes while a run's set counts, so that run ends during the fault
+        wait_for(lambda: measuring(conn, exp_id), 30, "a run's set to count")
         disk_fault.on()
         wait_for(
             lambda: json.loads(conn.root.version())["history"]["state"] == "degraded",
