@@ -59,6 +59,13 @@ def short_dir() -> Path:
     return path
 
 
+def mounts_in_short_dirs() -> list[str]:
+    """Mount points inside this session's short directories (a test left them mounted)."""
+    roots = tuple(f"{d}/" for d in _SHORT_DIRS)
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [p for p in (line.split()[4] for line in lines) if p.startswith(roots)]
+
+
 def remove_short_dirs() -> None:
     while _SHORT_DIRS:
         shutil.rmtree(_SHORT_DIRS.pop(), ignore_errors=True)

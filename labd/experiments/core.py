@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from labd.errors import LabError, NoSuchExperiment, NoSuchSet, NotAllowed
+from labd.errors import HistoryError, LabError, NoSuchExperiment, NoSuchSet, NotAllowed
 from labd.experiments import view
 from labd.experiments.machine import machine
 from labd.experiments.records import LIVE, Records
@@ -29,11 +29,15 @@ log = logging.getLogger("labd.experiments")
 class Experiments:
     def __init__(self, lab: Lab) -> None:
         self._lab = lab
-        self.records = Records(lab.store.path)
+        self.records = Records(lab.store)
         self.runner = Runner(lab, self.records)
 
     def start(self) -> None:
-        gone = self.records.mark_interrupted()
+        try:
+            gone = self.records.mark_interrupted()
+        except HistoryError as exc:  # labd starts anyway, and says why
+            log.error("cannot mark the experiments of an earlier labd interrupted: %s", exc)
+            gone = []
         if gone:
             log.warning(
                 "experiments %s were running when labd last stopped: marked interrupted",
@@ -51,7 +55,8 @@ class Experiments:
         quota), and only they or an admin may cancel it."""
         plan = build_plan(spec, self._params_of, self._limits())
         start_methods = {p.given.get("start_method", "forkserver") for p in plan.points}
-        exp_id = self.records.new(spec, plan.as_dict(), machine(",".join(sorted(start_methods))))
+        where = machine(",".join(sorted(start_methods)))
+        exp_id = self.records.new(spec, plan.as_dict(), where, caller.owner)
         self.runner.submit(exp_id, caller)
         log.info("experiment %d queued: %d runs", exp_id, len(plan.order))
         return self.get(exp_id)
@@ -74,10 +79,11 @@ class Experiments:
         record = self.get(exp_id)
         if record["state"] not in LIVE:
             raise LabError(f"experiment {exp_id} is already {record['state']}")
-        owner = self.runner.owner(exp_id)
-        if owner is not None and not caller.may_stop(owner.owner):
+        owner = record["owner"]  # kept in the store, as a set's is
+        if not caller.may_stop(owner):
+            whose = f"belongs to {owner}" if owner else "has no recorded owner"
             raise NotAllowed(
-                f"experiment {exp_id} belongs to {owner.owner}: only its owner or an admin "
+                f"experiment {exp_id} {whose}: only its owner or an admin "
                 f"may cancel it (you are {caller.owner})"
             )
         self.runner.cancel(exp_id)
