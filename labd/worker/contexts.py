@@ -46,6 +46,8 @@ class WorkerSpec:
     daemon_pid: int = 0
     #: the set's process group: 0 makes this worker its leader (the set's first)
     pgid: int = 0
+    #: the set's cgroup (labd.cgroups), joined first thing; '' with process groups only
+    cgroup: str = ""
 
     @property
     def interval(self) -> float:
