@@ -6,7 +6,6 @@ not a rebuilt wait list per worker."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import selectors
@@ -16,8 +15,6 @@ from labd.loopthread import LoopThread
 from labd.processset import ProcessSet, Worker
 
 JOIN_S = 1.0
-#: what multiprocessing reports for a forkserver child when the forkserver is gone
-FORKSERVER_GONE = 255
 
 log = logging.getLogger("labd.reaper")
 
@@ -64,18 +61,11 @@ class Reaper(LoopThread):
 
 
 def _exit_status(worker: Worker) -> int | None:
-    """The exit status of a worker that has ended (its pidfd said so). A forkserver child's
-    comes from the forkserver; if the forkserver died, the worker became labd's own
-    child (labd is a subreaper) and tells it itself. None if nobody can tell."""
-    proc = worker.process
-    proc.join(JOIN_S)  # the forkserver writes the status as soon as it reaps the worker
-    code = proc.exitcode
-    if code is None or code == FORKSERVER_GONE:
-        own = _own_child_status(worker.pid)
-        code = own if own is not None else code
-    with contextlib.suppress(ValueError):
-        proc.close()
-    return code
+    """The exit status of a worker that has ended (its pidfd said so), as its launcher
+    reports it. If the launcher is gone, the worker became labd's own child (labd is a
+    subreaper) and tells it itself. None if nobody can tell."""
+    code = worker.launch.status(worker.pid, JOIN_S)
+    return code if code is not None else _own_child_status(worker.pid)
 
 
 def _own_child_status(pid: int) -> int | None:
