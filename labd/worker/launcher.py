@@ -82,14 +82,25 @@ class _Recorder:
 
 
 def fds_of(obj: Any) -> set[int]:
-    """The descriptors that starting a process with ``obj`` as an argument would send."""
+    """The descriptors that starting a process with ``obj`` as an argument would send.
+    What cannot be pickled (made in a fork context) is looked into if it is a tuple or
+    list; a descriptor nobody is found to own stays with every worker, as under fork."""
     recorder = _Recorder()
     mp_context.set_spawning_popen(recorder)  # type: ignore[arg-type]
     try:
-        ForkingPickler.dumps(obj)
+        _record(obj)
     finally:
         mp_context.set_spawning_popen(None)
     return recorder.fds
+
+
+def _record(obj: Any) -> None:
+    try:
+        ForkingPickler.dumps(obj)
+    except Exception:
+        if isinstance(obj, tuple | list):
+            for item in obj:
+                _record(item)
 
 
 def report(conn: Connection, kind: int, a: int = 0, b: int = 0, c: int = 0) -> None:
