@@ -114,11 +114,40 @@ def worker_uss_mb(pids: list[int], sample: int = 30) -> float | None:
     return statistics.mean(values) if values else None
 
 
+#: the baseline of a start: a bare interpreter (python -S) forking N children that wait
+BARE_FORK = (
+    "import os, signal, sys, time\n"
+    "n = int(sys.argv[1]); t = time.perf_counter(); pids = []\n"
+    "for _ in range(n):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        signal.pause(); os._exit(0)\n"
+    "    pids.append(pid)\n"
+    "print(time.perf_counter() - t, flush=True)\n"
+    "for pid in pids: os.kill(pid, signal.SIGKILL)\n"
+    "for pid in pids: os.waitpid(pid, 0)\n"
+)
+
+
+def bare_fork_s(n: int) -> float:
+    """Seconds a bare interpreter takes to fork n waiting children, run just before each
+    manager's start in a session of its own (as each daemon is: kernel autogroups)."""
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", BARE_FORK, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    )
+    return float(out.stdout.split()[0])
+
+
 def measure(name: str, n: int, args: argparse.Namespace, venv: BenchVenv) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": name, "n": n, "bare_s": bare_fork_s(n)}
     system = SYSTEMS[name](args.set_size, venv)
-    row: dict[str, Any] = {"system": name, "n": n}
     try:
         row["start_s"] = system.start(n)
+        row["start_x_bare"] = row["start_s"] / row["bare_s"]
         time.sleep(args.settle)
         cpu0 = cpu_seconds(system.daemon_pid)
         time.sleep(args.idle_seconds)
@@ -149,6 +178,7 @@ def median_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 COLUMNS = (
     ("start_s", "start s", "{:.1f}"),
+    ("start_x_bare", "start / bare fork", "{:.0f}x"),
     ("idle_cpu", "idle CPU%", "{:.1f}"),
     ("one_p50_ms", "1 client p50 ms", "{:.2f}"),
     ("one_p99_ms", "p99 ms", "{:.2f}"),
@@ -203,7 +233,8 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
         out.append(
             f"  {other}: status p99 {_ratio(o.get('one_p99_ms'), lab.get('one_p99_ms'))}, "
             f"50-client p99 {_ratio(o.get('load_p99_ms'), lab.get('load_p99_ms'))}, "
-            f"start {_ratio(o.get('start_s'), lab.get('start_s'))}, "
+            f"start {_ratio(o.get('start_s'), lab.get('start_s'))} "
+            f"(against a bare fork: {_ratio(o.get('start_x_bare'), lab.get('start_x_bare'))}), "
             f"idle CPU {_ratio(o.get('idle_cpu'), lab.get('idle_cpu'))}"
         )
     anchors = ", ".join(

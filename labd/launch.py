@@ -57,7 +57,7 @@ class Launch:
         # labd joins it itself: out of multiprocessing's list (polled by every start, and
         # joined at labd's exit); and the set's resources are not kept alive by it
         mp_process._children.discard(self.process)  # type: ignore[attr-defined]
-        self.process._args = ()  # type: ignore[attr-defined]
+        self.process._args = ()
         self.pid: int = self.process.pid
         os.set_blocking(self._reader.fileno(), False)
         self._lock = threading.Lock()

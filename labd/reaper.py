@@ -32,7 +32,11 @@ class Reaper(LoopThread):
         with self._lock:
             self._watched[fd] = (pset, worker)
             self._sel.register(fd, selectors.EVENT_READ, fd)
-        self._wake()  # a poll-based selector would not see it before its next wait
+        # epoll sees a registration at once, even while waiting; a poll-based selector
+        # would not before its next wait. (A wake per worker costs the starting thread a
+        # switch to the reaper and back, milliseconds each on a busy host.)
+        if not isinstance(self._sel, selectors.EpollSelector):
+            self._wake()
 
     def _run(self) -> None:
         while not self._closing:

@@ -116,29 +116,34 @@ def run(plan: Plan, conn: Connection) -> None:
     common = {plan.out.fileno(), *(w.fileno() for w in plan.wakes), *fds_of(plan.slots)}
     owned = [fds_of(order.args) - common for order in plan.orders]
     every = set().union(*owned)
-    children: dict[int, tuple[str, int]] = {}
+    # Everything is made before the first fork: after each fork, every page the launcher
+    # writes to is copied (copy-on-write), so the loop below touches as little as it can.
+    workers = [_worker(plan, order, pgid) for order in plan.orders]
+    drops = [sorted(every - mine | {conn.fileno()}) for mine in owned]
+    started: list[int] = []
     failed = 0
-    for order, mine in zip(plan.orders, owned, strict=True):
-        spec = replace(plan.template, role=order.role, index=order.index, pgid=pgid)
+    for order, worker, drop in zip(plan.orders, workers, drops, strict=True):
         try:
-            pid = _fork(spec, plan, order, every - mine | {conn.fileno()})
+            pid = _fork(worker, drop)
         except OSError as exc:  # EAGAIN at the process limit, ENOMEM
             failed = exc.errno or 1
             break
-        children[pid] = (order.role, order.index)
+        started.append(pid)
         report(conn, STARTED, ROLES.index(order.role), order.index, pid)
     if failed:
-        report(conn, FAILED, failed, len(children))
+        report(conn, FAILED, failed, len(started))
     else:
-        report(conn, DONE, len(children))
+        report(conn, DONE, len(started))
+    del workers, drops
     _let_go(every | common)  # what labd sent is the workers' now (EOFs depend on it)
-    _reap(children, plan.template.daemon_pid, own_group, conn)
+    _reap(started, plan.template.daemon_pid, own_group, conn)
 
 
-def _fork(spec: WorkerSpec, plan: Plan, order: Order, drop: set[int]) -> int:
-    """Fork one worker; in it, drop the descriptors that are not its own and run it as
-    multiprocessing runs a forked Process (finalizers, exit code, traceback)."""
-    worker = multiprocessing.Process(
+def _worker(plan: Plan, order: Order, pgid: int) -> multiprocessing.process.BaseProcess:
+    """A worker as multiprocessing runs a forked Process (finalizers, exit code,
+    traceback), to be forked by hand (see _fork)."""
+    spec = replace(plan.template, role=order.role, index=order.index, pgid=pgid)
+    return multiprocessing.Process(
         target=worker_process.run,
         args=(
             spec,
@@ -151,6 +156,10 @@ def _fork(spec: WorkerSpec, plan: Plan, order: Order, drop: set[int]) -> int:
         name=f"ipclab-{spec.set_id}-{order.role}-{order.index}",
         daemon=True,
     )
+
+
+def _fork(worker: multiprocessing.process.BaseProcess, drop: list[int]) -> int:
+    """Fork one worker; in it, drop the descriptors that are not its own and run it."""
     pid = os.fork()
     if pid:
         return pid
@@ -174,9 +183,7 @@ def _let_go(fds: set[int]) -> None:
     os.close(null)
 
 
-def _reap(
-    children: dict[int, tuple[str, int]], daemon_pid: int, own_group: bool, conn: Connection
-) -> None:
+def _reap(children: list[int], daemon_pid: int, own_group: bool, conn: Connection) -> None:
     """Report each worker's exit as it happens; end the group if labd dies first."""
     sel = selectors.DefaultSelector()
     try:
