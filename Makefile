@@ -6,7 +6,7 @@
 PY ?= python3
 # command:package pairs
 DEBIAN_TOOLS := tmux:tmux systemd-analyze:systemd ip:iproute2 setpriv:util-linux mount:mount \
-	redis-server:redis-server
+	redis-server:redis-server fusermount3:fuse3
 
 .PHONY: test test-fast deps debian-tools lint run
 test: deps

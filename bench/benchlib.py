@@ -11,6 +11,7 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,26 @@ def script(name: str) -> str:
     return found
 
 
+def own_session(script: str, flag: str) -> int | None:
+    """Run ``script`` again (same arguments) as the leader of a new session, and return
+    its exit code; None when this already is that run.
+
+    With the kernel's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``)
+    the CPUs are shared fairly between sessions, then between the processes of each: a
+    baseline and labd's sets measured side by side must run in one session (the
+    benchmark's own, started afresh here so that the caller's shell crowds neither).
+    """
+    if os.environ.get(flag) or os.getsid(0) == os.getpid():
+        return None
+    command = [sys.executable, os.path.abspath(script), *sys.argv[1:]]
+    child = subprocess.Popen(command, env={**os.environ, flag: "1"}, start_new_session=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.wait()
+
+
 class PrivateLabd:
     """A labd on a socket and state dir in a temporary directory of its own, with a
     plain rpyc client (``conn``) once :meth:`start` returns; :meth:`close` kills what
@@ -54,7 +75,10 @@ class PrivateLabd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Any = None
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, new_session: bool = True) -> subprocess.Popen[bytes]:
+        """Start labd, in a session of its own unless ``new_session`` is False (then in
+        ours: what it is compared with side by side must share its session, see
+        :func:`own_session`)."""
         from rpyc.utils.factory import unix_connect
 
         command = [sys.executable, "-m", "labd", "--socket", str(self.socket)]
@@ -66,7 +90,7 @@ class PrivateLabd:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C reaches us only; we stop labd
+                start_new_session=new_session,  # a Ctrl-C reaches us only; we stop labd
             )
         deadline = time.monotonic() + 20
         while self.conn is None:

@@ -10,7 +10,22 @@ of each Redis case beside labd's built-ins (shared lock=yes, manager, queue) mea
 in the same run, and the bare round trip of a PING.
 
     python bench/redis_bench.py [--seconds S] [--warmup S] [--repeat N] [--counters N]
-                          [--only CASE] [--json]
+                          [--only CASE] [--json] [--together]
+
+``--together`` runs both sides at once over the same windows instead of one after the
+other: on a shared host whose load comes and goes by the second, alternating runs of one
+side spread 2-5x, while a load hits two sides that run together alike (each then gets
+about half the machine, so its absolute rates are halved). ``pairs`` is the median of
+the ratios of runs made together (or one after the other).
+
+Fair to both sides: the benchmark runs in a session of its own, and labd (so its
+workers) and the bare loops both run in it (the kernel's autogroup scheduling shares
+the CPUs between sessions first); each side runs the same number of counters and of
+printers (one, for redis-queue and redis-pubsub; labd's redis counter sets also have a
+printer, which reads the key ten times a second) on connections made the same way
+(``redis.Redis`` on the unix socket); the runs alternate bare, labd, labd, bare...; each
+side's rate is read over the same window without polling during it (labd's from the
+times its sampler took its figures); the medians are compared.
 
 Needs redis-server (Debian's, `make debian-tools`) and the redis package
 (`pip install -e '.[redis]'`). The module is re-imported by every forkserver child, so
@@ -32,11 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import PrivateLabd, machine
+from benchlib import PrivateLabd, machine, own_session
 
 TARGET = 0.95
+SESSION_FLAG = "IPCLAB_REDIS_BENCH_SESSION"
 CHECK_EVERY = 20  # a bare counter publishes its count and looks at the stop flag
-POLL_S = 0.005
 PAYLOAD = 16
 MAXSIZE = 1000
 
@@ -126,35 +141,39 @@ def bare_printer(sock: str, op: str, stop: Any, ready: Any) -> None:
             int(msg["data"].partition(b":")[0])
 
 
-def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float) -> float:
-    ctx = multiprocessing.get_context("forkserver")
-    slot = ctx.RawArray("q", counters)
-    stop, ready = ctx.Event(), ctx.Event()
-    procs = []
-    if case.op in ("redis-queue", "redis-pubsub"):
-        procs.append(ctx.Process(target=bare_printer, args=(sock, case.op, stop, ready)))
-        procs[-1].start()
-        ready.wait(10)
-    for i in range(counters):
-        procs.append(ctx.Process(target=bare_counter, args=(sock, case.op, slot, i, stop)))
-        procs[-1].start()
-    try:
-        deadline = time.monotonic() + 60  # a loaded host starts processes slowly
-        while not all(slot) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(warmup)
-        t0, a0 = time.monotonic(), sum(slot)
-        time.sleep(seconds)
-        t1, a1 = time.monotonic(), sum(slot)
-    finally:
-        stop.set()
-        for p in procs:
+class BareRun:
+    """The bare loops of one case, running from construction to :meth:`close`."""
+
+    def __init__(self, sock: str, case: Case, counters: int) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        self.sock = sock
+        self.slot = ctx.RawArray("q", counters)
+        self.stop, ready = ctx.Event(), ctx.Event()
+        self.procs: list[Any] = []
+        if case.op in ("redis-queue", "redis-pubsub"):
+            self._start(ctx, bare_printer, (sock, case.op, self.stop, ready))
+            ready.wait(10)
+        for i in range(counters):
+            self._start(ctx, bare_counter, (sock, case.op, self.slot, i, self.stop))
+
+    def _start(self, ctx: Any, target: Any, args: tuple[Any, ...]) -> None:
+        self.procs.append(ctx.Process(target=target, args=args))
+        self.procs[-1].start()
+
+    def started(self) -> bool:
+        return any(self.slot)
+
+    def read(self) -> tuple[float, int]:
+        return time.monotonic(), sum(self.slot)
+
+    def close(self) -> None:
+        self.stop.set()
+        for p in self.procs:
             p.join(10)
             if p.is_alive():
                 p.kill()
                 p.join()
-    flush(sock)
-    return (a1 - a0) / (t1 - t0)
+        flush(self.sock)
 
 
 def flush(sock: str) -> None:
@@ -165,42 +184,77 @@ def flush(sock: str) -> None:
 
 
 # --- the labd side ---------------------------------------------------------------------
-def attempted(conn: Any, sid: int) -> int:
-    (s,) = json.loads(conn.root.status((sid,)))
-    return int(s["attempted"])
+class LabdRun:
+    """One flat-out labd set of one case, from construction to :meth:`close`."""
+
+    def __init__(self, labd: PrivateLabd, url: str | None, case: Case, counters: int) -> None:
+        params: dict[str, Any] = {"interval": 0, **dict(case.params)}
+        if url is not None:
+            params["url"] = url
+        self.conn = labd.conn
+        spawned = self.conn.root.spawn(case.mechanism, counters, json.dumps(params))
+        self.sid = json.loads(spawned)["id"]
+
+    def status(self) -> dict[str, Any]:
+        (s,) = json.loads(self.conn.root.status((self.sid,)))
+        if s["state"] != "running":
+            raise RuntimeError(f"set {self.sid} is {s['state']}: {s.get('error')}")
+        return s  # type: ignore[no-any-return]
+
+    def started(self) -> bool:
+        return int(self.status()["attempted"]) > 0
+
+    def read(self) -> tuple[float, int]:
+        """labd's latest figures: when its sampler took them, and attempted."""
+        s = self.status()
+        return float(s["sampled_at"]), int(s["attempted"])
+
+    def close(self) -> None:
+        self.conn.root.stop((self.sid,))
 
 
-def fresh(conn: Any, sid: int) -> tuple[float, int]:
-    """The moment a new sample shows (labd samples 10 times a second)."""
-    first = attempted(conn, sid)
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
-        now = attempted(conn, sid)
-        if now != first:
-            return time.monotonic(), now
-        time.sleep(POLL_S)
-    return time.monotonic(), first
+Run = BareRun | LabdRun
+
+
+def rates(runs: list[Run], warmup: float, seconds: float) -> list[float]:
+    """Each run's increments per second over one window (the runs are going already):
+    from its first increment on, a warm-up, then the window; each run is closed."""
+    try:
+        deadline = time.monotonic() + 60  # a loaded host starts processes slowly
+        while not all(r.started() for r in runs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(warmup)
+        first = [r.read() for r in runs]
+        time.sleep(seconds)
+        last = [r.read() for r in runs]
+    finally:
+        for r in runs:
+            r.close()
+    return [(a1 - a0) / (t1 - t0) for (t0, a0), (t1, a1) in zip(first, last, strict=True)]
+
+
+def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float) -> float:
+    return rates([BareRun(sock, case, counters)], warmup, seconds)[0]
 
 
 def run_labd(
     labd: PrivateLabd, url: str | None, case: Case, counters: int, warmup: float, seconds: float
 ) -> float:
-    params: dict[str, Any] = {"interval": 0, **dict(case.params)}
-    if url is not None:
-        params["url"] = url
-    conn = labd.conn
-    sid = json.loads(conn.root.spawn(case.mechanism, counters, json.dumps(params)))["id"]
+    return rates([LabdRun(labd, url, case, counters)], warmup, seconds)[0]
+
+
+def run_together(
+    server_sock: str, labd: PrivateLabd, case: Case, counters: int, warmup: float, seconds: float
+) -> tuple[float, float]:
+    """Both sides at once, over the same window: a load that comes and goes hits both."""
+    runs: list[Run] = [BareRun(server_sock, case, counters)]
     try:
-        deadline = time.monotonic() + 60
-        while not attempted(conn, sid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(warmup)
-        t0, a0 = fresh(conn, sid)
-        time.sleep(seconds)
-        t1, a1 = fresh(conn, sid)
-    finally:
-        conn.root.stop((sid,))
-    return (a1 - a0) / (t1 - t0)
+        runs.append(LabdRun(labd, f"unix://{server_sock}", case, counters))
+    except BaseException:
+        runs[0].close()
+        raise
+    bare, lab = rates(runs, warmup, seconds)
+    return bare, lab
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -252,28 +306,42 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def one_case(
+    args: argparse.Namespace, server: RedisServer, labd: PrivateLabd, case: Case
+) -> tuple[list[float], list[float]]:
+    """``--repeat`` rates of each side: side by side over the same windows
+    (``--together``), or alternately bare, labd, then labd, bare (drift hits both alike)."""
+    bare, lab = [], []
+    n, warmup, seconds = args.counters, args.warmup, args.seconds
+    for i in range(args.repeat):
+        if args.together:
+            b, m = run_together(server.sock, labd, case, n, warmup, seconds)
+            bare.append(b)
+            lab.append(m)
+            continue
+        for side in ("bare", "labd") if i % 2 == 0 else ("labd", "bare"):
+            if side == "bare":
+                bare.append(run_bare(server.sock, case, n, warmup, seconds))
+            else:
+                lab.append(run_labd(labd, f"unix://{server.sock}", case, n, warmup, seconds))
+    return bare, lab
+
+
 def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) -> dict[str, Any]:
-    url = f"unix://{server.sock}"
     cases = [c for c in CASES if not args.only or c.label in args.only or c.mechanism in args.only]
     out: dict[str, Any] = {"machine": machine(), "counters": args.counters, "cases": []}
+    out["mode"] = "together" if args.together else "alternating"
     for case in cases:
-        bare, lab = [], []
-        for i in range(args.repeat):  # bare, labd, then labd, bare: drift hits both alike
-            order = ("bare", "labd") if i % 2 == 0 else ("labd", "bare")
-            for side in order:
-                if side == "bare":
-                    bare.append(
-                        run_bare(server.sock, case, args.counters, args.warmup, args.seconds)
-                    )
-                else:
-                    lab.append(run_labd(labd, url, case, args.counters, args.warmup, args.seconds))
+        bare, lab = one_case(args, server, labd, case)
         b, m = statistics.median(bare), statistics.median(lab)
+        pairs = [x / y for x, y in zip(lab, bare, strict=True) if y]
         out["cases"].append(
             {
                 "case": case.label,
                 "bare": b,
                 "labd": m,
                 "ratio": m / b if b else 0.0,
+                "pair_ratio": statistics.median(pairs) if pairs else 0.0,
                 "bare_runs": bare,
                 "labd_runs": lab,
             }
@@ -288,11 +356,17 @@ def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) ->
 
 def report(out: dict[str, Any]) -> None:
     m, n = out["machine"], out["counters"]
-    print(f"# {m['nproc']} cpus, Python {m['python']}, load {m['loadavg']}, {n} counters")
-    print(f"{'case':18} {'bare/s':>10} {'labd/s':>10} {'ratio':>6}")
+    print(
+        f"# {m['nproc']} cpus, Python {m['python']}, load {m['loadavg']}, {n} counters, "
+        f"{out['mode']} runs"
+    )
+    print(f"{'case':18} {'bare/s':>10} {'labd/s':>10} {'ratio':>6} {'pairs':>6}")
     for c in out["cases"]:
         mark = "" if c["ratio"] >= TARGET else "  < target"
-        print(f"{c['case']:18} {c['bare']:10.0f} {c['labd']:10.0f} {c['ratio']:6.2f}{mark}")
+        print(
+            f"{c['case']:18} {c['bare']:10.0f} {c['labd']:10.0f} {c['ratio']:6.2f} "
+            f"{c['pair_ratio']:6.2f}{mark}"
+        )
     print(f"\nbare PING round trip: {out['ping_us']:.1f} us")
     print(f"{'cost of one increment':24} {'us/increment/counter':>20}")
     for c in [*out["cases"], *out["builtins"]]:
@@ -301,6 +375,9 @@ def report(out: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    code = own_session(__file__, SESSION_FLAG)
+    if code is not None:
+        return code
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.5)
     ap.add_argument("--warmup", type=float, default=0.7)
@@ -308,11 +385,16 @@ def main() -> int:
     ap.add_argument("--counters", type=int, default=2)
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="run both sides at once over the same windows (a shared, noisy host)",
+    )
     args = ap.parse_args()
     server = RedisServer()
     labd = PrivateLabd("ipl-bench-redis-labd")
     try:
-        labd.start()
+        labd.start(new_session=False)  # in our session, as the bare loops are
         out = measure(args, server, labd)
     finally:
         labd.close()

@@ -85,6 +85,22 @@ class Groups:
     def ids(self) -> list[str]:
         return sorted(self._load())
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """Each recorded group in a line's worth, newest first, from the file alone (no
+        labd asked): for the REPL's completion of group ids."""
+        rows = [
+            {
+                "group": gid,
+                "mechanism": str(rec.get("mechanism", "")),
+                "counters": rec.get("counters"),
+                "contexts": [str(p.get("context")) for p in rec.get("parts") or ()],
+                "created": float(rec.get("created") or 0.0),
+            }
+            for gid, rec in self._load().items()
+            if is_group_id(gid) and isinstance(rec, dict)
+        ]
+        return sorted(rows, key=lambda r: -r["created"])
+
     def target(self, name: str, autostart: bool = True) -> Target:
         if name == LOCAL:
             return resolve_target(None, no_autostart=not autostart)

@@ -25,9 +25,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from labd import idmark
 from labd.errors import HistoryError, NoSuchSet, StoreDamaged
@@ -40,6 +40,7 @@ MAX_PENDING_ROWS = 100_000
 RETRY_EVERY = 1.0
 FAULTS = (sqlite3.Error, OSError)
 
+T = TypeVar("T")
 Write = tuple[Callable[..., Any], tuple[Any, ...], int]  # function, arguments, sample rows
 
 
@@ -53,9 +54,12 @@ class History:
         *,
         warnings: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        ids_aside: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self._mark = mark
+        #: the highest ids (by table) of a file moved aside at start: none given again
+        self.ids_aside: dict[str, int] = dict(ids_aside or {})
         self._clock = clock
         self.warnings: list[str] = list(warnings)
         self._lock = threading.Lock()  # the fields below; direct writes run under it
@@ -71,8 +75,9 @@ class History:
         """The history of ``state_dir``; a damaged or read-only file is moved aside."""
         store, warning, highest = open_store(state_dir / FILENAME)
         mark = idmark.IdMark(state_dir / idmark.FILENAME)
-        mark.raise_to(highest)
-        return cls(store, mark, warnings=[warning] if warning else [], clock=clock)
+        mark.raise_to(highest.get("sets", 0))
+        warnings = [warning] if warning else []
+        return cls(store, mark, warnings=warnings, clock=clock, ids_aside=highest)
 
     def start(self) -> None:
         self._thread.start()
@@ -111,8 +116,8 @@ class History:
             "locked by another process": f"end the process that holds {where} open for writing",
         }.get(reason.split(" (")[0], "see labd's log")
         return HistoryError(
-            f"the history store is degraded: {reason}; labd starts no new set until it "
-            f"recovers, running sets go on ({hint})"
+            f"the history store is degraded: {reason}; labd starts no new set or "
+            f"experiment until it recovers, running ones go on ({hint})"
         )
 
     # --- writes ------------------------------------------------------------------------
@@ -145,6 +150,28 @@ class History:
                 self._degrade(exc, probe=True)
                 raise self._refusal() from None
         return set_id
+
+    def new_record(self, fn: Callable[[], T]) -> T:
+        """Make a write that gives a new id (an experiment's): at once or not at all,
+        refused while the history is degraded, as a new set is."""
+        with self._lock:
+            if self._reason is not None:
+                raise self._refusal()
+            try:
+                return fn()
+            except FAULTS as exc:
+                self._degrade(exc, probe=True)
+                raise self._refusal() from None
+
+    def write(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Make a write now, or after the writes waiting before it once the fault clears
+        (an experiment's, given its times: they are made later as they happened)."""
+        self._write(fn, args)
+
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read; a fault raises :class:`HistoryError` (damage is noted for the next start)."""
+        result: T = self._read(fn, *args)
+        return result
 
     def set_state(self, set_id: int, state: str, detail: str = "", at: float | None = None) -> None:
         now = self._clock() if at is None else at

@@ -1,4 +1,5 @@
-"""The set ids' high-water mark, kept apart from the history store.
+"""The set ids' high-water mark, kept apart from the history store (the experiments
+have one of their own, ``STATE_DIR/last-experiment-id``, kept the same way).
 
 Set ids are never reused, also when the history file is deleted, replaced or moved
 aside as damaged: the highest id ever given is kept in a small file of its own
@@ -17,7 +18,8 @@ FILENAME = "last-set-id"
 
 
 class IdMark:
-    """The highest set id labd ever gave in this state directory."""
+    """The highest id (of a set, or of an experiment) labd ever gave in this state
+    directory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

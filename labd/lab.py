@@ -1,9 +1,10 @@
 """The core: every behaviour of labd is a method of :class:`Lab`.
 
-The rpyc service, signals and (later) anything else are thin adapters over it. Lab
-guards its table of sets with one lock it owns; a stop holds a set's own ``busy`` lock,
-so a second conflicting operation fails fast instead of queueing. No method holds the
-Lab lock while waiting for processes.
+The rpyc service, signals and the experiments are thin adapters over it. Lab owns the
+table of sets (:mod:`labd.settable`), starts sets, and winds up those that end; reading
+one set is :mod:`labd.views`, stopping sets :mod:`labd.stopping`. A stop holds a set's
+own ``busy`` lock, so a second conflicting operation fails fast instead of queueing. No
+method holds the table's lock while waiting for processes.
 """
 
 from __future__ import annotations
@@ -14,45 +15,37 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from labd import __version__, capacity, explain
+from labd import __version__, capacity
 from labd.bounded import HookTimeout
 from labd.collector import Collector
 from labd.errors import (
-    HistoryError,
     LabError,
     LimitError,
-    NoSuchSet,
-    SetBusy,
     SetError,
     UsageError,
 )
 from labd.experiments.core import Experiments
 from labd.history import History
-from labd.leftovers import Members, Tracker, end_leftovers, record_workers
+from labd.leftovers import Tracker, end_leftovers, record_workers
 from labd.manager_host import ManagerHost
 from labd.mechanisms.base import Mechanism
 from labd.owners import LABD, Admins, Caller, check_quota
 from labd.params import COMMON_PARAMS, resolve
-from labd.printlog import PrintLog, read_log_tail, within_bytes
+from labd.printlog import PrintLog
 from labd.processset import ProcessSet, SetEnv, SetSpec, Worker
-from labd.procstats import WATCH_S, ProcStats
+from labd.procstats import ProcStats
 from labd.protocol import (
     MAX_PER_SET,
     MAX_PROCESSES,
     PROTOCOL_VERSION,
-    TAIL_MAX_BYTES,
-    WAIT_HELD_S,
     InspectRecord,
     MechanismRecord,
-    MemoryRecord,
-    ProcessRecord,
     SpawnRecord,
     State,
     StatusRecord,
@@ -63,19 +56,15 @@ from labd.reaper import Reaper
 from labd.registry import Registry
 from labd.remains import clear_remains
 from labd.sampler import Sampler
-from labd.setstatus import (
-    keep_last_figures,
-    live_status,
-    memory_per_worker,
-    process_records,
-    stored_status,
-)
+from labd.setstatus import keep_last_figures, live_status, process_records
+from labd.settable import Ended, SetTable
 from labd.snapshot import Snapshots
 from labd.statedir import lock_state_dir, make_state_dir
-from labd.stopplan import StopPlan, StopTimes
+from labd.stopping import Stopper
+from labd.stopplan import StopTimes
+from labd.views import Views
 
 log = logging.getLogger("labd.lab")
-OUTPUT_DRAIN = 2.0  # seconds to wait for the last printer lines after a stop
 FORK_WARNING = (
     "start_method=fork in a threaded daemon: a child may deadlock on a lock another "
     "thread held at the fork (use forkserver, the default, or spawn)"
@@ -91,18 +80,6 @@ PRELOAD = [
     "labd.worker.trace",
     "labd.worker.forkserver_hook",  # one line, not a traceback, if the forkserver dies
 ]
-
-
-@dataclass(frozen=True)
-class Ended:
-    """What is kept of a set that ended in this run."""
-
-    status: StatusRecord
-    per_counter: list[int]
-    dropped: int  # its output's lines no longer in the log files (PrintLog.dropped)
-    text: str = ""  # the final status as JSON text, serialised once
-    processes: list[ProcessRecord] = field(default_factory=list)  # for inspect
-    trace: dict[str, Any] | None = None  # with trace=yes: what the counters recorded
 
 
 @dataclass(frozen=True)
@@ -133,12 +110,7 @@ class Lab:
         self.store = store if store is not None else History.open(state_dir, clock=clock)
         self.limits = limits
         self._on_change = on_change
-        self._lock = threading.Lock()
-        self._sets: dict[int, ProcessSet] = {}  # until stopped; then in _ended
-        #: sets ended in this run, by their final status alone (with per_counter for
-        #: inspect): their processes, output ring and metrics are let go
-        self._ended: dict[int, Ended] = {}
-        self._closing = False
+        self._table = SetTable()
         self.started_at = clock()
         self.address = ""
         self.admins = Admins()  # who besides root and labd's user may stop any set
@@ -156,8 +128,12 @@ class Lab:
         self._worker_bytes = capacity.DEFAULT_WORKER_BYTES  # measured at each spawn
         self._snapshots = Snapshots(self._fragments)
         self._sampler = Sampler(self._live_sets, self.store.add_samples, self._deadline)
-        self._sampler.on_tick = self._snapshots.invalidate
+        self._sampler.on_tick = self._snapshots.tick
         self._sampler.stats = self._stats
+        self.views = Views(self._table, self.store, self._stats, self._log_path)
+        self._stopper = Stopper(
+            self._table, self.store, self._tracker, limits.stop, self._end, self.views.status_of
+        )
         self.experiments = Experiments(self)
 
     # --- life ----------------------------------------------------------------------
@@ -188,8 +164,8 @@ class Lab:
         """Stop every set (counters first, then printers), within ``within`` seconds if
         given (draining what it can, then ending the rest), then release everything."""
         self.experiments.close()  # its run under way ends first, marked interrupted
-        with self._lock:
-            self._closing = True
+        with self._table.lock:
+            self._table.closing = True
         self.stop("all", until=None if within is None else time.monotonic() + within)
         self._sampler.close()
         self._tracker.reap()
@@ -231,7 +207,9 @@ class Lab:
         snap = self._snapshots.get()
         if not ids:
             return snap.text
-        return snap.select(ids, lambda i: json.dumps(self._status_of(i), separators=(",", ":")))
+        return snap.select(
+            ids, lambda i: json.dumps(self.views.status_of(i), separators=(",", ":"))
+        )
 
     @property
     def snapshot_generation(self) -> int:
@@ -239,87 +217,23 @@ class Lab:
         return self._snapshots.generation
 
     def _fragments(self) -> dict[int, str]:
-        with self._lock:
-            live, ended = list(self._sets.values()), list(self._ended.values())
+        live, ended = self._table.all()
         out = {e.status["id"]: e.text for e in ended}
         for s in live:
-            out[s.spec.id] = json.dumps(self._status(s), separators=(",", ":"))
+            out[s.spec.id] = json.dumps(live_status(s), separators=(",", ":"))
         return out
 
     def inspect(self, set_id: int) -> InspectRecord:
-        with self._lock:
-            pset = self._sets.get(set_id)
-            ended = self._ended.get(set_id)
-        status = self._status_of(set_id)
-        try:
-            row = self.store.get(set_id)
-        except HistoryError:
-            row = None  # the history cannot be read now: the live figures still can
-        procs: list[ProcessRecord] = []
-        if pset is not None:
-            pset.watched_until = time.monotonic() + WATCH_S  # sampled each second now
-            procs = process_records(pset, self._stats)
-        elif ended is not None:
-            procs = list(ended.processes)
-        elif row is not None and isinstance(row["final"], dict):
-            procs = list(cast(dict[str, Any], row["final"]).get("processes") or [])
-        memory: MemoryRecord = memory_per_worker(procs)
-        events = row.get("events", []) if row else []
-        extra = {"processes": procs, "memory_per_worker": memory, "events": events}
-        out = cast(InspectRecord, {**status, **extra})
-        if pset is not None and pset.metrics is not None and pset.live:
-            figures, out["per_counter"] = pset.metrics.consistent()
-            same = {**figures.as_record(), "sampled_at": figures.sampled_at}
-            out = cast(InspectRecord, {**out, **same})  # the same read as per_counter
-        elif pset is not None and pset.metrics is not None:
-            out["per_counter"] = pset.metrics.per_counter()
-        elif ended is not None and ended.per_counter:
-            out["per_counter"] = ended.per_counter
-        return out
+        return self.views.inspect(set_id)
 
     def explain(self, set_id: int) -> dict[str, Any]:
-        """The story of a set (labd.explain), from its trace if it ran with trace=yes."""
-        with self._lock:
-            pset = self._sets.get(set_id)
-            ended = self._ended.get(set_id)
-        status = self.inspect(set_id)
-        live = pset is not None and pset.live
-        trace = pset.mechanism.trace() if pset is not None else ended.trace if ended else None
-        lines = [str(text) for _seq, text in self.tail(set_id, 0, 10_000)["lines"]]
-        return explain.story(status, trace, live, lines)
+        return self.views.explain(set_id)
 
     def tail(self, set_id: int, after: int = 0, limit: int = 100) -> TailRecord:
-        with self._lock:
-            pset = self._sets.get(set_id)
-            ended = self._ended.get(set_id)
-        state: str
-        if pset is not None:
-            lines, last = pset.output.lines(after, limit)
-            state = pset.state
-        else:
-            if ended is not None:
-                state, dropped = ended.status["state"], ended.dropped
-            else:
-                row = self.store.get(set_id)
-                if row is None:
-                    raise NoSuchSet(f"no set {set_id} (see: labctl status)")
-                state, dropped = row["state"], 0
-            lines = read_log_tail(self._log_path(set_id), limit, after, dropped)
-            last = lines[-1][0] if lines else after
-        lines = within_bytes(lines, TAIL_MAX_BYTES, newest=after <= 0)
-        return {"id": set_id, "lines": list(lines), "last": last, "state": state}
+        return self.views.tail(set_id, after, limit)
 
     def tallies(self, set_id: int) -> dict[str, Any]:
-        """A running set's exact tallies read now (see SetMetrics.tallies)."""
-        with self._lock:
-            pset = self._sets.get(set_id)
-        if pset is None or pset.metrics is None or pset.state != "running":
-            state = pset.state if pset is not None else "not running"
-            raise SetError(f"set {set_id} is {state}, not running (see: labctl status {set_id})")
-        try:
-            return pset.metrics.tallies()
-        except ValueError:
-            raise SetError(f"set {set_id} has ended (see: labctl status {set_id})") from None
+        return self.views.tallies(set_id)
 
     # --- spawn -----------------------------------------------------------------------
     def spawn(
@@ -365,7 +279,7 @@ class Lab:
             pset.busy.release()
         if pset.state == State.FAILED:  # failed to start, or failed while starting
             if pset.workers:  # ended now: at the process limit, a thread may not start
-                self._stop_quietly(pset)
+                self._stopper.quietly(pset)
             else:
                 pset.release()
                 self._end(pset)
@@ -376,15 +290,15 @@ class Lab:
         self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         procs = process_records(pset, self._stats, uss=False)
-        return cast(SpawnRecord, {**self._status(pset), "processes": procs, "warnings": warnings})
+        return cast(SpawnRecord, {**live_status(pset), "processes": procs, "warnings": warnings})
 
     def _reserve(self, want: SetSpec, cls: type[Mechanism]) -> ProcessSet:
         """Check the limits, record the set and make it (holding its ``busy`` lock)."""
         mechanism, counters, values = want.mechanism, want.counters, want.values
-        with self._lock:
-            if self._closing:
+        with self._table.lock:
+            if self._table.closing:
                 raise LabError("labd is shutting down")
-            live = [(s.spec.owner, s.spec.processes) for s in self._sets.values() if s.live]
+            live = [(s.spec.owner, s.spec.processes) for s in self._table.sets.values() if s.live]
             check_quota(want.owner, want.processes, live, self.limits)
             set_id = self.store.new_set(
                 mechanism,
@@ -408,7 +322,7 @@ class Lab:
                 spec, cls(values), env, output, self._state_changed, self._reaper.watch
             )
             pset.busy.acquire()  # a stop waits until the set has started
-            self._sets[set_id] = pset
+            self._table.add(pset)
         self._snapshots.invalidate()
         return pset
 
@@ -419,87 +333,8 @@ class Lab:
     def stop(
         self, ids: Sequence[int] | str, caller: Caller = LABD, until: float | None = None
     ) -> list[StatusRecord]:
-        """Stop sets and wait until they are stopped; ``"all"`` stops every live set
-        ``caller`` may stop (an admin's: all; anyone else's: their own). ``until``, a
-        monotonic instant, bounds the whole stop (as at shutdown)."""
-        targets, mine, held = self._claim(ids, caller)
-        now = time.monotonic()
-        held_for = WAIT_HELD_S  # for all of them together
-        if until is not None:
-            held_for = min(held_for, StopPlan.HELD_SHARE * (until - now))
-        wait_until = now + held_for
-        for s in held:  # "all": sets being started or stopped by someone else
-            if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
-                if _needs_stop(s):
-                    mine.append(s)
-                else:
-                    s.busy.release()
-            else:
-                log.warning("set %d: still busy after %.1fs, not stopped", s.spec.id, held_for)
-        try:
-            self._tracker.scan(_members(mine))  # what their workers started, up to now
-            for s in mine:
-                s.ask_counters()
-            threads = [threading.Thread(target=self._finish, args=(s, until)) for s in mine[1:]]
-            for t in threads:
-                t.start()
-            if mine:
-                self._finish(mine[0], until)
-            for t in threads:
-                t.join()
-        finally:
-            for s in mine:
-                s.busy.release()
-        return [self._status_of(i) for i in targets]
-
-    def _claim(
-        self, ids: Sequence[int] | str, caller: Caller
-    ) -> tuple[list[int], list[ProcessSet], list[ProcessSet]]:
-        """The targets, the live ones now ours to stop, and (for "all") those another
-        operation holds, which the caller waits for."""
-        mine: list[ProcessSet] = []
-        held: list[ProcessSet] = []
-        with self._lock:
-            if ids == "all":
-                targets = sorted(
-                    i
-                    for i, s in self._sets.items()
-                    if _needs_stop(s) and caller.may_stop(s.spec.owner)
-                )
-            else:
-                assert not isinstance(ids, str), "only 'all' is a word here"
-                targets = list(ids)
-                for i in targets:
-                    if i not in self._sets and self.store.get(i) is None:
-                        raise NoSuchSet(f"no set {i} (see: labctl status)")
-                    if i in self._sets and _needs_stop(self._sets[i]):
-                        caller.check_stop(i, self._sets[i].spec.owner)
-            for i in targets:
-                s = self._sets.get(i)
-                if s is None or not _needs_stop(s):
-                    continue
-                if s.busy.acquire(blocking=False):
-                    mine.append(s)
-                elif ids == "all":
-                    held.append(s)
-                else:
-                    for m in mine:
-                        m.busy.release()
-                    what = "already stopping" if s.state == State.STOPPING else f"busy ({s.state})"
-                    raise SetBusy(f"set {i} is {what} (see: labctl status {i})")
-        return targets, mine, held
-
-    def _finish(self, s: ProcessSet, until: float | None = None) -> None:
-        try:
-            s.finish_stop(self.limits.stop, until)
-        except Exception:
-            log.exception("set %d: stopping", s.spec.id)
-        self._tracker.end_set(s.spec.id)
-        if s.output_done is not None and not s.output_done.wait(OUTPUT_DRAIN):
-            log.warning("set %d: printer output still open after the stop", s.spec.id)
-        self._end(s)
-        self._record(s.spec.id, "that its processes ended", self.store.forget_workers, s.spec.id)
-        log.info("set %d: %s", s.spec.id, s.state)
+        """Stop sets and wait until they are stopped (see :class:`labd.stopping.Stopper`)."""
+        return self._stopper.stop(ids, caller, until)
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
@@ -507,50 +342,26 @@ class Lab:
             s.stopped_at = time.time()
         if s.output_done is None:  # its output never reached the collector, which closes it
             s.output.close()
-        final = self._status(s)
+        final = live_status(s)
         procs = process_records(s, self._stats, uss=False)  # exit codes, for inspect
         self.store.finish(s.spec.id, cast(StatusRecord, {**final, "processes": procs}))
         if s.metrics is not None:  # its last sample: a set shorter than the sampler's second
             self.store.add_samples([s.metrics.figures.row(s.spec.id, s.stopped_at)])
         per_counter = s.metrics.per_counter() if s.metrics is not None else []
-        with self._lock:
-            text = json.dumps(final, separators=(",", ":"))
-            trace = s.mechanism.trace()
-            self._ended[s.spec.id] = Ended(
-                final, per_counter, s.output.dropped, text=text, processes=procs, trace=trace
-            )
-            del self._sets[s.spec.id]
+        text = json.dumps(final, separators=(",", ":"))
+        trace = s.mechanism.trace()
+        ended = Ended(final, per_counter, s.output.dropped, text=text, processes=procs, trace=trace)
+        self._table.end(s.spec.id, ended)
         self._snapshots.invalidate()
-
-    def _stop_quietly(self, s: ProcessSet) -> None:
-        try:
-            self.stop([s.spec.id])
-        except SetBusy:
-            pass  # someone else is stopping it
-        except Exception:
-            log.exception("set %d: stopping in the background", s.spec.id)
-
-    def _stop_in_background(self, s: ProcessSet) -> None:
-        threading.Thread(
-            target=self._stop_quietly, args=(s,), name=f"stop-{s.spec.id}", daemon=True
-        ).start()
 
     # --- events ----------------------------------------------------------------------
     def _state_changed(self, s: ProcessSet, state: State, detail: str) -> None:
         self._snapshots.invalidate()
         self.store.set_state(s.spec.id, state, detail)
         if state == State.FAILED and s.workers and not s.busy.locked():
-            self._stop_in_background(s)  # reap what is left, release resources
+            self._stopper.in_background(s)  # reap what is left, release resources
         if self._on_change is not None:
             self._on_change(self.summary())
-
-    def _record(self, set_id: int, what: str, write: Callable[..., None], *args: Any) -> None:
-        """Write to the history; a write that fails is logged and never keeps a set from
-        going on with its life (a stop from stopping its workers)."""
-        try:
-            write(*args)
-        except Exception as exc:
-            log.error("set %d: cannot record %s in the history store: %s", set_id, what, exc)
 
     def _worker_exited(self, s: ProcessSet, w: Worker) -> None:
         self._snapshots.invalidate()  # one process fewer alive
@@ -558,54 +369,24 @@ class Lab:
 
     def _deadline(self, s: ProcessSet) -> None:
         log.info("set %d: duration reached", s.spec.id)
-        self._stop_in_background(s)
+        self._stopper.in_background(s)
 
     def _manager_died(self, generation: int) -> None:
-        with self._lock:
-            victims = [
-                s for s in self._sets.values() if s.live and s.env.manager_generation == generation
-            ]
+        victims = [s for s in self._table.live() if s.env.manager_generation == generation]
         for s in victims:
             s.fail("the Manager server died")
 
     def _live_sets(self) -> list[ProcessSet]:
-        with self._lock:
-            return [s for s in self._sets.values() if s.live]
+        return self._table.live()
 
     def healthy(self) -> bool:
         """For the watchdog: the background threads live and the lock is not stuck."""
-        if not self._lock.acquire(timeout=5):
+        if not self._table.lock.acquire(timeout=5):
             return False
-        self._lock.release()
+        self._table.lock.release()
         return self._reaper.alive and self._sampler.alive and self._collector.alive
 
     def summary(self) -> str:
         live = self._live_sets()
         procs = sum(sum(1 for w in s.workers if w.alive) for s in live)
         return f"{len(live)} set(s) running, {procs} process(es)"
-
-    # --- rendering -------------------------------------------------------------------
-    def _status_of(self, set_id: int) -> StatusRecord:
-        with self._lock:
-            pset = self._sets.get(set_id)
-            ended = self._ended.get(set_id)
-        if pset is not None:
-            return self._status(pset)
-        if ended is not None:
-            return ended.status.copy()
-        row = self.store.get(set_id)
-        if row is None:
-            raise NoSuchSet(f"no set {set_id} (see: labctl status)")
-        return stored_status(row)
-
-    def _status(self, s: ProcessSet) -> StatusRecord:
-        return live_status(s)
-
-
-def _members(sets: list[ProcessSet]) -> Members:
-    return {s.spec.id: {w.pid for w in s.workers if w.alive} for s in sets}
-
-
-def _needs_stop(s: ProcessSet) -> bool:
-    """Live, or failed with processes and resources not wound up yet."""
-    return s.live or (s.state == State.FAILED and bool(s.workers) and s.stopped_at is None)

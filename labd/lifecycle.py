@@ -26,8 +26,8 @@ this order, never the other way round:
    which waits for it while holding nothing else.
 2. ``Lifecycle.lock`` (re-entrant): the set's state, checked and changed as one step.
    The change callback runs under it (it writes the store, which has its own leaf lock,
-   and tells systemd, which takes ``Lab._lock``).
-3. ``Lab._lock``: the table of sets. A leaf: nothing is waited for under it; it only
+   and tells systemd, which takes ``SetTable.lock``).
+3. ``SetTable.lock``: the table of sets. A leaf: nothing is waited for under it; it only
    ever *tries* ``busy`` (non-blocking) and reads states without their lock.
 """
 

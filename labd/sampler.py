@@ -2,7 +2,8 @@
 latency once a second (into the history store), and the CPU and memory of the
 processes of sets someone inspected lately (see :mod:`labd.procstats`). Requests are
 served from what it cached, never computed per request: each tick that sampled a live
-set ends the status snapshot's generation (``on_tick``)."""
+set ends the status snapshot's generation and, while clients ask, builds the next
+snapshot (``on_tick``, see :mod:`labd.snapshot`)."""
 
 from __future__ import annotations
 

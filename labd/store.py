@@ -30,9 +30,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from labd.errors import NoSuchSet
 from labd.protocol import (
@@ -54,6 +54,7 @@ CHECK_AT_OPEN = 64 << 20
 FILENAME = "history.sqlite3"
 INTERRUPTED_DETAIL = "labd stopped while it ran"
 SAMPLE_KEYS = ("at", *FIGURE_KEYS)
+T = TypeVar("T")
 
 
 class SetRow(TypedDict):
@@ -322,6 +323,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the store's connection in one transaction, under its lock: for
+        tables kept in the same file by others (the experiments'), so that they share
+        its fault handling (:mod:`labd.history`) and follow it when it is restored."""
+        with self._lock, self._conn:
+            return fn(self._conn)
 
     def restore(self) -> None:
         """The file was deleted or replaced: write what this connection still holds

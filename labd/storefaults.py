@@ -19,6 +19,7 @@ from labd.errors import ConfigError, StoreDamaged
 from labd.store import Store
 
 log = logging.getLogger("labd.history")
+ID_TABLES = ("sets", "experiments")  # whose ids must never be given again
 
 _SQLITE_KINDS = {
     sqlite3.SQLITE_FULL: "disk full",
@@ -73,9 +74,10 @@ def move_aside(path: Path, why: str) -> Path:
     return dest
 
 
-def open_store(path: Path) -> tuple[Store, str | None, int]:
+def open_store(path: Path) -> tuple[Store, str | None, dict[str, int]]:
     """The history store; a warning if the file found there had to be moved aside, and
-    the highest set id that file still shows (so that none is given again)."""
+    the highest ids that file still shows, by table (``sets``, ``experiments``), so
+    that none is given again."""
     found = damage_note(path)
     try:
         problem = found.read_text().strip() if found.exists() else ""
@@ -83,10 +85,10 @@ def open_store(path: Path) -> tuple[Store, str | None, int]:
         problem = ""
     if not problem:
         try:
-            return Store(path), None, 0
+            return Store(path), None, {}
         except StoreDamaged as exc:
             problem = exc.message
-    highest = _highest_id(path)
+    highest = {table: _highest_id(path, table) for table in ID_TABLES}
     try:
         dest = move_aside(path, "readonly" if "read-only" in problem else "damaged")
     except OSError as err:
@@ -104,19 +106,24 @@ def damage_note(path: Path) -> Path:
     return path.with_name(path.name + ".damage-found")
 
 
-def _highest_id(path: Path) -> int:
-    """The highest set id a damaged file still shows, read only; 0 if none can be read."""
+def _highest_id(path: Path, table: str) -> int:
+    """The highest id of ``table`` (sets, experiments) a damaged file still shows, read
+    only, from what can be read of it; 0 if nothing can."""
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.5)
     except sqlite3.Error:
         return 0
+    found = [0]
     try:
-        row = conn.execute(
-            "SELECT MAX(n) FROM (SELECT seq AS n FROM sqlite_sequence WHERE name = 'sets'"
-            " UNION ALL SELECT MAX(id) FROM sets)"
-        ).fetchone()
-        return int(row[0] or 0)
-    except sqlite3.Error:
-        return 0
+        for query, args in (
+            ("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)),
+            (f"SELECT MAX(id) FROM {table}", ()),
+        ):
+            try:
+                row = conn.execute(query, args).fetchone()
+            except sqlite3.Error:
+                continue
+            found.append(int(row[0] or 0) if row else 0)
+        return max(found)
     finally:
         conn.close()

@@ -9,6 +9,7 @@ running labd on the same machine.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -18,11 +19,13 @@ import psutil
 import pytest
 import rpyc
 from daemonkit import DaemonFactory, one_daemon
+from diskfaults import DiskFault, disk_fault_of, tmpfs
 from helpers import (
     SESSION_VAR,
     Daemon,
     describe,
     kill_all,
+    mounts_in_short_dirs,
     remove_short_dirs,
     stop_own_multiprocessing_helpers,
     wait_for,
@@ -106,6 +109,11 @@ def no_strays(request: pytest.FixtureRequest) -> Iterator[None]:
             sys.stderr.write(line + "\n")
     if os.environ.get("IPCLAB_TEST_DEBUG_SHM"):
         sys.stderr.write(f"\n/dev/shm entries our processes held: {sorted(watch.seen)}\n")
+    mounts = mounts_in_short_dirs()
+    if mounts:
+        problems.append(f"filesystems a test mounted are still mounted: {mounts}")
+        for where in reversed(mounts):
+            subprocess.run(["umount", "-l", where], check=False)
     remove_short_dirs()
     if problems:
         pytest.fail(
@@ -121,6 +129,21 @@ def labd_factory() -> Iterator[DaemonFactory]:
         yield factory
     finally:
         factory.finish()
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """An 8 MiB tmpfs for one test (tests/diskfaults.py); request it before labd_factory."""
+    with tmpfs() as where:
+        yield where
+
+
+@pytest.fixture(params=["disk full", "I/O error"])
+def disk_fault(request: pytest.FixtureRequest) -> Iterator[DiskFault]:
+    """A real disk fault switched on and off by the test: a full tmpfs, or EIO from a
+    FUSE filesystem (tests/diskfaults.py); request it before labd_factory."""
+    with disk_fault_of(request.param) as fault:
+        yield fault
 
 
 @pytest.fixture

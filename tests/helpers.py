@@ -59,6 +59,13 @@ def short_dir() -> Path:
     return path
 
 
+def mounts_in_short_dirs() -> list[str]:
+    """Mount points inside this session's short directories (a test left them mounted)."""
+    roots = tuple(f"{d}/" for d in _SHORT_DIRS)
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [p for p in (line.split()[4] for line in lines) if p.startswith(roots)]
+
+
 def remove_short_dirs() -> None:
     while _SHORT_DIRS:
         shutil.rmtree(_SHORT_DIRS.pop(), ignore_errors=True)
@@ -129,6 +136,7 @@ class Daemon:
         root: Path | None = None,
         socket_name: str = "labd.sock",
         wrapper: Sequence[str] = (),
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.root = root or short_dir()
         self.socket = str(self.root / socket_name)
@@ -141,6 +149,7 @@ class Daemon:
         self.returncode: int | None = None
         self.allow_tracebacks = False
         self.wrapper = list(wrapper)  # a command that execs labd (e.g. setpriv ...)
+        self.preexec = preexec  # run in the child before labd (e.g. setrlimit, setuid)
 
     # --- life ------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
@@ -161,6 +170,7 @@ class Daemon:
                 stderr=log,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=self.preexec,
             )
         if wait:
             self.wait_ready()
@@ -298,6 +308,32 @@ def stop_own_multiprocessing_helpers(timeout: float = 5.0) -> list[str]:
             sigkill(pid)
             stopper.join(timeout)
     return problems
+
+
+def in_child_as(uid: int, gid: int, groups: Sequence[int], work: Callable[[], bytes]) -> bytes:
+    """``work()`` in a forked child running as ``uid``/``gid``/``groups`` (no exec, so no
+    interpreter file it would need to read): the bytes it returned. The child ends with
+    ``os._exit`` whatever ``work`` does; ``work`` should turn its own errors into bytes."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups(list(groups))
+            os.setgid(gid)
+            os.setuid(uid)
+            os.write(w, work())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    return b"".join(chunks)
 
 
 def sigkill(pid: int) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import rpyc
 from daemonkit import DaemonFactory
-from helpers import Daemon, connect, one_line, short_dir, wait_for
+from helpers import Daemon, connect, in_child_as, one_line, short_dir, wait_for
 
 import labd.errors as E
 
@@ -35,33 +35,18 @@ OWN_DIR = "run/labd.sock"  # --allow-* need a directory of labd's own for the so
 def as_user(sock: str, uid: int, gid: int, groups: tuple[int, ...] = ()) -> str:
     """Connect to ``sock`` as ``uid``/``gid``/``groups`` in a forked child; "ok" if labd
     answered ``version``, else the error's class and message."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no exec, so no interpreter file it would need to read
+
+    def version() -> bytes:
         try:
-            os.close(r)
-            os.setgroups(list(groups))
-            os.setgid(gid)
-            os.setuid(uid)
-            try:
-                with connect(sock) as conn:
-                    conn._config["sync_request_timeout"] = 10
-                    json.loads(conn.root.version())
-                result = "ok"
-            except BaseException as exc:
-                result = f"{type(exc).__name__}: {exc}"
-            os.write(w, result.encode()[:4000])
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        chunks = []
-        while chunk := os.read(r, 4096):
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    return b"".join(chunks).decode()
+            with connect(sock) as conn:
+                conn._config["sync_request_timeout"] = 10
+                json.loads(conn.root.version())
+            result = "ok"
+        except BaseException as exc:
+            result = f"{type(exc).__name__}: {exc}"
+        return result.encode()[:4000]
+
+    return in_child_as(uid, gid, groups, version).decode()
 
 
 def passable() -> Path:

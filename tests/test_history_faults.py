@@ -1,13 +1,13 @@
 """The history store under real faults, with a real labd: a full disk (a small tmpfs
-filled by the test), another process holding the write lock, a damaged or read-only
-file at start, the file deleted while labd runs. labd keeps its sets and serves, says
-what is wrong (status, version, log), refuses new sets while it cannot record them,
-catches up once the fault clears, and never gives a set id twice.
+filled by the test), a disk failing with EIO (a FUSE filesystem), another process
+holding the write lock, a damaged or read-only file at start, the file deleted while
+labd runs. labd keeps its sets and serves, says what is wrong (status, version, log),
+refuses new sets while it cannot record them, catches up once the fault clears, and
+never gives a set id twice.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -15,12 +15,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import rpyc
+from diskfaults import DiskFault
 from helpers import labctl_command, one_line, short_dir, wait_for
 
 from labd.errors import LabError
@@ -39,41 +39,7 @@ sys.stdin.read()
 """
 
 
-# --- the faults ----------------------------------------------------------------------
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 8 MiB tmpfs, mounted for the test and unmounted after (request it before
-    labd_factory, so that labd is stopped first)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where = short_dir() / "disk"
-    where.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(where)], check=True
-    )
-    try:
-        yield where
-    finally:
-        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the disk refuses (ENOSPC); the file is returned."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    finally:
-        os.close(fd)
-    return filler
-
-
+# --- the faults (a full disk, EIO: tests/diskfaults.py) ---------------------------------
 def damage(path: Path, where: str) -> None:
     """Overwrite a page of a SQLite file with garbage: the one of the samples table (in
     the middle of the file), or the last one."""
@@ -129,25 +95,27 @@ def labctl_status(socket: str) -> subprocess.CompletedProcess[str]:
 
 # --- at run time -------------------------------------------------------------------------
 @pytest.mark.daemon
-def test_a_full_disk_degrades_the_history_then_it_catches_up(
-    small_disk: Path, labd_factory
+def test_a_failing_disk_degrades_the_history_then_it_catches_up(
+    disk_fault: DiskFault, labd_factory
 ) -> None:
-    d = labd_factory(fakes=True, state_dir=small_disk / "state")
+    """A full disk (tmpfs) or a disk failing with EIO (FUSE) under a running set."""
+    kind = disk_fault.kind
+    d = labd_factory(fakes=True, state_dir=disk_fault.path / "state")
     db = d.state_dir / FILENAME
     conn = d.connect()
     try:
         set_id = json.loads(conn.root.spawn("fake", 1, CHATTY))["id"]
         wait_for(lambda: stored(db, "SELECT * FROM samples"), 10, "samples in the history")
-        filler = fill(small_disk)
-        full_at = time.time()
-        health = wait_for(lambda: degraded(conn), 15, "the history to report the full disk")
-        assert health["reason"].startswith("disk full"), health
-        assert "history store degraded: disk full" in d.log_text()
+        disk_fault.on()
+        failed_at = time.time()
+        health = wait_for(lambda: degraded(conn), 15, f"the history to report {kind}")
+        assert health["reason"].startswith(kind), health
+        assert f"history store degraded: {kind}" in d.log_text()
         with pytest.raises(LabError) as refused:
             conn.root.spawn("queue", 1, "{}")
-        assert "disk full" in one_line(refused.value)
+        assert kind in one_line(refused.value)
         shown = labctl_status(d.socket)
-        assert shown.returncode == 0 and "history store is degraded: disk full" in shown.stderr
+        assert shown.returncode == 0 and f"history store is degraded: {kind}" in shown.stderr
 
         before = status(conn, set_id)["attempted"]
         wait_for(lambda: status(conn, set_id)["attempted"] > before + 20, 10, "the set to go on")
@@ -157,15 +125,15 @@ def test_a_full_disk_degrades_the_history_then_it_catches_up(
         final = json.loads(conn.root.stop((set_id,)))[0]
         assert final["state"] == "stopped" and final["attempted"] > before
 
-        os.unlink(filler)
+        disk_fault.off()
         wait_for(lambda: not degraded(conn), 15, "the history to recover")
         assert "history store recovered" in d.log_text()
         (state, final_json), *_ = stored(
             db, "SELECT state, final_json FROM sets WHERE id = ?", set_id
         )
         assert state == "stopped" and json.loads(final_json)["attempted"] == final["attempted"]
-        during = stored(db, "SELECT at FROM samples WHERE set_id = ? AND at > ?", set_id, full_at)
-        assert len(during) >= 3, "samples taken while the disk was full are in the history"
+        during = stored(db, "SELECT at FROM samples WHERE set_id = ? AND at > ?", set_id, failed_at)
+        assert len(during) >= 3, f"samples taken during the {kind} are in the history"
         first = ring[0][0]
         wait_for(
             lambda: json.loads(conn.root.tail(set_id, first - 1, len(ring)))["lines"] == ring,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from daemonkit import DaemonFactory, fakes_env
-from helpers import free_port, wait_for
+from helpers import free_port, in_child_as, wait_for
 from test_access import GROUP, NOBODY, OTHER, passable
 
 from labctl.client import Client, connect
@@ -47,36 +47,21 @@ def as_user(
 ) -> Any:
     """``call(client)`` as ``uid`` (with ``groups``) in a forked child: its JSON-able
     result, or {"error": class, "message": ...} for a LabError."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+
+    def work() -> bytes:
         try:
-            os.close(r)
-            os.setgroups(list(groups))
-            os.setgid(uid)
-            os.setuid(uid)
+            client = connect(sock if isinstance(sock, Address) else Address(path=sock))
             try:
-                client = connect(sock if isinstance(sock, Address) else Address(path=sock))
-                try:
-                    result: Any = call(client)
-                finally:
-                    client.close()
-            except LabError as exc:
-                result = {"error": type(exc).__name__, "message": exc.args[0]}
-            except BaseException as exc:
-                result = {"error": type(exc).__name__, "message": str(exc)}
-            os.write(w, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    try:
-        chunks = []
-        while chunk := os.read(r, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    return json.loads(b"".join(chunks) or b"null")
+                result: Any = call(client)
+            finally:
+                client.close()
+        except LabError as exc:
+            result = {"error": type(exc).__name__, "message": exc.args[0]}
+        except BaseException as exc:
+            result = {"error": type(exc).__name__, "message": str(exc)}
+        return json.dumps(result).encode()
+
+    return json.loads(in_child_as(uid, uid, groups, work) or b"null")
 
 
 def labctl_run(args: list[str]) -> dict[str, Any]:

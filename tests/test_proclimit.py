@@ -13,14 +13,13 @@ import ctypes
 import json
 import os
 import resource
-import subprocess
 import threading
 from collections.abc import Iterator
 
 import psutil
 import pytest
 from daemonkit import DaemonFactory, fakes_env
-from helpers import Daemon, labd_command, short_dir, wait_for
+from helpers import Daemon, short_dir, wait_for
 
 pytestmark = [
     pytest.mark.daemon,
@@ -44,28 +43,15 @@ def _as_limited_user(limit: int) -> None:
 
 
 class LimitedDaemon(Daemon):
+    """labd as an ordinary user under a process limit of ``limit``."""
+
     def __init__(self, limit: int, **kw: object) -> None:
         root = short_dir()
         (root / "run").mkdir(mode=0o700)
         os.chown(root / "run", UID, -1)  # labd's socket directory is its own user's
+        kw.setdefault("preexec", lambda: _as_limited_user(limit))
         super().__init__(root=root, socket_name="run/labd.sock", **kw)  # type: ignore[arg-type]
         self.limit = limit
-
-    def start(self, wait: bool = True) -> Daemon:
-        cmd = [*labd_command(), "--socket", self.socket, "--state-dir", str(self.state_dir)]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=lambda: _as_limited_user(self.limit),
-            )
-        if wait:
-            self.wait_ready()
-        return self
 
 
 def _tasks(uid: int) -> int:

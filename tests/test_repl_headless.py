@@ -222,6 +222,29 @@ def test_set_ids_after_the_commands_that_take_them(completer: LabCompleter) -> N
     ]
 
 
+def test_group_ids_after_the_commands_that_take_them() -> None:
+    groups = (
+        {"group": "g0a1b2c", "mechanism": "redis", "counters": 8, "contexts": ["lab1", "lab2"]},
+        {"group": "g9f8e7d", "mechanism": "redis", "counters": 2, "contexts": ["local"]},
+    )
+    parts = (  # this labd holds a part of each: g9f8e7d's has ended
+        {"id": 20, "mechanism": "redis", "state": "running", "params": {"group": "g0a1b2c:1/2"}},
+        {"id": 21, "mechanism": "redis", "state": "stopped", "params": {"group": "g9f8e7d:1/1"}},
+    )
+    snap = Snapshot(connected=True, sets=parts, mechanisms=MECHANISMS, groups=groups)
+    completer = LabCompleter(cli, LiveCache(snap))  # type: ignore[arg-type]
+    assert complete(completer, "stop g") == ["stop g0a1b2c"]  # ended groups left out
+    assert complete(completer, "stop ") == ["stop 20", "stop g0a1b2c", "stop all"]
+    assert complete(completer, "inspect g") == ["inspect g0a1b2c", "inspect g9f8e7d"]
+    assert complete(completer, "watch g9") == ["watch g9f8e7d"]
+    assert complete(completer, "watch g9f8e7d ") == []  # watch takes one group
+    assert complete(completer, "status g0a1b2c ") == ["status g0a1b2c g9f8e7d"]
+    assert complete(completer, "stop 20 ") == []  # set ids and group ids do not mix
+    assert complete(completer, "tail g") == []  # tail takes a set id only
+    found = completer.get_completions(Document("stop g0"), CompleteEvent())
+    assert [c.display_meta_text for c in found] == ["group: redis 8 on lab1,lab2"]
+
+
 # --- toolbar and prompt ----------------------------------------------------------------
 def text_of(fragments: Any) -> str:
     return "".join(text for _style, text, *_ in fragments)

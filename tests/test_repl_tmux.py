@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import Daemon, labctl_command, wait_for
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.daemon
 
@@ -337,3 +338,57 @@ def test_shutdown_in_the_repl_is_calm_and_labd_comes_back_only_saying_so(
     pane.type("exit")
     pane.keys("Enter")
     assert pane.exit_status() == 0
+
+
+def test_group_ids_complete_like_set_ids(
+    labd_daemon: Daemon, tmux: Tmux, redis_server: RedisServer
+) -> None:
+    """A group spawned in the REPL (``--on``) is offered by Tab after stop, inspect and
+    watch, from the poller's read of the user's group file."""
+    tmux.env.update(
+        PROMPT_TOOLKIT_NO_CPR="1",
+        LABCTL_CONNECT=f"unix:{labd_daemon.socket}",
+        XDG_CONFIG_HOME=str(Path(tmux.env["XDG_STATE_HOME"]).parent / "config"),
+    )
+    added = subprocess.run(
+        [*labctl_command(), "context", "add", "lab1", "--connect", labd_daemon.socket],
+        env=tmux.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    pane = tmux.open(labctl_command())
+    pane.wait_for(r"^lab>", "the first prompt")
+    pane.type(f"spawn redis 2 op=incr interval=0.05 url={redis_server.url} --on lab1")
+    pane.keys("Enter")
+    gid = pane.wait_for(r"^(g[0-9a-f]{6})$", "the group's id")[1]
+
+    def tab_to(typed: str, what: str) -> None:
+        pane.type(typed)
+        done = rf"> {typed}{gid[len(typed.split()[-1]) :]}$"
+
+        def completed() -> bool:  # the poller reads the group file twice a second
+            if re.search(done, pane.screen(), re.M):
+                return True
+            pane.keys("Tab")
+            return False
+
+        wait_for(completed, WAIT, what, every=0.3)
+
+    tab_to("inspect g", "inspect g completed to the group")
+    pane.keys("Enter")
+    pane.wait_for(rf"^group {gid}\s+redis 2", "the group inspected")
+    tab_to("watch g", "watch g completed to the group")
+    pane.keys("Enter")
+    wait_for(  # watch draws on a cleared screen: the lines above are gone
+        lambda: f"group {gid}" in pane.screen() and "> inspect" not in pane.screen(),
+        WAIT,
+        "the group watched",
+    )
+    pane.keys("C-c")
+    wait_for(pane.prompt_last, WAIT, "the prompt after Ctrl-C")
+    tab_to("stop g", "stop g completed to the group")
+    pane.keys("Enter")
+    pane.wait_for(rf"^group {gid} \(redis\) ", "the group stopped")
+    wait_for(pane.prompt_last, WAIT, "the prompt after stop")
+    pane.keys("C-d")
+    assert pane.exit_status() == 0
+    assert redis_server.keys() == []

@@ -21,6 +21,8 @@ class Snapshot:
     connected: bool = False
     sets: tuple[StatusRecord, ...] = ()
     mechanisms: tuple[MechanismRecord, ...] = ()
+    #: the groups this user started (``spawn ... --on``), as groups.json lists them
+    groups: tuple[dict[str, Any], ...] = ()
     updated: float | None = None  # time.monotonic() of the last status()
     losses: int = 0  # how many times a connection to labd was lost
     problem: str = ""  # why it is not connected (one line)

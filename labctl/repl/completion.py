@@ -1,8 +1,8 @@
 """Tab completion from the click group and the poller's cache, never from the network.
 
 Command names and their options come from the click group itself; mechanism names, the
-chosen mechanism's ``KEY=`` parameters and their allowed values, and set ids come from
-the last :class:`~labctl.repl.cache.Snapshot`.
+chosen mechanism's ``KEY=`` parameters and their allowed values, set ids and group ids
+(``spawn ... --on``) come from the last :class:`~labctl.repl.cache.Snapshot`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import click
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from labctl.groups import is_group_id
 from labctl.repl.cache import LiveCache, Snapshot
 from labctl.repl.dispatch import HELP, LEAVE, commands
-from labd.protocol import ParamRecord, StatusRecord, typed_value
+from labd.protocol import LIVE_STATES, ParamRecord, StatusRecord, typed_value
 
 ID_COMMANDS = {"stop": None, "inspect": 1, "tail": 1, "watch": None, "status": None}
+GROUP_COMMANDS = {"stop", "inspect", "watch", "status"}  # they take a group id as a set id
 BOOL_VALUES = ("yes", "no")
 
 
@@ -136,7 +138,9 @@ def _values(key: str, typed: str, param: ParamRecord) -> Iterator[Completion]:
 
 
 def _ids(line: Line, snap: Snapshot) -> Iterator[Completion]:
-    """Set ids (live ones only for ``stop``, plus ``all``), each at most once."""
+    """Set ids (live ones only for ``stop``, plus ``all``), or group ids, each at most
+    once; set ids and group ids are never mixed on one line (and ``watch`` takes one
+    group)."""
     name = line.words[0]
     limit = ID_COMMANDS[name]
     given = line.positional
@@ -144,8 +148,32 @@ def _ids(line: Line, snap: Snapshot) -> Iterator[Completion]:
         return
     sets: Sequence[StatusRecord] = snap.live_sets if name == "stop" else snap.sets
     meta = {str(s.get("id")): f"{s.get('mechanism')}, {s.get('state')}" for s in sets}
+    groups = _groups(name, snap) if name in GROUP_COMMANDS else {}
+    if not given:
+        meta |= groups
+    elif any(is_group_id(w) for w in given):  # group ids given: more of them, no set ids
+        meta = {} if name == "watch" else groups
     for taken in given:
         meta.pop(taken, None)
     if name == "stop" and not given:
         meta["all"] = "every running set"
     yield from _matching(line.current, meta, meta)
+
+
+def _groups(command: str, snap: Snapshot) -> dict[str, str]:
+    """Group ids with what they are; for ``stop``, not those whose parts this labd
+    holds have all ended (parts on other labds are not asked: no network here)."""
+    states: dict[str, list[str]] = {}
+    for s in snap.sets:
+        part = str((s.get("params") or {}).get("group") or "")
+        if part:
+            states.setdefault(part.partition(":")[0], []).append(str(s.get("state")))
+    out = {}
+    for g in snap.groups:
+        gid = str(g.get("group"))
+        seen = states.get(gid, [])
+        if command == "stop" and seen and not any(x in LIVE_STATES for x in seen):
+            continue
+        on = ",".join(g.get("contexts") or ())
+        out[gid] = f"group: {g.get('mechanism')} {g.get('counters')} on {on}"
+    return out

@@ -3,7 +3,9 @@
 rpyc connections are not shared between threads, so the poller connects by itself (and
 never starts a daemon: that is for the commands the user types). It fills the
 :class:`~labctl.repl.cache.LiveCache`, wakes the UI through ``on_change``, says once when
-labd goes away and once when it is back, and keeps retrying in between.
+labd goes away and once when it is back, and keeps retrying in between. It also reads
+the user's group file (``spawn ... --on``) at each round, so group ids complete as set
+ids do, whether labd answers or not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from labctl.client import Client, connect
 from labctl.repl.cache import LiveCache
@@ -20,10 +23,17 @@ from labctl.target import Target
 from labd.errors import ConnectError, LabError
 
 Connector = Callable[[Target], Client]
+GroupReader = Callable[[], list[dict[str, Any]]]
 
 
 def _connect(target: Target) -> Client:
     return connect(target.address, target.tls, target.timeout)
+
+
+def _read_groups() -> list[dict[str, Any]]:
+    from labctl.groups import Groups
+
+    return Groups().summaries()
 
 
 def _say(line: str) -> None:
@@ -49,6 +59,7 @@ class Poller:
         pace: Pace = Pace(),
         connector: Connector = _connect,
         say: Callable[[str], None] = _say,
+        groups: GroupReader = _read_groups,
     ) -> None:
         self.target = target
         self.cache = cache
@@ -56,6 +67,7 @@ class Poller:
         self._pace = pace
         self._connector = connector
         self._say = say
+        self._read_groups = groups
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="labctl-poller", daemon=True)
         self._announced_loss = False
@@ -78,6 +90,7 @@ class Poller:
                 client = self._join()
             if client is not None:
                 client = self._poll(client)
+            self._groups()
             self._stopping.wait(self._pace.interval if client else self._pace.retry)
         if client is not None:
             client.close()
@@ -117,6 +130,16 @@ class Poller:
         self.cache.update(sets=tuple(sets), updated=time.monotonic())
         self.on_change()
         return client
+
+    def _groups(self) -> None:
+        """The user's groups, if their file changed (a bad file: none, the commands say why)."""
+        try:
+            found = tuple(self._read_groups())
+        except (LabError, OSError):
+            found = ()
+        if found != self.cache.snapshot().groups:
+            self.cache.update(groups=found)
+            self.on_change()
 
     def _down(self, problem: str) -> None:
         """Note that labd does not answer; say so once per loss of a working connection."""

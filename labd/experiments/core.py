@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from labd.errors import LabError, NoSuchExperiment, NoSuchSet, NotAllowed
+from labd.errors import HistoryError, LabError, NoSuchExperiment, NoSuchSet, NotAllowed
 from labd.experiments import view
 from labd.experiments.machine import machine
 from labd.experiments.records import LIVE, Records
@@ -29,11 +29,15 @@ log = logging.getLogger("labd.experiments")
 class Experiments:
     def __init__(self, lab: Lab) -> None:
         self._lab = lab
-        self.records = Records(lab.store.path)
+        self.records = Records(lab.store)
         self.runner = Runner(lab, self.records)
 
     def start(self) -> None:
-        gone = self.records.mark_interrupted()
+        try:
+            gone = self.records.mark_interrupted()
+        except HistoryError as exc:  # labd starts anyway, and says why
+            log.error("cannot mark the experiments of an earlier labd interrupted: %s", exc)
+            gone = []
         if gone:
             log.warning(
                 "experiments %s were running when labd last stopped: marked interrupted",

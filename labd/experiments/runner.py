@@ -2,8 +2,11 @@
 
 Experiments wait in a queue; the runner takes the oldest, runs its plan in the recorded
 order, stores each run as it ends, and marks the experiment done, cancelled, failed, or
-interrupted (labd stopping). A cancel sets an event every wait of the current run
-watches, so it takes effect within moments and the run's set is stopped.
+interrupted (labd stopping). While the history store is degraded (a full disk, an I/O
+error, a foreign lock) the experiment waits before its next run, and goes on when the
+store recovers; its records wait in memory meanwhile (:mod:`labd.experiments.records`).
+A cancel sets an event every wait of the current run watches, so it takes effect within
+moments and the run's set is stopped.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from labd.errors import LabError
+from labd.errors import HistoryError, LabError
 from labd.experiments.machine import load
 from labd.experiments.measure import Cancelled, RunTag, run_once
 from labd.experiments.records import Records
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
     from labd.lab import Lab
 
 log = logging.getLogger("labd.experiments")
+HISTORY_POLL = 0.5  # seconds between looks at a degraded history store, in a run's wait
 
 
 @dataclass
@@ -136,8 +141,7 @@ class Runner:
 
             try:
                 tag = RunTag(exp_id, point, repeat)
-                owner = self.owner(exp_id) or LABD
-                result = run_once(self._lab, plan, tag, self._cancel, spawned, owner)
+                result = self._run_once(plan, tag, spawned)
             except Cancelled:
                 self._records.run_ended(exp_id, seq, "cancelled", None)
                 return "cancelled", None
@@ -149,6 +153,31 @@ class Runner:
                 return "failed", f"run {seq + 1} ({_label(plan, point)}): {exc.message}"
             self._records.run_ended(exp_id, seq, "done", result)
         return "done", None
+
+    def _run_once(self, plan: Plan, tag: RunTag, spawned: Callable[[int], None]) -> Any:
+        """One run; while the history store is degraded (its set could not be recorded)
+        the experiment waits for it to recover, then goes on (Cancelled if cancelled)."""
+        owner = self.owner(tag.experiment) or LABD
+        said = False
+        while True:
+            health = self._lab.store.health()
+            if health["state"] == "ok":
+                if said:
+                    log.warning("experiment %d goes on: the history recovered", tag.experiment)
+                try:
+                    return run_once(self._lab, plan, tag, self._cancel, spawned, owner)
+                except HistoryError:  # degraded since: the spawn was refused
+                    health = self._lab.store.health()
+            if not said:
+                log.warning(
+                    "experiment %d waits: the history store is degraded (%s); it goes on "
+                    "once the store recovers",
+                    tag.experiment,
+                    health["reason"],
+                )
+                said = True
+            if self._cancel.wait(HISTORY_POLL):
+                raise Cancelled()
 
 
 def _label(plan: Plan, point: int) -> str:

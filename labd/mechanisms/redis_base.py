@@ -3,7 +3,8 @@
 A subclass names its data keys (``keys``) and writes the worker loops; this base checks
 the parameters and reaches the server before the set exists (an unreachable server or
 a wrong password is refused at spawn, with nothing started), claims the set's key
-namespace at setup, and at teardown leaves it, removing every key if it is the last.
+namespace at setup, keeps its keys' expiry renewed while the set runs (see
+:mod:`redis_keeper`), and at teardown leaves it, removing every key if it is the last.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 
 from labd.mechanisms import redis_conn
 from labd.mechanisms.base import Mechanism, SetupEnv
+from labd.mechanisms.redis_keeper import KeyKeeper
 from labd.worker.contexts import CounterContext, PrinterContext
 
 
@@ -21,12 +23,15 @@ class RedisMechanism(Mechanism):
 
     #: the data keys of a set, under its namespace (e.g. "value" -> NS:value)
     keys: ClassVar[tuple[str, ...]] = ()
+    #: how many of ``keys`` (the first) are counters made 0 at setup, with their expiry
+    zeroed: ClassVar[int] = 0
     preload = ("redis",)
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         super().__init__(values)
         self.client: Any = None
         self.namespace: redis_conn.Namespace | None = None
+        self.keeper: KeyKeeper | None = None
         self.group = redis_conn.parse_group(str(self.values.get("group") or ""))
         self._figures: dict[str, Any] = {}
         self._conn_kwargs: dict[str, Any] = {}
@@ -34,7 +39,11 @@ class RedisMechanism(Mechanism):
     @classmethod
     def check(cls, values: Mapping[str, Any]) -> None:
         redis_conn.check_values(values)
-        redis_conn.connect_checked(values).close()
+        client = redis_conn.connect_checked(values)
+        try:
+            redis_conn.check_version(client, values)
+        finally:
+            client.close()
 
     def setup(self, env: SetupEnv) -> None:
         values = self.values
@@ -43,12 +52,15 @@ class RedisMechanism(Mechanism):
         prefix = str(values.get("namespace") or "") or redis_conn.default_namespace(
             env.set_id, self.group
         )
-        ns = redis_conn.Namespace(prefix, self.keys)
+        ns = redis_conn.Namespace(prefix, self.keys, self.zeroed)
+        ttl = redis_conn.ttl_ms(values)
         if self.group is not None:
-            ns.claim(self.client, f"group:{self.group.gid}:{self.name}", joinable=True)
+            ns.claim(self.client, f"group:{self.group.gid}:{self.name}", True, ttl)
         else:
-            ns.claim(self.client, f"set:{env.set_id}", joinable=False)
+            ns.claim(self.client, f"set:{env.set_id}", False, ttl)
         self.namespace = ns
+        url = redis_conn.where(values)
+        self.keeper = KeyKeeper(url, self._conn_kwargs, ns, ttl, f"redis keeper {env.set_id}")
         self._figures = {"namespace": prefix}
 
     def worker_args(self) -> tuple[Any, ...]:
@@ -89,8 +101,10 @@ class RedisMechanism(Mechanism):
         """The last part's read of the data keys as it removed them (override to keep)."""
 
     def teardown(self) -> None:
-        client, ns = self.client, self.namespace
-        self.client = self.namespace = None
+        client, ns, keeper = self.client, self.namespace, self.keeper
+        self.client = self.namespace = self.keeper = None
+        if keeper is not None:
+            keeper.stop()
         if client is None:
             return
         try:

@@ -12,6 +12,11 @@ Each set owns a key namespace (``namespace=``, by default one of its own): an
 ``owner`` key claims it, and a set refuses a namespace another set or user claimed.
 A group's parts (``group=GID:PART/N``, written by ``labctl spawn ... --on``) share
 one namespace; the last part to end reads the final figures and removes every key.
+
+Every key a set writes expires ``key_ttl=`` seconds (30 by default) after it was last
+renewed, and a live set renews them every third of that (see :mod:`redis_keeper`): the
+keys of a set whose labd or host died vanish on their own; an orderly end removes them
+at once.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from labd.errors import LabError, ParamError
 from labd.params import Param
 
 CONNECT_TIMEOUT_S = 3.0
+MIN_SERVER_MAJOR = 6  # SET ... KEEPTTL
+KEY_TTL_S = 30.0  # default key_ttl=: a live set renews its keys every third of it
 EXTRA_HINT = "install the extra: pip install 'ipclab[redis]'"
 _SCHEMES = ("redis", "rediss", "unix")
 _GROUP = re.compile(r"^(g[0-9a-z]{1,32}):([1-9][0-9]{0,3})/([1-9][0-9]{0,3})$")
@@ -58,6 +65,15 @@ PARAMS: tuple[Param, ...] = (
         str,
         "",
         "key prefix this set owns (empty: ipclab:HOST:SET:TOKEN, or the group's)",
+    ),
+    Param(
+        "key_ttl",
+        float,
+        KEY_TTL_S,
+        "seconds the set's keys outlive it if its labd or host dies (renewed every third "
+        "of it while it runs; an orderly end removes them at once)",
+        min=0.3,
+        max=86400.0,
     ),
 )
 GROUP_PARAM = Param(
@@ -191,14 +207,36 @@ def connect_checked(values: Mapping[str, Any]) -> Any:
     return client
 
 
+def check_version(client: Any, values: Mapping[str, Any]) -> None:
+    """Refuse a server older than 6.0 (SET ... KEEPTTL keeps a key's expiry); a user
+    not allowed INFO is let through (its server's version cannot be told)."""
+    try:
+        version = str(client.info("server").get("redis_version", ""))
+    except redis_module().ResponseError:
+        return
+    major = version.partition(".")[0]
+    if major.isdigit() and int(major) < MIN_SERVER_MAJOR:
+        raise LabError(
+            f"Redis at {where(values)} is version {version}: the Redis mechanisms need "
+            f"{MIN_SERVER_MAJOR}.0 or later"
+        )
+
+
 def default_namespace(set_id: int, group: Group | None) -> str:
     if group is not None:
         return f"ipclab:group:{group.gid}"
     return f"ipclab:{socket.gethostname()}:{set_id}:{secrets.token_hex(3)}"
 
 
+def ttl_ms(values: Mapping[str, Any]) -> int:
+    """The expiry of the set's keys, in milliseconds (``key_ttl=``)."""
+    return max(1, round(float(values.get("key_ttl") or KEY_TTL_S) * 1000))
+
+
 # One script claims a namespace: free, or already the same group's (the group's parts
-# join it); then counts the part in. KEYS: owner, parts, then the namespace's data keys.
+# join it); then counts the part in, creates the first ZEROED data keys as 0 (so that
+# they carry their expiry from the start) and gives every key its expiry.
+# KEYS: owner, parts, then the namespace's data keys; ARGV: claim, joinable, ttl, zeroed.
 _CLAIM = """
 local owner = redis.call('GET', KEYS[1])
 if owner == false then
@@ -210,6 +248,8 @@ elseif owner ~= ARGV[1] or ARGV[2] ~= '1' then
   return 'owned:' .. owner
 end
 redis.call('INCR', KEYS[2])
+for i = 3, 2 + tonumber(ARGV[4]) do redis.call('SET', KEYS[i], '0', 'NX') end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 'ok'
 """
 # And one releases it: the last part reads the final figures and removes every key.
@@ -224,21 +264,27 @@ return out
 
 
 class Namespace:
-    """The keys of one set (or one group), claimed at setup and removed at the end."""
+    """The keys of one set (or one group), claimed at setup and removed at the end.
 
-    def __init__(self, prefix: str, data: Sequence[str]) -> None:
+    ``zeroed``: the data keys (the first of ``data``) made 0 at the claim, with their
+    expiry, rather than by the workers' first write (which would give them none).
+    """
+
+    def __init__(self, prefix: str, data: Sequence[str], zeroed: int = 0) -> None:
         self.prefix = prefix
         self.owner = f"{prefix}:owner"
         self.parts = f"{prefix}:parts"
         self.data = {name: f"{prefix}:{name}" for name in data}
+        self.zeroed = zeroed
 
     def keys(self) -> list[str]:
         return [self.owner, self.parts, *self.data.values()]
 
-    def claim(self, client: Any, claim: str, joinable: bool) -> None:
-        result = client.eval(
-            _CLAIM, len(self.keys()), *self.keys(), claim, "1" if joinable else "0"
-        )
+    def claim(self, client: Any, claim: str, joinable: bool, ttl: int) -> None:
+        """Take the namespace (or join the group's); every key expires in ``ttl`` ms."""
+        keys = self.keys()
+        flag = "1" if joinable else "0"
+        result = client.eval(_CLAIM, len(keys), *keys, claim, flag, ttl, self.zeroed)
         text = result.decode() if isinstance(result, bytes) else str(result)
         if text == "ok":
             return
@@ -253,6 +299,14 @@ class Namespace:
             f"delete them (redis-cli --scan --pattern '{self.prefix}:*' | xargs redis-cli del) "
             "or give another namespace="
         )
+
+    def renew(self, client: Any, ttl: int) -> None:
+        """Push every key's expiry ``ttl`` ms ahead, in one round trip (keys that do
+        not exist stay so)."""
+        pipe = client.pipeline(transaction=False)
+        for key in self.keys():
+            pipe.pexpire(key, ttl)
+        pipe.execute()
 
     def release(self, client: Any) -> dict[str, bytes] | None:
         """Leave; the last part gets the data keys' final values (then all are gone)."""

@@ -11,6 +11,10 @@ Counters tally their retries in the set's ``retries`` key once a batch; the daem
 the value and the retries in one round trip when it samples. A group's parts share one
 key (``group=``, written by ``labctl spawn ... --on``): the last part to end reads the
 final value and removes the keys (``extra.group_value``).
+
+Both keys exist from setup with their expiry (``key_ttl=``), and every write keeps it:
+INCR and INCRBY do, and SET is given KEEPTTL (a plain SET would drop the expiry, and a
+dead set's key would stay for good).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class RedisCounter(RedisMechanism):
     )
     messages = False
     keys = ("value", "retries")
+    zeroed = 2  # made at setup with their expiry; SET keeps it (KEEPTTL), INCR too
 
     def observe(self) -> int | None:
         client, ns = self.client, self.namespace  # one read: teardown may drop them
@@ -87,7 +92,7 @@ def _getset(ctx: CounterContext, client: Any, key: str) -> None:
     get, put = client.get, client.set
     for n in ctx.batches():
         for _ in range(n):
-            put(key, int(get(key) or 0) + 1)
+            put(key, int(get(key) or 0) + 1, keepttl=True)
 
 
 def _incr(ctx: CounterContext, client: Any, key: str) -> None:
@@ -111,7 +116,7 @@ def _watch(ctx: CounterContext, client: Any, key: str, retries_key: str) -> None
                     pipe.watch(key)
                     value = int(pipe.get(key) or 0)
                     pipe.multi()
-                    pipe.set(key, value + 1)
+                    pipe.set(key, value + 1, keepttl=True)
                     pipe.execute()
                     break
                 except watch_error:

@@ -6,6 +6,12 @@ The list is bounded like the built-in queue: a counter whose push finds it longe
 ``maxsize`` waits until the printers have taken it below half. At a stop, once the
 counters have exited, labd pushes one empty message per printer behind every message,
 and each printer returns at its empty one.
+
+Redis removes a list that printers emptied, and a plain LPUSH would make it anew without
+an expiry (a dead set's list would then stay for good). So counters push with LPUSHX,
+which only adds to a list that exists (and costs what LPUSH costs); when the list is
+gone, a small script makes it and gives it the set's expiry (``key_ttl=``) in one step,
+so the list never exists without one. The keeper renews it as the set's other keys.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ from labd.worker.contexts import CounterContext, PrinterContext
 
 _POP_WAIT_S = 0.5  # a printer checks for a stop request this often while idle
 _FULL_POLL_S = 0.001
+# Push ARGV[2..] onto the list KEYS[1]; if that made the list, it expires in ARGV[1] ms.
+_MAKE = """
+local n = redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))
+if n == #ARGV - 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
 
 
 class RedisQueue(RedisMechanism):
@@ -54,21 +66,24 @@ class RedisQueue(RedisMechanism):
     def release_printers(self) -> None:
         client, ns = self.client, self.namespace
         if client is not None and ns is not None and self._printers:
-            client.lpush(ns.data["list"], *([b""] * self._printers))
+            ttl = redis_conn.ttl_ms(self.values)
+            client.eval(_MAKE, 1, ns.data["list"], ttl, *([b""] * self._printers))
 
     @classmethod
     def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
         url, kwargs, keys = args
         client = redis_conn.open_client(url, kwargs)
-        key, push, length = keys["list"], client.lpush, client.llen
+        key, push, length = keys["list"], client.lpushx, client.llen
+        make, on = client.register_script(_MAKE), [keys["list"]]
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
         high = int(ctx.values.get("maxsize", 1000))
-        clock = time.time_ns
+        ttl, clock = redis_conn.ttl_ms(ctx.values), time.time_ns
         try:
             for n in ctx.batches():
                 size = 0
                 for _ in range(n):
-                    size = push(key, b"%d%s" % (clock(), data))
+                    msg = b"%d%s" % (clock(), data)
+                    size = push(key, msg) or make(keys=on, args=[ttl, msg])
                 while size > high and not ctx.stopping():  # bounded: let printers catch up
                     time.sleep(_FULL_POLL_S)
                     size = length(key) * 2

@@ -1,7 +1,8 @@
 """rpyc's ThreadedServer, subclassed where rpyc's internals need it: connection budgets
 by stage and by source (:mod:`labd.server.admission`), a one-line refusal a client can
-read, and clients that leave before they are served end quietly. This is the one module
-that overrides rpyc's private methods: check it first when rpyc is upgraded."""
+read, clients that leave before they are served end quietly, and each connection served
+with the least work per call (:mod:`labd.server.serving`). This module and that one are
+the ones that override rpyc's private methods: check them first when rpyc is upgraded."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rpyc.utils.server import ThreadedServer
 
 from labd.protocol import REFUSAL_BUSY, refusal_line
 from labd.server.admission import DEFAULT_LIMITS, Admission, ClientLimits, cut, source_of
+from labd.server.serving import serve_connection
 
 log = logging.getLogger("labd.server")
 SEND_LINE = 1.0  # at most this long sending a refused client its line
@@ -109,7 +111,7 @@ class LabServer(ThreadedServer):
 
     def _serve_client(self, sock: socket.socket, credentials: Any) -> None:
         try:
-            super()._serve_client(sock, credentials)
+            serve_connection(self.service, sock, self.protocol_config, credentials)
         except OSError as exc:
             if not self.active:  # close() closed the client's socket under its thread
                 log.info("closed a client's connection: labd is stopping")
