@@ -54,6 +54,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and every process below it (alive, or reaped by one of them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = sum(int(x) for x in fields[11:15]) / tick
+    below = {root}
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in below} - below
+        grew = bool(more)
+        below |= more
+    return sum(used.get(pid, 0.0) for pid in below)
+
+
 def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -146,7 +170,9 @@ def measure(name: str, n: int, args: argparse.Namespace, venv: BenchVenv) -> dic
     row: dict[str, Any] = {"system": name, "n": n, "bare_s": bare_fork_s(n)}
     system = SYSTEMS[name](args.set_size, venv)
     try:
+        cpu_before = tree_cpu_seconds(system.daemon_pid)
         row["start_s"] = system.start(n)
+        row["start_cpu_ms"] = (tree_cpu_seconds(system.daemon_pid) - cpu_before) / n * 1000
         row["start_x_bare"] = row["start_s"] / row["bare_s"]
         time.sleep(args.settle)
         cpu0 = cpu_seconds(system.daemon_pid)
@@ -179,6 +205,7 @@ def median_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 COLUMNS = (
     ("start_s", "start s", "{:.1f}"),
     ("start_x_bare", "start / bare fork", "{:.0f}x"),
+    ("start_cpu_ms", "start CPU ms/proc", "{:.1f}"),
     ("idle_cpu", "idle CPU%", "{:.1f}"),
     ("one_p50_ms", "1 client p50 ms", "{:.2f}"),
     ("one_p99_ms", "p99 ms", "{:.2f}"),
@@ -234,7 +261,8 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
             f"  {other}: status p99 {_ratio(o.get('one_p99_ms'), lab.get('one_p99_ms'))}, "
             f"50-client p99 {_ratio(o.get('load_p99_ms'), lab.get('load_p99_ms'))}, "
             f"start {_ratio(o.get('start_s'), lab.get('start_s'))} "
-            f"(against a bare fork: {_ratio(o.get('start_x_bare'), lab.get('start_x_bare'))}), "
+            f"(against a bare fork: {_ratio(o.get('start_x_bare'), lab.get('start_x_bare'))}; "
+            f"CPU per process {_ratio(o.get('start_cpu_ms'), lab.get('start_cpu_ms'))}), "
             f"idle CPU {_ratio(o.get('idle_cpu'), lab.get('idle_cpu'))}"
         )
     anchors = ", ".join(
