@@ -264,6 +264,8 @@ def inspect(s: InspectRecord) -> str:
     if isinstance(memory, Mapping) and memory.get("rss") is not None:
         each = f"RSS {humane.size(memory.get('rss'))}, USS {humane.size(memory.get('uss'))}"
         lines += ["", f"memory per worker: {each}"]
+    if s.get("containment"):  # a cgroup of its own, or process groups and subreapers
+        lines += ["", f"containment: {_text(s.get('containment'))}"]
     if s.get("processes"):
         lines += ["", "processes", *processes(s["processes"])]
     if s.get("error"):

@@ -74,8 +74,9 @@ def machine_line(m: Record) -> str:
 def settings_line(e: Record) -> str:
     s = e.get("settings", {})
     pace = "flat out" if not s.get("interval") else f"interval {s['interval']:g} s"
+    whose = f" ({e['owner']}'s)" if e.get("owner") else ""
     return (
-        f"experiment e{e['id']}: {e['state']}, {s.get('repeat')} run(s) per case, "
+        f"experiment e{e['id']}{whose}: {e['state']}, {s.get('repeat')} run(s) per case, "
         f"window {s.get('seconds', 0):g} s after {s.get('warmup', 0):g} s warm-up, {pace}, "
         f"order shuffled per round (seed {s.get('seed')})"
     )
@@ -275,7 +276,10 @@ def experiment_csv(e: Record) -> str:
 
 
 def experiments_table(items: Sequence[Record]) -> str:
-    headers = ("ID", "STATE", "CREATED", "RUNS", "COUNTERS", "CASES")
+    headers: tuple[str, ...] = ("ID", "STATE", "CREATED", "RUNS", "COUNTERS", "CASES")
+    owners = len({x.get("owner") for x in items}) > 1  # a shared host: say whose each is
+    if owners:
+        headers += ("OWNER",)
     rows = []
     for x in items:
         counters = ",".join(map(str, x.get("counters") or []))
@@ -289,7 +293,8 @@ def experiments_table(items: Sequence[Record]) -> str:
                 humane.clock(x.get("created_at"))[5:16],
                 f"{x.get('runs_done', 0)}/{x.get('runs', 0)}",
                 counters[:8],
-                cases[:34],
+                cases[: 24 if owners else 34],
+                *([str(x.get("owner") or humane.MISSING)[:10]] if owners else []),
             ]
         )
     if not rows:

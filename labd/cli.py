@@ -108,6 +108,13 @@ def _address(
     "their own sets",
 )
 @click.option(
+    "--admin-subject",
+    multiple=True,
+    metavar="SUBJECT",
+    help="TLS clients whose certificate has this subject (as labd logs it, e.g. "
+    "'CN=ipclab client,O=ipclab'; repeat for more) are admins, like --admin-group",
+)
+@click.option(
     "--max-per-user",
     type=click.IntRange(1, 65536),
     default=None,
@@ -171,6 +178,7 @@ def cli(
     allow_uid: tuple[int, ...],
     allow_group: tuple[int, ...],
     admin_group: tuple[int, ...],
+    admin_subject: tuple[str, ...],
     max_per_user: int | None,
     max_clients: int,
     max_clients_per_user: int,
@@ -203,6 +211,7 @@ def cli(
         stop_timeout=stop_timeout,
         tls=(tls_cert, tls_key, tls_ca),
         admin_gids=admin_group,
+        admin_subjects=admin_subject,
         per_user=max_per_user,
     )
     from labd.daemon import serve

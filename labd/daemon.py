@@ -39,11 +39,13 @@ class DaemonConfig:
     stop_timeout: float = TIMEOUT_STOP_S  # seconds, from SIGTERM to exit
     tls: tuple[str | None, str | None, str | None] = field(default=(None, None, None))
     admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
+    admin_subjects: tuple[str, ...] = ()  # --admin-subject: the same, for TLS clients
     per_user: int | None = None  # --max-per-user: processes of one user's sets
 
 
 def serve(config: DaemonConfig) -> int:
     """Run until SIGTERM, SIGINT or a shutdown request; 0 after an orderly stop."""
+    from labd.cgroups import Containment
     from labd.lab import Lab, Limits
     from labd.leftovers import become_subreaper
     from labd.notify import Notifier
@@ -60,7 +62,7 @@ def serve(config: DaemonConfig) -> int:
         runtime_dir=config.socket.parent,
         on_change=lambda summary: notifier.status(summary),
     )
-    lab.admins = Admins.of(config.admin_gids)
+    lab.admins = Admins.of(config.admin_gids, config.admin_subjects)
     clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
         listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)
@@ -75,6 +77,8 @@ def serve(config: DaemonConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
     become_subreaper()  # orphans of the sets' processes come back to labd, not to init
+    # once every start-up check passed (each error is one line), before any process starts
+    lab.containment = Containment.setup()
     lab.start()
     for item in listeners:
         item.start()

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from labd import __version__, capacity
 from labd.bounded import HookTimeout
+from labd.cgroups import Containment
 from labd.collector import Collector
 from labd.errors import (
     LabError,
@@ -54,7 +55,7 @@ from labd.protocol import (
 )
 from labd.reaper import Reaper
 from labd.registry import Registry
-from labd.remains import clear_remains
+from labd.remains import clear_remains, clear_semaphores, record_semaphores
 from labd.sampler import Sampler
 from labd.setstatus import keep_last_figures, live_status, process_records
 from labd.settable import Ended, SetTable
@@ -101,8 +102,12 @@ class Lab:
         runtime_dir: Path | None = None,
         on_change: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        containment: Containment | None = None,
     ) -> None:
         self.state_dir = state_dir
+        #: a cgroup per set where the host delegates one (made by the daemon, which
+        #: moves itself into it first), else process groups: labd.cgroups
+        self.containment = containment if containment is not None else Containment()
         make_state_dir(state_dir)
         self._state_lock = lock_state_dir(state_dir)
         self.registry = registry if registry is not None else Registry()
@@ -146,6 +151,7 @@ class Lab:
             )
             end_leftovers(self.store, interrupted)
             keep_last_figures(self.store, interrupted)
+        clear_semaphores(self.state_dir)  # its dead predecessor's, now its workers are gone
         self.store.start()
         # Validate every plugin now, then let the forkserver
         # preload only those that loaded: children start warm, and a plugin
@@ -191,6 +197,7 @@ class Lab:
             "started_at": self.started_at,
             "address": self.address,
             "history": self.store.health(),
+            "containment": self.containment.kind,
             "warnings": list(self.store.warnings),
         }
 
@@ -265,6 +272,7 @@ class Lab:
         pset = self._reserve(SetSpec(0, mechanism, counters, values, caller.owner), cls)
         error: Exception | None = None
         try:
+            pset.cgroup = self.containment.make(pset.spec.id)
             pset.start(self._collector.add)
         except (LabError, HookTimeout) as exc:  # refused by the mechanism, or a hung hook
             why = exc.message if isinstance(exc, LabError) else str(exc)
@@ -287,6 +295,7 @@ class Lab:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         pids = [w.pid for w in pset.workers]
         record_workers(self.store, pset.spec.id, [*pids, *pset.launcher_pids])
+        record_semaphores(self.state_dir)
         self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)
         procs = process_records(pset, self._stats, uss=False)
@@ -338,6 +347,7 @@ class Lab:
 
     def _end(self, s: ProcessSet) -> None:
         """Record a set that is over, keep its final status, let go of the rest."""
+        self.containment.end_set(s.spec.id)  # what its workers started, wherever it went
         if s.stopped_at is None:  # it never ran a stop: failed before any process started
             s.stopped_at = time.time()
         if s.output_done is None:  # its output never reached the collector, which closes it

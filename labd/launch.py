@@ -216,3 +216,14 @@ def _collect(launches: list[Launch], started: Started, until: int | None = None)
                 f"the launcher of its workers ended (exit code {x.process.exitcode}) "
                 "before starting them all: see labd's log"
             )
+
+
+def pidfd(pid: int) -> int:
+    """A pidfd of ``pid``, readable once it has exited, whoever its parent is by then; for
+    a worker already gone (and reaped), an fd readable at once stands in."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        readable, writer = os.pipe()
+        os.close(writer)
+        return readable

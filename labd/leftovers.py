@@ -18,9 +18,9 @@ group when labd is gone (:func:`labd.worker.process.watch_daemon`). On this side
   and ends it once they are gone (what a hung or killed worker could not end), and at
   start :func:`end_leftovers` ends what is below a dead labd's hung workers.
 
-No cgroup is used: a host that delegates one (systemd's ``Delegate=``) could hold each
-set in its own, but the subreapers already close every escape a process can make by
-itself (see tests/test_escapes.py).
+Where the host delegates a cgroup (systemd's ``Delegate=yes``), each set also runs in a
+cgroup of its own (:mod:`labd.cgroups`), which ends what no subreaper is left to bring
+back (helpers whose labd and workers were all SIGKILLed; tests/test_cgroups.py).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Every set records its *owner*: the local user who spawned it (the peer's uid on 
 socket, shown by name) or, over TLS, the subject of the client's certificate
 (``CN=ipclab client,O=ipclab``). Anyone admitted may look (status, inspect, tail); only
 the owner or an *admin* may stop a set, and only an admin may shut labd down. Admins:
-root, labd's own user, and members of ``--admin-group``. A TLS client is no admin (it has
-no uid); a plain TCP client on loopback (no TLS, labd warns) is the local user the kernel
-lists as its socket's owner (:mod:`labd.server.tcpowner`).
+root, labd's own user, members of ``--admin-group``, and TLS clients whose certificate's
+subject is an ``--admin-subject`` (a TLS client has no uid). A plain TCP client on
+loopback (no TLS, labd warns) is the local user the kernel lists as its socket's owner
+(:mod:`labd.server.tcpowner`).
 
 The authenticators (:mod:`labd.server.auth`) hand over the peer's credentials; the
 service turns them into a :class:`Caller` per connection (:func:`caller_of`).
@@ -47,26 +48,30 @@ class Caller:
             whose = f"belongs to {owner}" if owner else "has no recorded owner"
             raise NotAllowed(
                 f"set {set_id} {whose}: only its owner or an admin may stop it "
-                f"(you are {self.owner}; admins: root, labd's user, --admin-group)"
+                f"(you are {self.owner}; admins: root, labd's user, --admin-group, "
+                "--admin-subject)"
             )
 
     def check_admin(self, what: str) -> None:
         if not self.admin:
             raise NotAllowed(
                 f"only an admin may {what} (you are {self.owner}; admins: root, "
-                "labd's own user, members of labd --admin-group)"
+                "labd's own user, members of labd --admin-group, TLS clients of an "
+                "--admin-subject)"
             )
 
 
 @dataclass(frozen=True)
 class Admins:
-    """Who besides root and labd's own user is an admin: members of these groups."""
+    """Who besides root and labd's own user is an admin: members of these groups, and
+    TLS clients whose certificate has one of these subjects (``CN=...,O=...``)."""
 
     gids: frozenset[int] = field(default_factory=frozenset)
+    subjects: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def of(cls, gids: Iterable[int] = ()) -> Admins:
-        return cls(frozenset(gids))
+    def of(cls, gids: Iterable[int] = (), subjects: Iterable[str] = ()) -> Admins:
+        return cls(frozenset(gids), frozenset(subjects))
 
     def is_admin(self, uid: int, groups: Iterable[int]) -> bool:
         return uid in (0, os.getuid()) or bool(self.gids & set(groups))
@@ -87,7 +92,9 @@ def caller_of(credentials: Mapping[str, object] | None, admins: Admins) -> Calle
         known = {int(g) for g in (*groups, gid) if type(g) is int}  # type: ignore[misc]
         return Caller(user_name(uid), admins.is_admin(uid, known), uid)
     subject = credentials.get("owner")  # a TLS certificate's subject
-    return Caller(str(subject) if subject else "(unknown client)")
+    if not subject:
+        return Caller("(unknown client)")
+    return Caller(str(subject), admin=credentials.get("tls") is True and subject in admins.subjects)
 
 
 class Quota(Protocol):

@@ -9,9 +9,10 @@ begun, so one set's logs take at most about ``2 * max_bytes`` of disk.
 
 Sets of earlier daemon runs have no ring: :func:`read_log_tail` reads their files.
 
-A write the disk refuses (full, I/O error) loses nothing: the lines wait in memory (at
-most ``max_bytes`` of them, the oldest dropped first) and are written, in order, at the
-next line or :meth:`PrintLog.retry` once the disk takes them again.
+A write the disk refuses (full, I/O error) loses nothing, nor does a log file it will
+not create: the lines wait in memory (at most ``max_bytes`` of them, the oldest dropped
+first) and are written, in order, at the next line or :meth:`PrintLog.retry` once the
+disk takes them again.
 """
 
 from __future__ import annotations
@@ -48,11 +49,20 @@ class PrintLog:
         #: numbering of :func:`read_log_tail` plus this is the ring's numbering
         self.dropped = 0
         self._lines = [0, 0]  # lines in the rotated file, in the current one
-        self._fd: int | None = _open_append(path)
-        self._size = os.fstat(self._fd).st_size
         self._unwritten = bytearray()  # whole lines the disk did not take yet
         self._failing: str | None = None  # why, while it does not
         self._closed = False
+        self._fd: int | None = None
+        self._size = 0
+        try:
+            self._fd = _open_append(path)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:  # the file is made at the first write the disk takes
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            log.warning("printer log %s: %s: its lines wait in memory", path, exc)
+            self._failing = exc.strerror or str(exc)
 
     def append(self, text: str) -> None:
         """Take a chunk of raw output; number and keep each line it completes."""

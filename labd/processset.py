@@ -28,7 +28,7 @@ from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
 from labd.protocol import MAX_DRAIN_S, State
-from labd.stopplan import StopPlan, StopTimes
+from labd.stopplan import StopClock, StopTimes
 from labd.worker import board
 from labd.worker.contexts import WorkerSpec
 from labd.worker.launcher import Order
@@ -76,8 +76,7 @@ class Worker:
 
     @property
     def exit_fd(self) -> int:
-        """What the reaper waits on: the pidfd (a worker gone before it could be opened
-        has an fd readable at once)."""
+        """What the reaper waits on (see labd.launch.pidfd)."""
         return self.pidfd
 
     def close_pidfd(self) -> None:
@@ -140,9 +139,10 @@ class ProcessSet:
         self.output_done: threading.Event | None = None
         self.pgid = 0  # the set's process group, led by its first launcher
         self.launches: list[launch.Launch] = []  # the processes that fork its workers
+        self.cgroup = ""  # the set's own cgroup, where the host delegates one (labd.cgroups)
         self._observer: Observer | None = None
         self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
-        self._until: float | None = None  # the monotonic instant a stop must end by
+        self.stop_clock = StopClock()  # its stop's bounds, which a shutdown may shorten
         #: until then (monotonic), the sampler reads its processes' CPU and RSS each second
         self.watched_until = 0.0
 
@@ -186,7 +186,14 @@ class ProcessSet:
         orders = [Order("printer", j, mech.printer_args(j)) for j in range(spec.printers)]
         orders += [Order("counter", i, mech.counter_args(i)) for i in range(spec.counters)]
         template = WorkerSpec(
-            spec.id, "", 0, spec.counters, spec.printers, dict(spec.values), os.getpid()
+            spec.id,
+            "",
+            0,
+            spec.counters,
+            spec.printers,
+            dict(spec.values),
+            daemon_pid=os.getpid(),
+            cgroup=self.cgroup,
         )
         common = (type(mech), self._slots, wakes, out)
         try:
@@ -201,7 +208,7 @@ class ProcessSet:
 
     def _add(self, role: str, index: int, pid: int, source: launch.Launch) -> None:
         """A worker its launcher reports started: watched from now on."""
-        worker = Worker(role, index, pid, source, pidfd=_pidfd(pid))
+        worker = Worker(role, index, pid, source, pidfd=launch.pidfd(pid))
         self.workers.append(worker)
         self._watch(self, worker)
         self.pgid = self.pgid or source.pid  # the first launcher leads the set's group
@@ -270,10 +277,10 @@ class ProcessSet:
         ``until`` (a monotonic instant) bounds the whole stop, as at shutdown: workers
         drain while it allows, then get SIGTERM and SIGKILL; the figures are final anyway.
         """
-        plan = StopPlan.of(times, until)
-        self._until = until
-        self._end_role("counter", plan.counters, plan.terminate, plan.counters_until)
-        bound = min(MAX_DRAIN_S + TEARDOWN_S, plan.printers_until - time.monotonic())
+        self.stop_clock.begin(times, until)
+        self._end_role("counter")
+        printers_until = self.stop_clock.role_until("printer")
+        bound = min(MAX_DRAIN_S + TEARDOWN_S, printers_until - time.monotonic())
         try:
             call_within(self.mechanism.release_printers, bound, "release_printers()")
         except Exception as exc:
@@ -282,7 +289,7 @@ class ProcessSet:
             for w in self.workers:
                 w.expected = True
         self._send_wake("printer")
-        self._end_role("printer", plan.printers, plan.terminate, plan.printers_until)
+        self._end_role("printer")
         self._sweep_group()
         figures = None
         try:
@@ -311,11 +318,11 @@ class ProcessSet:
             with contextlib.suppress(OSError):
                 end.send_bytes(b"x")
 
-    def _end_role(self, role: str, grace: float, terminate: float, until: float) -> None:
-        """Wait for a role's workers: asked (grace, while they drain, but not past the
-        monotonic instant ``until``), then SIGTERM, then SIGKILL."""
+    def _end_role(self, role: str) -> None:
+        """Wait for a role's workers: asked (its grace, while they drain, but not past
+        the stop's deadline for the role), then SIGTERM, then SIGKILL."""
         procs = [w for w in self.workers if w.role == role]
-        for step, bound in (("ask", grace), ("terminate", terminate), ("kill", terminate)):
+        for step in ("ask", "terminate", "kill"):
             left = [w for w in procs if w.alive]
             if not left:
                 return
@@ -332,22 +339,25 @@ class ProcessSet:
                 for w in left:
                     _signal(w.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
             if step == "ask":
-                self._wait_while_progressing(left, bound, until)
+                self._wait_while_progressing(left, role)
             else:
-                deadline = time.monotonic() + bound
+                deadline = time.monotonic() + self.stop_clock.plan.terminate
                 for w in left:
                     w.ended.wait(max(0.0, deadline - time.monotonic()))
 
-    def _wait_while_progressing(self, workers: list[Worker], grace: float, until: float) -> None:
-        """Wait ``grace``; extend it (up to MAX_DRAIN_S) while messages still move, e.g.
-        counters flushing a large queue as they exit: they are draining, not stuck."""
-        give_up = min(time.monotonic() + MAX_DRAIN_S, until)
+    def _wait_while_progressing(self, workers: list[Worker], role: str) -> None:
+        """Wait the role's grace; extend it (up to MAX_DRAIN_S) while messages still
+        move, e.g. counters flushing a large queue as they exit: they are draining, not
+        stuck. Never past the role's deadline, which a shutdown may bring forward."""
+        clock = self.stop_clock
+        give_up = time.monotonic() + MAX_DRAIN_S
         mark = self.metrics.progress() if self.metrics else 0
         while True:
-            deadline = min(time.monotonic() + grace, give_up)
+            deadline = min(time.monotonic() + clock.grace(role), give_up)
             for w in workers:
-                w.ended.wait(max(0.0, deadline - time.monotonic()))
-            if all(not w.alive for w in workers) or time.monotonic() >= give_up:
+                clock.wait(w.ended, deadline, role)
+            over = time.monotonic() >= min(give_up, clock.role_until(role))
+            if all(not w.alive for w in workers) or over:
                 return
             now = self.metrics.progress() if self.metrics else mark
             if now == mark:
@@ -379,18 +389,10 @@ class ProcessSet:
 
     def _bound(self, seconds: float) -> float:
         """``seconds``, or less if the stop must end sooner (never under a tenth of one)."""
-        if self._until is None:
+        until = self.stop_clock.until
+        if until is None:
             return seconds
-        return max(0.1, min(seconds, self._until - time.monotonic()))
-
-
-def _pidfd(pid: int) -> int:
-    try:
-        return os.pidfd_open(pid)
-    except OSError:  # already gone (and reaped): an fd readable at once stands in
-        readable, writer = os.pipe()
-        os.close(writer)
-        return readable
+        return max(0.1, min(seconds, until - time.monotonic()))
 
 
 def _signal(pid: int, sig: int) -> None:

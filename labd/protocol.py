@@ -164,6 +164,7 @@ class StatusRecord(FiguresRecord):
     processes_total: int  # listed only by inspect (and status --processes)
     error: str | None  # why a set is degraded or failed
     owner: NotRequired[str | None]  # who spawned it: a user name, or a TLS subject
+    containment: NotRequired[str]  # its processes: "cgroup" (its own) or "pgroup"
     #: seconds it ran (so far), by the monotonic clock; the wall times are for display
     duration: NotRequired[float | None]
     #: the mechanism's own figures (Redis: namespace, retries of op=watch, group_value)
@@ -254,6 +255,7 @@ class VersionRecord(TypedDict):
     address: str
     history: NotRequired[HistoryRecord]
     warnings: NotRequired[list[str]]  # labd's own trouble (a history file moved aside ...)
+    containment: NotRequired[str]  # "cgroup" (a cgroup per set) or "pgroup" (labd.cgroups)
 
 
 class ShutdownRecord(TypedDict):

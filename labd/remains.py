@@ -5,10 +5,12 @@
   has that pid, or the one that has it started after the directory was last written
   (the pid was reused);
 - ``/dev/shm/sem.mp-*`` semaphores of multiprocessing (a set's locks and queues) whose
-  creator died before its resource tracker could unlink them: removed only when a dead
-  labd left a directory above, only this user's, only those made before this labd
-  started and mapped by no process at all (an unmapped semaphore can no longer be used: every
-  process that opens one keeps it mapped while it holds it).
+  creator died before its resource tracker could unlink them. Only a labd's *own*: each
+  labd records the semaphores it holds in its state directory (:func:`record_semaphores`,
+  after each spawn, as it records its workers' pids), and the next labd of that state
+  directory (one at a time: :func:`labd.statedir.lock_state_dir`) removes those its dead
+  predecessor recorded (:func:`clear_semaphores`). Several labds of one user on one host
+  never touch each other's semaphores, also while one closes its queues.
 """
 
 from __future__ import annotations
@@ -16,33 +18,22 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 log = logging.getLogger("labd.remains")
 SHM = Path("/dev/shm")
+PREFIX = "sem.mp-"  # multiprocessing's semaphores (SemLock names "/mp-...")
+RECORD = "semaphores"  # in the state directory: one name a line
 
 
-def clear_remains(parent: Path) -> tuple[int, int]:
-    """Remove what dead labds left in ``parent`` and /dev/shm; (directories, semaphores)."""
+def clear_remains(parent: Path) -> int:
+    """Remove the Manager directories dead labds left in ``parent``; how many."""
     stale = stale_manager_dirs(parent)
-    if not stale:
-        return 0, 0
-    now = time.time()  # this labd made no semaphore yet
     for d in stale:
         shutil.rmtree(d, ignore_errors=True)
-    sems = orphan_semaphores(now)
-    for sem in sems:
-        try:
-            sem.unlink()
-        except OSError:
-            continue
-    log.warning(
-        "removed what %d killed labd(s) left: their Manager directories%s",
-        len(stale),
-        f" and {len(sems)} orphaned semaphore(s)" if sems else "",
-    )
-    return len(stale), len(sems)
+    if stale:
+        log.warning("removed what %d killed labd(s) left: their Manager directories", len(stale))
+    return len(stale)
 
 
 def stale_manager_dirs(parent: Path) -> list[Path]:
@@ -70,42 +61,100 @@ def stale_manager_dirs(parent: Path) -> list[Path]:
     return found
 
 
-def orphan_semaphores(before: float) -> list[Path]:
-    """This user's multiprocessing semaphores made before ``before`` that no process maps."""
-    uid = os.getuid()
-    candidates = {}
+def clear_semaphores(state_dir: Path) -> int:
+    """Unlink the semaphores the dead labd of ``state_dir`` recorded, before this labd
+    records any: those that still exist, are this user's, and no process maps (a hung
+    worker of the dead labd not yet ended keeps its own; they stay recorded and go at a
+    later start). Returns how many were removed."""
+    recorded = _read_record(state_dir)
+    left = {n: ino for n, ino in _semaphores().items() if n in recorded}
+    if left:
+        mapped = mapped_shm()  # one pass over /proc, only when something is left
+        left = {n: ino for n, ino in left.items() if ino not in mapped}
+    removed = 0
+    for name in left:
+        try:
+            (SHM / name).unlink()
+            removed += 1
+        except OSError:
+            continue
+    _write_record(state_dir, recorded & set(_semaphores()))
+    if removed:
+        log.warning("removed %d semaphore(s) a killed labd left in %s", removed, SHM)
+    return removed
+
+
+def record_semaphores(state_dir: Path) -> None:
+    """Record the semaphores this labd maps now (its sets' locks and queues), with those
+    recorded before that still exist (a predecessor's still held by a hung worker)."""
+    mine = _mapped_by(os.getpid())
+    existing = _semaphores()
+    names = {n for n, ino in existing.items() if ino in mine}
+    _write_record(state_dir, names | (_read_record(state_dir) & set(existing)))
+
+
+def _semaphores() -> dict[str, int]:
+    """This user's multiprocessing semaphores in /dev/shm: name -> inode."""
+    found = {}
     try:
         entries = list(os.scandir(SHM))
     except OSError:
-        return []
+        return {}
     for entry in entries:
-        if not entry.name.startswith("sem.mp-"):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue  # gone meanwhile
-        if st.st_uid == uid and st.st_mtime <= before:
-            candidates[entry.name] = Path(entry.path)
-    if candidates:
-        for name in mapped_shm():
-            candidates.pop(name, None)
-    return list(candidates.values())
+        if entry.name.startswith(PREFIX):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            if st.st_uid == os.getuid():
+                found[entry.name] = st.st_ino
+    return found
 
 
-def mapped_shm() -> set[str]:
-    """Names of /dev/shm entries some process maps (those we can read the maps of)."""
-    names: set[str] = set()
+def _read_record(state_dir: Path) -> set[str]:
+    try:
+        text = (state_dir / RECORD).read_text()
+    except OSError:
+        return set()
+    return {n for n in text.split() if n.startswith(PREFIX) and "/" not in n}
+
+
+def _write_record(state_dir: Path, names: set[str]) -> None:
+    path = state_dir / RECORD
+    try:
+        if not names:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f".{RECORD}.tmp")
+        tmp.write_text("".join(f"{n}\n" for n in sorted(names)))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("cannot record this labd's semaphores in %s: %s", path, exc.strerror)
+
+
+def mapped_shm() -> set[int]:
+    """Inodes of the /dev/shm files some process maps (those we can read the maps of).
+    By inode, not name: a semaphore's creator maps it under glibc's temporary name
+    (``sem.XXXXXX (deleted)``), linked to its real name only after."""
+    inodes: set[int] = set()
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/maps") as f:
-                maps = f.read()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            at = line.find("/dev/shm/")
-            if at >= 0:
-                names.add(line[at + 9 :].removesuffix(" (deleted)").strip())
-    return names
+        if entry.name.isdigit():
+            inodes |= _mapped_by(int(entry.name))
+    return inodes
+
+
+def _mapped_by(pid: int) -> set[int]:
+    """Inodes of the /dev/shm files process ``pid`` maps."""
+    try:
+        dev = os.stat(SHM).st_dev
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read()
+    except OSError:
+        return set()
+    shm_dev = f"{os.major(dev):02x}:{os.minor(dev):02x}"
+    inodes = set()
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[3] == shm_dev and fields[5].startswith("/dev/shm/"):
+            inodes.add(int(fields[4]))
+    return inodes

@@ -48,6 +48,7 @@ def live_status(s: ProcessSet) -> StatusRecord:
         "error": s.error,
         "extra": s.mechanism.figures(),
         "owner": s.spec.owner,
+        "containment": "cgroup" if s.cgroup else "pgroup",  # labd.cgroups
     }
 
 

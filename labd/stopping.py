@@ -46,34 +46,52 @@ class Stopper:
         ``caller`` may stop (an admin's: all; anyone else's: their own). ``until``, a
         monotonic instant, bounds the whole stop (as at shutdown)."""
         targets, mine, held = self._claim(ids, caller)
-        now = time.monotonic()
-        held_for = WAIT_HELD_S  # for all of them together
-        if until is not None:
-            held_for = min(held_for, StopPlan.HELD_SHARE * (until - now))
-        wait_until = now + held_for
-        for s in held:  # "all": sets being started or stopped by someone else
-            if s.busy.acquire(timeout=max(0.0, wait_until - time.monotonic())):
-                if needs_stop(s):
-                    mine.append(s)
-                else:
-                    s.busy.release()
-            else:
-                log.warning("set %d: still busy after %.1fs, not stopped", s.spec.id, held_for)
+        waiters = [  # "all": sets another call starts or stops, waited for meanwhile
+            threading.Thread(target=self._stop_held, args=(s, until), name=f"held-{s.spec.id}")
+            for s in held
+        ]
+        for t in waiters:
+            t.start()
         try:
-            self._tracker.scan(_members(mine))  # what their workers started, up to now
-            for s in mine:
-                s.ask_counters()
-            threads = [threading.Thread(target=self._finish, args=(s, until)) for s in mine[1:]]
-            for t in threads:
-                t.start()
-            if mine:
-                self._finish(mine[0], until)
-            for t in threads:
-                t.join()
+            self._stop_mine(mine, until)
         finally:
             for s in mine:
                 s.busy.release()
+            for t in waiters:
+                t.join()
         return [self._status_of(i) for i in targets]
+
+    def _stop_mine(self, mine: list[ProcessSet], until: float | None) -> None:
+        self._tracker.scan(_members(mine))  # what their workers started, up to now
+        for s in mine:
+            s.ask_counters()
+        threads = [threading.Thread(target=self._finish, args=(s, until)) for s in mine[1:]]
+        for t in threads:
+            t.start()
+        if mine:
+            self._finish(mine[0], until)
+        for t in threads:
+            t.join()
+
+    def _stop_held(self, s: ProcessSet, until: float | None) -> None:
+        """Wait for the call that holds ``s``, then stop it if it still needs it. Within
+        a bounded stop (shutdown), a stop under way is hurried to end by ``until`` too
+        (its figures recorded before labd goes on closing), and a set being started is
+        waited for a share of the time left."""
+        held_for = WAIT_HELD_S
+        if until is not None:
+            s.stop_clock.hurry(until)
+            left = until - time.monotonic()
+            stopping = s.state == State.STOPPING
+            held_for = left + OUTPUT_DRAIN if stopping else StopPlan.HELD_SHARE * left
+        if not s.busy.acquire(timeout=max(0.0, held_for)):
+            log.warning("set %d: still busy after %.1fs, not stopped", s.spec.id, held_for)
+            return
+        try:
+            if needs_stop(s):
+                self._stop_mine([s], until)
+        finally:
+            s.busy.release()
 
     def _claim(
         self, ids: Sequence[int] | str, caller: Caller

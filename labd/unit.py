@@ -26,6 +26,9 @@ ExecStart={labd} --allow-group ipclab
 WatchdogSec=30
 KillMode=mixed
 TimeoutStopSec={timeout_stop}
+# labd's own cgroup: each set runs in a cgroup of its own below it, which a stop kills
+# whole (so ProtectControlGroups= stays off: it would make that cgroup read-only)
+Delegate=yes
 Restart=on-failure
 RestartSec=2
 User=ipclab
@@ -48,7 +51,6 @@ DevicePolicy=closed
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
-ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 ProtectProc=invisible
@@ -81,7 +83,6 @@ SYSTEM_ONLY = (
     "PrivateDevices=",
     "DevicePolicy=",
     "ProtectKernel",
-    "ProtectControlGroups=",
     "ProtectClock=",
     "ProtectHostname=",
     "ProtectProc=",

@@ -188,9 +188,9 @@ class EioDisk:
         process hangs) and end the filesystem process."""
         self.heal()
         if os.path.ismount(self.path):
-            done = subprocess.run(["umount", str(self.path)], capture_output=True, check=False)
-            if done.returncode != 0:
-                subprocess.run(["umount", "-l", str(self.path)], check=False)
+            subprocess.run(["umount", str(self.path)], capture_output=True, check=False)
+        if os.path.ismount(self.path):  # still busy: detach it now, gone once let go
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
         try:
             self._proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from labctl import charts, report
 from labd.errors import LimitError, MechanismError, ParamError, UsageError
 from labd.experiments import stats
+from labd.experiments.records import _SCHEMA, Records
 from labd.experiments.spec import LESSON_CASES, Limits, Point, build_plan, parse_case
+from labd.history import History
 from labd.mechanisms.manager import ManagerValue
 from labd.mechanisms.pipe import PipeMessages
 from labd.mechanisms.queue import QueueMessages
@@ -159,3 +162,28 @@ def test_experiment_csv_has_a_row_per_run_and_per_case() -> None:
         "run",
         "case",
     ]
+
+
+def test_an_older_store_gains_the_owner_and_the_listing_shows_it(tmp_path: Path) -> None:
+    history = History.open(tmp_path)
+    old = _SCHEMA.split(";")[0].replace(",\n    owner TEXT", "")  # as labd 0.1.0 made it
+    assert "owner" not in old
+    history.store.transact(lambda conn: conn.execute(old))
+    try:
+        records = Records(history)
+        plan = {"points": [{"case": "shared"}], "counters": [1], "sweep_key": None, "order": []}
+        before = records.new({}, plan, {})  # the column is there
+        mine = records.new({}, plan, {}, owner="alice")
+        records.set_state(before, "done")  # both read from the file, not from memory
+        records.set_state(mine, "done")
+        assert records.get(before)["owner"] is None  # type: ignore[index]
+        assert records.get(mine)["owner"] == "alice"  # type: ignore[index]
+    finally:
+        history.close()
+    rows = [
+        {"id": 2, "state": "done", "cases": ["shared"], "owner": "alice"},
+        {"id": 1, "state": "done", "cases": ["shared"], "owner": "bob"},
+    ]
+    listed = report.experiments_table(rows).splitlines()
+    assert listed[0].split()[-1] == "OWNER" and listed[1].split()[-1] == "alice"
+    assert "OWNER" not in report.experiments_table(rows[:1])  # one user: no column

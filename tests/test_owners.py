@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pwd
+import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from daemonkit import DaemonFactory, fakes_env
-from helpers import free_port, in_child_as, wait_for
+from helpers import Daemon, free_port, in_child_as, wait_for
 from test_access import GROUP, NOBODY, OTHER, passable
 
 from labctl.client import Client, connect
@@ -75,10 +76,13 @@ def labctl_run(args: list[str]) -> dict[str, Any]:
     return {"code": code, "stderr": err.getvalue()}
 
 
-def shared_labd(factory: DaemonFactory, *extra: str) -> str:
+def shared_daemon(factory: DaemonFactory, *extra: str, **kw: Any) -> Daemon:
     args = ("--allow-uid", str(NOBODY), "--allow-uid", str(OTHER), *extra)
-    d = factory(args, env=fakes_env(), socket_name=OWN_DIR, root=passable())
-    return d.socket
+    return factory(args, env=fakes_env(), socket_name=OWN_DIR, root=passable(), **kw)
+
+
+def shared_labd(factory: DaemonFactory, *extra: str) -> str:
+    return shared_daemon(factory, *extra).socket
 
 
 @ROOT
@@ -218,3 +222,32 @@ def test_an_experiment_belongs_to_the_user_who_asked_for_it(labd_factory: Daemon
         30,
         "the experiment to be cancelled",
     )
+
+
+@ROOT
+@pytest.mark.daemon
+def test_an_experiments_owner_is_kept_across_a_restart(labd_factory: DaemonFactory) -> None:
+    first = shared_daemon(labd_factory)
+    spec = {"cases": ["fake"], "seconds": 30, "warmup": 0.1, "repeat": 1}
+    eid = as_user(first.socket, NOBODY, lambda c: c.compare(spec))["id"]
+
+    def run_set() -> Any:
+        runs = as_user(first.socket, NOBODY, lambda c: c.experiment(eid))["runs"]
+        return runs and runs[0]["set_id"]
+
+    sid = wait_for(run_set, 30, "the experiment's set")
+    assert first.stop(signal.SIGTERM) == 0
+    sock = shared_daemon(labd_factory, state_dir=first.state_dir).socket
+    mine = as_user(sock, OTHER, lambda c: c.compare({**spec, "seconds": 0.3}))["id"]
+    # anyone may look; each experiment says whose it is, from the store, as its sets do
+    listed = as_user(sock, OTHER, lambda c: c.experiments(5))
+    assert {x["id"]: x["owner"] for x in listed} == {
+        eid: user_name(NOBODY),
+        mine: user_name(OTHER),
+    }, listed
+    e = as_user(sock, OTHER, lambda c: c.experiment(eid))
+    assert e["state"] == "interrupted" and e["owner"] == user_name(NOBODY), e
+    assert as_user(sock, OTHER, lambda c: c.inspect(sid))["owner"] == user_name(NOBODY)
+    refused = as_user(sock, NOBODY, lambda c: c.cancel_experiment(mine))
+    assert refused["error"] == "NotAllowed", refused
+    assert f"experiment {mine} belongs to {user_name(OTHER)}" in refused["message"]

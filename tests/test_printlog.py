@@ -203,3 +203,24 @@ def test_concurrent_appends_number_every_line_once(tmp_path: Path) -> None:
     assert last == 1600
     assert [s for s, _ in lines] == list(range(1, 1601))
     assert len({text for _, text in lines}) == 1600
+
+
+@pytest.mark.daemon  # a FUSE filesystem process
+def test_a_log_file_the_disk_will_not_create_waits_in_memory() -> None:
+    """A set started just as its disk failed (EIO at create): its printer lines wait,
+    and the file is made once the disk takes writes again (it raised, and the spawn
+    failed with an internal error, its set left 'starting' in the history)."""
+    from diskfaults import eio_fs
+
+    with eio_fs() as disk:
+        disk.fail("write")
+        log = PrintLog(disk.path / "logs" / "8.log")
+        try:
+            log.append("Time: 1\nTime: 2\n")
+            assert log.lines() == ([(1, "Time: 1"), (2, "Time: 2")], 2)
+            assert log.unwritten > 0
+            disk.heal()
+            assert log.retry()
+            assert (disk.path / "logs" / "8.log").read_text() == "Time: 1\nTime: 2\n"
+        finally:
+            log.close()

@@ -81,29 +81,34 @@ def test_a_killed_labds_keys_expire_on_their_own(
     after = {**expiries(redis_server, "lab:expiry:c"), **expiries(redis_server, "lab:expiry:q")}
     assert -1 not in after.values(), f"a key without an expiry would stay for good: {after}"
     wait_for(lambda: not redis_server.keys(), TTL_S + 15, "the dead set's keys to expire")
-    # gone by expiry, not removed by anyone: owner, parts, value, retries; owner, parts
-    assert expired_keys(redis_server) - expired_before >= 6, (seen, after)
+    # gone by expiry, not removed by anyone (KEYS hides an expired key at once; the
+    # server counts it once it deleted it, lazily or in its expiry cycle)
+    wait_for(
+        lambda: expired_keys(redis_server) - expired_before >= len(after),
+        15,
+        f"the server to count {len(after)} expired keys",
+    )
 
 
 @pytest.mark.usefixtures("nothing_of_ours")
 def test_a_live_sets_keys_outlast_their_expiry_and_go_at_its_end(
     module_rpc: rpyc.Connection, redis_server: RedisServer
 ) -> None:
-    params = {"url": redis_server.url, "key_ttl": 1.2, "op": "incr", "interval": 0.002}
+    params = {"url": redis_server.url, "key_ttl": 2.0, "op": "incr", "interval": 0.002}
     sid = spawn(module_rpc, "redis", 2, {**params, "namespace": "lab:expiry:live"})
     want = {b"lab:expiry:live:owner", b"lab:expiry:live:parts", b"lab:expiry:live:value"}
     checks = 0
 
-    def all_there_through_four_expiries() -> bool:
+    def all_there_through_three_expiries() -> bool:
         nonlocal checks
         keys = expiries(redis_server, "lab:expiry:live")
         assert want <= set(keys), f"a live set's key expired: {keys}"
-        assert all(0 < ms <= 1200 for ms in keys.values()), keys
+        assert all(0 < ms <= 2000 for ms in keys.values()), keys
         checks += 1
-        return checks >= 48 and attempted(module_rpc, sid) > 0
+        return checks >= 60 and attempted(module_rpc, sid) > 0
 
     try:
-        wait_for(all_there_through_four_expiries, 30, "four expiries (4.8 s)", every=0.1)
+        wait_for(all_there_through_three_expiries, 30, "three expiries (6 s)", every=0.1)
     finally:
         (final,) = json.loads(module_rpc.root.stop((sid,)))
     # the value key never expired: INCR would have started over from 1, and lost shown it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 
 import pytest
@@ -60,3 +61,52 @@ def test_sigterm_with_flooded_queues_exits_within_the_stop_timeout(
     finally:
         conn.close()
     assert "stop cut short" in d.log_text()
+
+
+@pytest.mark.daemon
+@pytest.mark.timeout(120)
+def test_sigterm_during_a_client_stop_exits_within_the_stop_timeout(
+    labd_factory: DaemonFactory,
+) -> None:
+    """A client's stop of a flooded queue (its own bounds: up to a minute of draining)
+    is under way when SIGTERM comes: shutdown bounds it too, and records its figures."""
+    d = labd_factory(("--stop-timeout", f"{STOP_TIMEOUT:g}"))
+    conn = d.connect()
+    set_id = json.loads(conn.root.spawn("queue", 2, FLOOD))["id"]
+
+    def backlog() -> bool:
+        return json.loads(conn.root.status((set_id,)))[0]["in_flight"] > BACKLOG
+
+    wait_for(backlog, 60, "a backlog in the queue", every=0.2)
+    stopper = d.connect()
+    stopper._config["sync_request_timeout"] = None
+    outcome: list[object] = []
+
+    def client_stop() -> None:
+        try:
+            outcome.append(stopper.root.stop((set_id,)))
+        except EOFError as exc:  # labd went away before it answered: also fine here
+            outcome.append(exc)
+
+    thread = threading.Thread(target=client_stop, daemon=True)
+    thread.start()
+    state = lambda: json.loads(conn.root.status((set_id,)))[0]["state"]  # noqa: E731
+    wait_for(lambda: state() == "stopping", 20, "the client's stop to begin")
+    conn.close()
+    d.send(signal.SIGTERM)
+    start = time.monotonic()
+    assert d.wait(timeout=STOP_TIMEOUT + 70) == 0
+    took = time.monotonic() - start
+    thread.join(10)
+    stopper.close()
+    print(f"labd stopped {took:.1f} s after SIGTERM (budget {STOP_TIMEOUT:g} s)")
+    assert took <= STOP_TIMEOUT, f"labd took {took:.1f} s to stop, its budget is {STOP_TIMEOUT} s"
+    again = labd_factory(state_dir=d.state_dir)
+    conn = again.connect()
+    try:
+        found = json.loads(conn.root.inspect(set_id))
+        assert found["state"] == "stopped", found["events"]
+        assert found["attempted"] > BACKLOG and found["value"] > 0
+        assert found["attempted"] == found["value"] + found["lost"]
+    finally:
+        conn.close()

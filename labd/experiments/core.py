@@ -55,7 +55,8 @@ class Experiments:
         quota), and only they or an admin may cancel it."""
         plan = build_plan(spec, self._params_of, self._limits())
         start_methods = {p.given.get("start_method", "forkserver") for p in plan.points}
-        exp_id = self.records.new(spec, plan.as_dict(), machine(",".join(sorted(start_methods))))
+        where = machine(",".join(sorted(start_methods)))
+        exp_id = self.records.new(spec, plan.as_dict(), where, caller.owner)
         self.runner.submit(exp_id, caller)
         log.info("experiment %d queued: %d runs", exp_id, len(plan.order))
         return self.get(exp_id)
@@ -78,10 +79,11 @@ class Experiments:
         record = self.get(exp_id)
         if record["state"] not in LIVE:
             raise LabError(f"experiment {exp_id} is already {record['state']}")
-        owner = self.runner.owner(exp_id)
-        if owner is not None and not caller.may_stop(owner.owner):
+        owner = record["owner"]  # kept in the store, as a set's is
+        if not caller.may_stop(owner):
+            whose = f"belongs to {owner}" if owner else "has no recorded owner"
             raise NotAllowed(
-                f"experiment {exp_id} belongs to {owner.owner}: only its owner or an admin "
+                f"experiment {exp_id} {whose}: only its owner or an admin "
                 f"may cancel it (you are {caller.owner})"
             )
         self.runner.cancel(exp_id)

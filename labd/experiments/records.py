@@ -2,7 +2,8 @@
 
 ::
 
-    experiments      one row per experiment: state, times, spec, plan, machine, error
+    experiments      one row per experiment: state, times, spec, plan, machine, error,
+                     owner (who asked: their sets' owner, who alone may cancel it)
     experiment_runs  one row per run: its grid point and repeat, its set, its result
 
 They are written through the history's guard (:class:`labd.history.History`) on the
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     spec_json TEXT NOT NULL,
     plan_json TEXT NOT NULL,
     machine_json TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS experiment_runs (
     experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
@@ -60,7 +62,8 @@ CREATE TABLE IF NOT EXISTS experiment_runs (
 );
 """
 _COLUMNS = (
-    "id, state, created_at, started_at, finished_at, spec_json, plan_json, machine_json, error"
+    "id, state, created_at, started_at, finished_at, spec_json, plan_json, machine_json, error,"
+    " owner"
 )
 
 
@@ -85,10 +88,17 @@ class Records:
         """The store itself is closed by its owner (the Lab)."""
 
     # --- writes: memory first, then the file (now, or once the fault clears) ---------
-    def new(self, spec: dict[str, Any], plan: dict[str, Any], machine: dict[str, Any]) -> int:
-        """Record a new experiment (queued); refused while the history is degraded."""
+    def new(
+        self,
+        spec: dict[str, Any],
+        plan: dict[str, Any],
+        machine: dict[str, Any],
+        owner: str | None = None,
+    ) -> int:
+        """Record a new experiment (queued) asked for by ``owner``; refused while the
+        history is degraded."""
         now = time.time()
-        texts = (now, json.dumps(spec), json.dumps(plan), json.dumps(machine))
+        texts = (now, json.dumps(spec), json.dumps(plan), json.dumps(machine), owner)
 
         def insert(conn: sqlite3.Connection) -> int:
             row = conn.execute(
@@ -98,7 +108,7 @@ class Records:
             exp_id = self._mark.take(int(row[0] or 0))
             conn.execute(
                 "INSERT INTO experiments (id, state, created_at, spec_json, plan_json,"
-                " machine_json) VALUES (?, 'queued', ?, ?, ?, ?)",
+                " machine_json, owner) VALUES (?, 'queued', ?, ?, ?, ?, ?)",
                 (exp_id, *texts),
             )
             return exp_id
@@ -114,6 +124,7 @@ class Records:
             "plan": copy.deepcopy(plan),
             "machine": copy.deepcopy(machine),
             "error": None,
+            "owner": owner,
             "runs": [],
         }
         with self._lock:
@@ -251,6 +262,9 @@ def _create_tables(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    # a store of an older labd gains the owner column (its experiments have none)
+    if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(experiments)")}:
+        conn.execute("ALTER TABLE experiments ADD COLUMN owner TEXT")
 
 
 def _interrupt(conn: sqlite3.Connection, now: float) -> list[int]:
@@ -298,7 +312,7 @@ def _get(conn: sqlite3.Connection, exp_id: int) -> dict[str, Any] | None:
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    exp_id, state, created, started, finished, spec, plan, machine, error = row
+    exp_id, state, created, started, finished, spec, plan, machine, error, owner = row
     return {
         "id": exp_id,
         "state": state,
@@ -309,4 +323,5 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
         "plan": json.loads(plan),
         "machine": json.loads(machine),
         "error": error,
+        "owner": owner,
     }

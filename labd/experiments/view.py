@@ -30,6 +30,7 @@ def experiment(record: dict[str, Any], progress: Progress | None) -> dict[str, A
         "started_at": record["started_at"],
         "finished_at": record["finished_at"],
         "error": record["error"],
+        "owner": record.get("owner"),
         "settings": {
             "cases": [
                 p.case
@@ -111,6 +112,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "runs_done": sum(1 for r in record["runs"] if r["state"] == "done"),
         "runs": len(plan["order"]),
         "error": record["error"],
+        "owner": record.get("owner"),
     }
 
 

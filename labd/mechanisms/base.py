@@ -42,7 +42,10 @@ failed, or labd's own shutdown): each set is started and stopped by one thread a
 
 The counter loop is ``for n in ctx.batches(): ...do n increments...`` and must return
 soon after ``batches()`` ends (the set is stopping): labd waits 3 s (longer while the
-set still makes progress), then sends SIGTERM, then SIGKILL.
+set still makes progress), then sends SIGTERM, then SIGKILL. A message counter loops
+over ``batches, stamp = ctx.sends()`` instead and stamps each message with ``stamp()``:
+paced, the tick it was due at (a late counter catches up its missed ticks), so a stall
+shows as latency.
 
 Printers come in two kinds, chosen by :attr:`Mechanism.messages`:
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 import zlib
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
@@ -124,9 +123,10 @@ class PipeMessages(Mechanism):
         crc_at = len(MAGIC) + _FIELDS.size
         fields = memoryview(frame)[len(MAGIC) : crc_at]  # what the crc covers, with data_crc
         pack_fields, pack_crc, crc32 = _FIELDS.pack_into, _CRC.pack_into, zlib.crc32
-        send, now = conn.send_bytes, time.monotonic_ns
+        send = conn.send_bytes
+        batches, now = ctx.sends()  # paced: the tick each message was due at
         seq = ctx.index << _WHO_SHIFT  # the writer in seq's top bits: explain names it
-        for n in ctx.batches():
+        for n in batches:
             for _ in range(n):
                 seq += 1
                 pack_fields(frame, len(MAGIC), seq, now(), size)
@@ -140,11 +140,12 @@ class PipeMessages(Mechanism):
         0, k, 2k, ... of the pipe carries its send time (k = ``ctx.lat_every``, 1 when
         paced): the printer knows which, and times those. Stamping every message cost
         ~0.12 us of ~1 us; the others go out as one unchanging ``bytes``."""
-        send, now, pack_sent = conn.send_bytes, time.monotonic_ns, _SENT.pack_into
+        send, pack_sent = conn.send_bytes, _SENT.pack_into
+        batches, now = ctx.sends()  # paced: the tick each message was due at
         sent_at, every = _SENT_AT, ctx.lat_every
         plain = bytes(frame)
         left = 0  # messages until the next timed one
-        for n in ctx.batches():
+        for n in batches:
             while n:
                 if not left:
                     pack_sent(frame, sent_at, now())

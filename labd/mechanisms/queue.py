@@ -102,10 +102,10 @@ class QueueMessages(Mechanism):
         (q,) = args
         data = b"x" * int(ctx.values.get("payload", 16))
         put = q.put
-        now = time.monotonic_ns
-        for n in ctx.batches():
+        batches, stamp = ctx.sends()  # paced: the tick each message was due at
+        for n in batches:
             for _ in range(n):
-                put((now(), data))
+                put((stamp(), data))
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:

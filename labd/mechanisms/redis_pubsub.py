@@ -63,10 +63,11 @@ class RedisPubSub(RedisMechanism):
         url, kwargs, channels = args
         client = redis_conn.open_client(url, kwargs)
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
-        publish, clock, k = client.publish, time.time_ns, ctx.index
+        publish, k = client.publish, ctx.index
         try:
             _wait_subscribed(ctx, client, channels)
-            for n in ctx.batches():
+            batches, clock = ctx.sends(wall=True)  # paced: the tick each message was due at
+            for n in batches:
                 for _ in range(n):
                     k = (k + 1) % len(channels)
                     publish(channels[k], b"%d%s" % (clock(), data))

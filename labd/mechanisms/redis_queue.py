@@ -77,9 +77,10 @@ class RedisQueue(RedisMechanism):
         make, on = client.register_script(_MAKE), [keys["list"]]
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
         high = int(ctx.values.get("maxsize", 1000))
-        ttl, clock = redis_conn.ttl_ms(ctx.values), time.time_ns
+        ttl = redis_conn.ttl_ms(ctx.values)
+        batches, clock = ctx.sends(wall=True)  # paced: the tick each message was due at
         try:
-            for n in ctx.batches():
+            for n in batches:
                 size = 0
                 for _ in range(n):
                     msg = b"%d%s" % (clock(), data)

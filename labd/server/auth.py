@@ -142,7 +142,7 @@ class TlsAuthenticator:
         tls.settimeout(None)
         log.info("TLS client %s: %s", peer, subject)
         owner = peer_subject(tls.getpeercert(), serial=False)
-        return tls, {"peer": peer, "subject": subject, "owner": owner}
+        return tls, {"peer": peer, "subject": subject, "owner": owner, "tls": True}
 
 
 def _deny(tls: ssl.SSLSocket, message: str) -> None:

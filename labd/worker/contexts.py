@@ -6,7 +6,9 @@ These objects live in the worker processes. A counter loop is written as::
         for _ in range(n):
             value.value += 1
 
-and a message printer as ``msg = q.get(); ctx.received(sent_ns)``. The context does the
+a message counter as ``batches, stamp = ctx.sends()`` (each message stamped with
+``stamp()``, paced the tick it was due at), and a message printer as
+``msg = q.get(); ctx.received(sent_ns)``. The context does the
 accounting (each process writes only its own board slots), the pacing on absolute ticks,
 the lesson's ``Time: N`` lines (at most 10 a second) and the stop protocol.
 """
@@ -17,7 +19,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -44,6 +46,8 @@ class WorkerSpec:
     daemon_pid: int = 0
     #: the set's process group: 0 makes this worker its leader (the set's first)
     pgid: int = 0
+    #: the set's cgroup (labd.cgroups), joined first thing; '' with process groups only
+    cgroup: str = ""
 
     @property
     def interval(self) -> float:
@@ -93,14 +97,22 @@ class _Context:
             time.sleep(rest)
         return False  # a stop asked in the last instant is seen at the next tick
 
-    def ticks(self, phase: float = 0.0) -> Iterator[float]:
-        """Yield at each absolute tick (each 0.1 s when flat out) until asked to stop."""
+    def ticks(self, phase: float = 0.0, *, catch_up: bool = False) -> Iterator[float]:
+        """Yield at each absolute tick (each 0.1 s when flat out) until asked to stop.
+
+        A caller late past its next tick skips the ticks it missed, or with ``catch_up``
+        is given each of them at once, in order (a message counter's schedule).
+        """
         period = self.interval if self.interval > 0 else pacing.FLAT_OUT_DISPLAY
+        k = pacing.next_index(period, phase=phase)
         while True:
-            due = pacing.next_tick(period, phase=phase)
+            due = (k + phase) * period
             if self.sleep_until(due):
                 return
             yield due
+            k += 1
+            if not catch_up:
+                k = max(k, pacing.next_index(period, phase=phase))
 
 
 class CounterContext(_Context):
@@ -110,6 +122,7 @@ class CounterContext(_Context):
         super().__init__(spec, slots, wake)
         self._reserved = board.counter_slot(spec.index)
         self._done = self._reserved + 1
+        self._due_ns = 0  # paced: the monotonic ns of the tick under way
 
     def batches(self) -> Iterator[int]:
         """How many increments to do now; ends when the set stops.
@@ -122,6 +135,27 @@ class CounterContext(_Context):
             yield from self._paced()
         else:
             yield from self._flat_out()
+
+    def sends(self, *, wall: bool = False) -> tuple[Iterator[int], Callable[[], int]]:
+        """A message counter's loop: its batches and the clock each message's send time
+        is stamped with, in ns (``time.monotonic_ns``'s, or with ``wall`` the wall
+        clock's, ``time.time_ns``, for stamps read on another host)::
+
+            batches, stamp = ctx.sends()
+            for n in batches:
+                for _ in range(n):
+                    q.put((stamp(), payload))
+
+        Flat out, a stamp is the real send time. Paced, it is the tick the message was
+        scheduled for, and a counter late past its ticks (descheduled, stopped, blocked
+        on a full queue) sends the ticks it missed at once instead of skipping them: a
+        stall shows as latency, not as fewer messages.
+        """
+        real: Callable[[], int] = time.time_ns if wall else time.monotonic_ns
+        if self.interval <= 0:
+            return self._flat_out(), real
+        offset = time.time_ns() - time.monotonic_ns() if wall else 0
+        return self._paced(catch_up=True), lambda: self._due_ns + offset
 
     def increment(
         self, target: Any, lock: Any = None, *, window: float = 0.0, trace: Any = None
@@ -190,9 +224,10 @@ class CounterContext(_Context):
                 if record is not None:
                     record(t_read, value, t_write)
 
-    def _paced(self) -> Iterator[int]:
+    def _paced(self, catch_up: bool = False) -> Iterator[int]:
         v, r, d = self._v, self._reserved, self._done
-        for _ in self.ticks():
+        for due in self.ticks(catch_up=catch_up):
+            self._due_ns = round(due * 1e9)
             v[r] += 1
             yield 1
             v[d] += 1

@@ -8,8 +8,9 @@ arguments. A forked worker keeps exactly the descriptors a spawned one would hav
 received (its own arguments' and the common ones) and drops the others, so a pipe's
 printer still sees EOF once the counters that write it are gone.
 
-The launcher leads the set's process group (or joins the group of the set's first
-launcher); its workers are born in it. It reports to labd, on a pipe of fixed-size
+The launcher enters the set's cgroup if it has one (labd.cgroups), and leads the set's
+process group (or joins the group of the set's first launcher); its workers are born
+in both. It reports to labd, on a pipe of fixed-size
 records, each worker's pid as it forks it, then ``DONE`` (or ``FAILED`` with the errno
 of a fork that failed, e.g. EAGAIN at the process limit), then each worker's exit code
 as it reaps it. It watches labd through a pidfd and, if labd dies, ends the whole group
@@ -111,6 +112,13 @@ def report(conn: Connection, kind: int, a: int = 0, b: int = 0, c: int = 0) -> N
 
 def run(plan: Plan, conn: Connection) -> None:
     """The launcher process: fork every worker of ``plan``, then reap them."""
+    if plan.template.cgroup:  # first thing: its workers are born in the set's cgroup
+        try:
+            worker_process.join_cgroup(plan.template.cgroup)
+        except OSError as exc:
+            report(conn, FAILED, exc.errno or 1, 0)
+            return
+        plan = replace(plan, template=replace(plan.template, cgroup=""))
     own_group = worker_process.join_set_group(plan.template.pgid)
     pgid = os.getpgrp() if own_group else NO_GROUP
     common = {plan.out.fileno(), *(w.fileno() for w in plan.wakes), *fds_of(plan.slots)}

@@ -8,11 +8,15 @@ import time
 FLAT_OUT_DISPLAY = 0.1  # printers show at most 10 lines a second
 
 
+def next_index(interval: float, now: float | None = None, phase: float = 0.0) -> int:
+    """The number of the next tick after now: tick ``k`` is at ``(k + phase) * interval``."""
+    t = time.monotonic() if now is None else now
+    return math.floor((t / interval) - phase) + 1
+
+
 def next_tick(interval: float, now: float | None = None, phase: float = 0.0) -> float:
     """The next multiple of ``interval`` (shifted by ``phase`` of an interval) after now."""
-    t = time.monotonic() if now is None else now
-    k = math.floor((t / interval) - phase) + 1
-    return (k + phase) * interval
+    return (next_index(interval, now, phase) + phase) * interval
 
 
 def display_period(interval: float) -> float:

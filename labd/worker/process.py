@@ -201,6 +201,12 @@ def join_set_group(pgid: int, patience: float = GROUP_WAIT_S) -> bool:
             return False
 
 
+def join_cgroup(path: str) -> None:
+    """Move this process into the set's cgroup (what it starts from now on is born there)."""
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write("0")
+
+
 def set_marker(daemon_pid: int, set_id: int) -> str:
     """The value of SET_VAR in a set's workers, and in what they start."""
     return f"{daemon_pid}:{set_id}"
@@ -208,6 +214,8 @@ def set_marker(daemon_pid: int, set_id: int) -> str:
 
 def _prepare(spec: WorkerSpec, out: Connection) -> Callable[[Connection], None]:
     """Set the worker up; returns the check to run on its way out (see watch_daemon)."""
+    if spec.cgroup:
+        join_cgroup(spec.cgroup)
     own_group = join_set_group(spec.pgid)
     become_subreaper()
     os.environ[SET_VAR] = set_marker(spec.daemon_pid, spec.set_id)
@@ -234,7 +242,7 @@ def run(
     """Run one counter or printer of a set."""
     try:
         on_exit = _prepare(spec, out)
-    except RuntimeError as exc:  # "can't start new thread": at the process limit
+    except (RuntimeError, OSError) as exc:  # no thread at the process limit; no cgroup
         name = f"set {spec.set_id} {spec.role} {spec.index}"
         print(f"ipclab worker ({name}): cannot start: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_CANNOT_START)
