@@ -54,6 +54,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and every process below it (alive, or reaped by one of them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = sum(int(x) for x in fields[11:15]) / tick
+    below = {root}
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in below} - below
+        grew = bool(more)
+        below |= more
+    return sum(used.get(pid, 0.0) for pid in below)
+
+
 def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -114,11 +138,42 @@ def worker_uss_mb(pids: list[int], sample: int = 30) -> float | None:
     return statistics.mean(values) if values else None
 
 
+#: the baseline of a start: a bare interpreter (python -S) forking N children that wait
+BARE_FORK = (
+    "import os, signal, sys, time\n"
+    "n = int(sys.argv[1]); t = time.perf_counter(); pids = []\n"
+    "for _ in range(n):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        signal.pause(); os._exit(0)\n"
+    "    pids.append(pid)\n"
+    "print(time.perf_counter() - t, flush=True)\n"
+    "for pid in pids: os.kill(pid, signal.SIGKILL)\n"
+    "for pid in pids: os.waitpid(pid, 0)\n"
+)
+
+
+def bare_fork_s(n: int) -> float:
+    """Seconds a bare interpreter takes to fork n waiting children, run just before each
+    manager's start in a session of its own (as each daemon is: kernel autogroups)."""
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", BARE_FORK, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    )
+    return float(out.stdout.split()[0])
+
+
 def measure(name: str, n: int, args: argparse.Namespace, venv: BenchVenv) -> dict[str, Any]:
+    row: dict[str, Any] = {"system": name, "n": n, "bare_s": bare_fork_s(n)}
     system = SYSTEMS[name](args.set_size, venv)
-    row: dict[str, Any] = {"system": name, "n": n}
     try:
+        cpu_before = tree_cpu_seconds(system.daemon_pid)
         row["start_s"] = system.start(n)
+        row["start_cpu_ms"] = (tree_cpu_seconds(system.daemon_pid) - cpu_before) / n * 1000
+        row["start_x_bare"] = row["start_s"] / row["bare_s"]
         time.sleep(args.settle)
         cpu0 = cpu_seconds(system.daemon_pid)
         time.sleep(args.idle_seconds)
@@ -149,6 +204,8 @@ def median_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 COLUMNS = (
     ("start_s", "start s", "{:.1f}"),
+    ("start_x_bare", "start / bare fork", "{:.0f}x"),
+    ("start_cpu_ms", "start CPU ms/proc", "{:.1f}"),
     ("idle_cpu", "idle CPU%", "{:.1f}"),
     ("one_p50_ms", "1 client p50 ms", "{:.2f}"),
     ("one_p99_ms", "p99 ms", "{:.2f}"),
@@ -203,7 +260,9 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
         out.append(
             f"  {other}: status p99 {_ratio(o.get('one_p99_ms'), lab.get('one_p99_ms'))}, "
             f"50-client p99 {_ratio(o.get('load_p99_ms'), lab.get('load_p99_ms'))}, "
-            f"start {_ratio(o.get('start_s'), lab.get('start_s'))}, "
+            f"start {_ratio(o.get('start_s'), lab.get('start_s'))} "
+            f"(against a bare fork: {_ratio(o.get('start_x_bare'), lab.get('start_x_bare'))}; "
+            f"CPU per process {_ratio(o.get('start_cpu_ms'), lab.get('start_cpu_ms'))}), "
             f"idle CPU {_ratio(o.get('idle_cpu'), lab.get('idle_cpu'))}"
         )
     anchors = ", ".join(

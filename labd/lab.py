@@ -74,6 +74,7 @@ FORK_WARNING = (
 FREEZE = "labd.worker.frozen"  # last: freezes what the preload imported
 PRELOAD = [
     "labd.worker.process",
+    "labd.worker.launcher",
     "labd.worker.contexts",
     "labd.worker.board",
     "labd.worker.pacing",
@@ -293,7 +294,7 @@ class Lab:
         if error is not None:
             raise SetError(f"set {pset.spec.id} failed to start: {error}") from None
         pids = [w.pid for w in pset.workers]
-        record_workers(self.store, pset.spec.id, pids)
+        record_workers(self.store, pset.spec.id, [*pids, *pset.launcher_pids])
         record_semaphores(self.state_dir)
         self._worker_bytes = capacity.worker_bytes(pids, self._worker_bytes)
         log.info("set %d: %s %d started", pset.spec.id, mechanism, counters)

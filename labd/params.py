@@ -164,7 +164,7 @@ COMMON_PARAMS: tuple[Param, ...] = (
         "start_method",
         str,
         "forkserver",
-        "how children start (fork is unsafe in a threaded daemon)",
+        "how the set's launchers start; they fork its workers (fork: unsafe in threaded labd)",
         choices=("forkserver", "spawn", "fork"),
     ),
     Param("name", str, "", "free text to recognise the set by"),

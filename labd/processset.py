@@ -17,27 +17,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing import process as mp_process
 from multiprocessing.connection import Connection
 from multiprocessing.managers import SyncManager
-from multiprocessing.process import BaseProcess
 from typing import Any
 
-from labd import leftovers
+from labd import launch, leftovers
 from labd.bounded import SETUP_S, TEARDOWN_S, HookTimeout, Observer, call_within
 from labd.lifecycle import Lifecycle
 from labd.mechanisms.base import Mechanism
 from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
-from labd.proclimit import limit_error
 from labd.protocol import MAX_DRAIN_S, State
 from labd.stopplan import StopClock, StopTimes
 from labd.worker import board
-from labd.worker import process as worker_process
 from labd.worker.contexts import WorkerSpec
+from labd.worker.launcher import Order
 
 log = logging.getLogger("labd.set")
-START_THREADS = 4  # counters of a set started at once (see ProcessSet._spawn_counters)
+LAUNCHER_EXIT_S = 2.0  # a launcher exits once it has reaped its workers
 
 
 @dataclass(frozen=True)
@@ -65,23 +62,22 @@ class SetSpec:
 
 @dataclass
 class Worker:
-    """One child. Only the reaper joins it; everyone else waits on ``ended``."""
+    """One child. Only the reaper reaps it; everyone else waits on ``ended``."""
 
     role: str
     index: int
-    process: BaseProcess
     pid: int
+    launch: launch.Launch  # its launcher: its parent, which reports its exit code
     exitcode: int | None = None
     expected: bool = False  # the set asked it to end
     ended: threading.Event = field(default_factory=threading.Event)
-    #: readable once the process has exited, whoever its parent is by then (-1: none)
+    #: readable once the process has exited, whoever its parent is by then
     pidfd: int = -1
 
     @property
     def exit_fd(self) -> int:
-        """What the reaper waits on: the pidfd, else multiprocessing's sentinel (which a
-        dying forkserver closes while its children still run)."""
-        return self.pidfd if self.pidfd >= 0 else int(self.process.sentinel)
+        """What the reaper waits on (see labd.launch.pidfd)."""
+        return self.pidfd
 
     def close_pidfd(self) -> None:
         if self.pidfd >= 0:
@@ -141,7 +137,8 @@ class ProcessSet:
         self._slots: Any = None
         self._wake: dict[str, Connection] = {}
         self.output_done: threading.Event | None = None
-        self.pgid = 0  # the set's process group, once its first worker leads it
+        self.pgid = 0  # the set's process group, led by its first launcher
+        self.launches: list[launch.Launch] = []  # the processes that fork its workers
         self.cgroup = ""  # the set's own cgroup, where the host delegates one (labd.cgroups)
         self._observer: Observer | None = None
         self._forced: list[str] = []  # workers a stop had to signal ("2 counter(s)")
@@ -168,16 +165,11 @@ class ProcessSet:
         out_reader, out_writer = ctx.Pipe(duplex=False)
         self.output_done = collect(out_reader, self.output)
         try:
-            for j in range(spec.printers):
-                self._spawn("printer", j, printer_wake, out_writer, self.mechanism.printer_args(j))
-            self._spawn_counters(counter_wake, out_writer)
+            self._launch_workers((counter_wake, printer_wake), out_writer)
         finally:
             for end in (counter_wake, printer_wake, out_writer):
                 end.close()
         self.mechanism.started()
-        # by now the first worker has long started, unless the set is small
-        if self.workers and not _group_made(self.workers[0]):
-            log.warning("set %d: its first worker made no process group", spec.id)
         self.started_at = self.env.clock()
         self._ran = (time.monotonic(), None)
         duration = spec.values.get("duration")
@@ -188,71 +180,42 @@ class ProcessSet:
                 if not w.alive:
                     self.worker_exited(w)
 
-    def _spawn_counters(self, wake: Connection, out: Connection) -> None:
-        """Start the counters from START_THREADS threads at once: each start is a round
-        trip to the forkserver, and while it forks one the next request is on its way.
-        Every start is tried; the first error is raised once all have returned."""
-        indexes = iter(range(self.spec.counters))
-        pick = threading.Lock()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            while not errors:
-                with pick:
-                    i = next(indexes, None)
-                if i is None:
-                    return
-                try:
-                    self._spawn("counter", i, wake, out, self.mechanism.counter_args(i))
-                except BaseException as exc:
-                    errors.append(exc)
-
-        threads = [
-            threading.Thread(target=run, name=f"start-{self.spec.id}-{k}", daemon=True)
-            for k in range(min(START_THREADS, self.spec.counters) - 1)
-        ]
-        for t in threads:
-            t.start()
-        run()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-
-    def _spawn(
-        self, role: str, index: int, wake: Connection, out: Connection, args: tuple[Any, ...]
-    ) -> None:
-        spec = self.spec
-        wspec = WorkerSpec(
+    def _launch_workers(self, wakes: tuple[Connection, Connection], out: Connection) -> None:
+        """Printers, then counters, forked by the set's launchers (see labd.launch)."""
+        spec, mech = self.spec, self.mechanism
+        orders = [Order("printer", j, mech.printer_args(j)) for j in range(spec.printers)]
+        orders += [Order("counter", i, mech.counter_args(i)) for i in range(spec.counters)]
+        template = WorkerSpec(
             spec.id,
-            role,
-            index,
+            "",
+            0,
             spec.counters,
             spec.printers,
             dict(spec.values),
             daemon_pid=os.getpid(),
-            pgid=self.pgid,
             cgroup=self.cgroup,
         )
-        process = self.env.context.Process(  # type: ignore[attr-defined]
-            target=worker_process.run,
-            args=(wspec, type(self.mechanism), self._slots, wake, out, args),
-            name=f"ipclab-{spec.id}-{role}-{index}",
-            daemon=True,
-        )
+        common = (type(mech), self._slots, wakes, out)
         try:
-            process.start()
-        except (OSError, EOFError) as exc:  # EOF: the forkserver died (of a failed fork?)
-            raise (limit_error(exc) or exc) from None
-        # Our reaper joins it: out of multiprocessing's list of children, whose every
-        # entry each Process.start() polls (a thousand workers: half a million polls).
-        mp_process._children.discard(process)  # type: ignore[attr-defined]
-        assert process.pid is not None
-        worker = Worker(role, index, process, process.pid, pidfd=_pidfd(process.pid))
+            self.launches = launch.start_set(self.env.context, template, common, orders, self._add)
+        except launch.LaunchError as exc:
+            self.launches = exc.launches
+            raise exc.cause from None
+        leader = self.launches[0].pid
+        with contextlib.suppress(OSError):
+            if os.getpgid(leader) != leader:
+                log.warning("set %d: its launcher made no process group", spec.id)
+
+    def _add(self, role: str, index: int, pid: int, source: launch.Launch) -> None:
+        """A worker its launcher reports started: watched from now on."""
+        worker = Worker(role, index, pid, source, pidfd=launch.pidfd(pid))
         self.workers.append(worker)
         self._watch(self, worker)
-        if not self.pgid:  # the first worker leads the set's group; the next ones join
-            self.pgid = worker.pid  # it, waiting for it if they start first
+        self.pgid = self.pgid or source.pid  # the first launcher leads the set's group
+
+    @property
+    def launcher_pids(self) -> list[int]:
+        return [x.pid for x in self.launches]
 
     # --- states ----------------------------------------------------------------------
     @property
@@ -407,7 +370,10 @@ class ProcessSet:
             leftovers.sweep_group(self.pgid, self.spec.id)
 
     def release(self) -> None:
-        """Close pipes and let the mechanism release its resources (idempotent)."""
+        """Close pipes, reap the launchers (they exit once their workers have) and let
+        the mechanism release its resources (idempotent)."""
+        for x in self.launches:
+            x.join(self._bound(LAUNCHER_EXIT_S))
         for end in self._wake.values():
             end.close()
         self._wake.clear()
@@ -429,29 +395,6 @@ class ProcessSet:
         return max(0.1, min(seconds, until - time.monotonic()))
 
 
-def _pidfd(pid: int) -> int:
-    try:
-        return os.pidfd_open(pid)
-    except OSError:  # already gone (and reaped), or no pidfd: the sentinel will do
-        return -1
-
-
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def _group_made(leader: Worker, timeout: float = 2.0) -> bool:
-    """Wait until the set's first worker leads its group (setpgid(0, 0) at its start):
-    the set runs once spawn returns. Waited for once, after every start was sent (the
-    others do not wait for it), so a large set pays nothing for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if os.getpgid(leader.pid) == leader.pid:
-                return True
-        except ProcessLookupError:
-            return False
-        if not leader.alive or time.monotonic() >= deadline:
-            return False
-        time.sleep(0.0005)

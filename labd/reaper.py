@@ -6,7 +6,6 @@ not a rebuilt wait list per worker."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import selectors
@@ -16,8 +15,6 @@ from labd.loopthread import LoopThread
 from labd.processset import ProcessSet, Worker
 
 JOIN_S = 1.0
-#: what multiprocessing reports for a forkserver child when the forkserver is gone
-FORKSERVER_GONE = 255
 
 log = logging.getLogger("labd.reaper")
 
@@ -35,7 +32,11 @@ class Reaper(LoopThread):
         with self._lock:
             self._watched[fd] = (pset, worker)
             self._sel.register(fd, selectors.EVENT_READ, fd)
-        self._wake()  # a poll-based selector would not see it before its next wait
+        # epoll sees a registration at once, even while waiting; a poll-based selector
+        # would not before its next wait. (A wake per worker costs the starting thread a
+        # switch to the reaper and back, milliseconds each on a busy host.)
+        if not isinstance(self._sel, selectors.EpollSelector):
+            self._wake()
 
     def _run(self) -> None:
         while not self._closing:
@@ -64,18 +65,11 @@ class Reaper(LoopThread):
 
 
 def _exit_status(worker: Worker) -> int | None:
-    """The exit status of a worker that has ended (its pidfd said so). A forkserver child's
-    comes from the forkserver; if the forkserver died, the worker became labd's own
-    child (labd is a subreaper) and tells it itself. None if nobody can tell."""
-    proc = worker.process
-    proc.join(JOIN_S)  # the forkserver writes the status as soon as it reaps the worker
-    code = proc.exitcode
-    if code is None or code == FORKSERVER_GONE:
-        own = _own_child_status(worker.pid)
-        code = own if own is not None else code
-    with contextlib.suppress(ValueError):
-        proc.close()
-    return code
+    """The exit status of a worker that has ended (its pidfd said so), as its launcher
+    reports it. If the launcher is gone, the worker became labd's own child (labd is a
+    subreaper) and tells it itself. None if nobody can tell."""
+    code = worker.launch.status(worker.pid, JOIN_S)
+    return code if code is not None else _own_child_status(worker.pid)
 
 
 def _own_child_status(pid: int) -> int | None:

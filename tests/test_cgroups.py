@@ -107,6 +107,7 @@ def test_helpers_whose_labd_and_workers_were_killed_end_at_the_next_start(
     first = labd_in(labd_factory, delegated)
     sets, helpers = escaping_sets(first, tmp_path)
     workers = [psutil.Process(p["pid"]) for s in sets for p in s["processes"]]
+    workers += list({w.parent() for w in workers})  # and their launchers, which lead the groups
     try:
         for w in workers:  # hung, so they cannot end their helpers as labd goes
             w.send_signal(signal.SIGSTOP)

@@ -80,14 +80,17 @@ def test_helpers_end_when_labd_is_killed(escapees: Escapees) -> None:
 def test_helpers_of_hung_workers_end_at_the_next_start(
     escapees: Escapees, labd_factory: DaemonFactory
 ) -> None:
-    for w in escapees.workers:  # hung workers: they cannot end their helpers themselves
-        w.send_signal(signal.SIGSTOP)
+    # hung sets: workers and their launchers (which lead the sets' groups) cannot end
+    # their helpers themselves
+    hung = list({w.parent() for w in escapees.workers}) + escapees.workers
+    for p in hung:
+        p.send_signal(signal.SIGSTOP)
     try:
         first = escapees.daemon
         wait_for(
-            lambda: all(w.status() == psutil.STATUS_STOPPED for w in escapees.workers),
+            lambda: all(p.status() == psutil.STATUS_STOPPED for p in hung),
             5,
-            "the workers to stop",
+            "the sets' processes to stop",
         )
         first.send(signal.SIGKILL)
         first.wait()
@@ -95,4 +98,4 @@ def test_helpers_of_hung_workers_end_at_the_next_start(
         labd_factory(env=fakes_env(HOOKS), state_dir=first.state_dir)
         escapees.assert_helpers_end("after a kill -9 of labd and a restart")
     finally:
-        kill_all(escapees.workers)
+        kill_all(hung)

@@ -58,14 +58,17 @@ def test_leftovers_of_an_interrupted_set_are_ended_at_next_start(labd_factory) -
         found = [c for w in workers for c in w.children() if c.name() == "sleep"]
         return found if len(found) == 2 else []
 
-    stuck = workers + wait_for(helpers, 10, "the counters' helpers")
-    for w in workers:  # hung workers: their daemon watch cannot run
-        w.send_signal(signal.SIGSTOP)
+    # a hung set: its workers and their launcher (their parent, which leads the set's
+    # group and would end it when labd dies): their daemon watch cannot run
+    launchers = list({w.parent() for w in workers})
+    stuck = launchers + workers + wait_for(helpers, 10, "the counters' helpers")
+    for p in [*launchers, *workers]:
+        p.send_signal(signal.SIGSTOP)
     try:
         wait_for(
-            lambda: all(w.status() == psutil.STATUS_STOPPED for w in workers),
+            lambda: all(p.status() == psutil.STATUS_STOPPED for p in [*launchers, *workers]),
             5.0,
-            "the workers to stop",
+            "the set's processes to stop",
         )
         first.send(signal.SIGKILL)
         first.wait()

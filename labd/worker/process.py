@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 from labd.worker import board
 from labd.worker.contexts import CounterContext, PrinterContext, WorkerSpec
@@ -134,35 +134,37 @@ def watch_daemon(pid: int, own_group: bool = False) -> Callable[[Connection], No
     pipes closed, and the group must still go.
     """
 
-    def gone() -> None:
-        # The group's leader (the set's first worker) ends what is below every worker of
-        # the group, then the group; the others end their own, and stand in for a leader
-        # that cannot act (gone, or stopped). One pass over /proc per set, not per worker.
-        acting = own_group and _leads_or_stands_in()
-        end_descendants(whole_group=acting)
-        if acting:
-            with contextlib.suppress(OSError):
-                os.killpg(0, signal.SIGKILL)  # this process included
-        os._exit(EXIT_DAEMON_GONE)
-
     try:
         fd = os.pidfd_open(pid)
     except (OSError, AttributeError):
-        gone()  # already gone (or no pidfd): do not linger
+        daemon_gone(own_group)  # already gone (or no pidfd): do not linger
 
     def wait() -> None:
         select.select([fd], [], [])
-        gone()
+        daemon_gone(own_group)
 
     def check(wake: Connection) -> None:
         # the stop pipe at EOF with no request in it: labd closed it, or is dying now
         # (its files close before its pidfd reports it): give the pidfd a moment
         wait = _GONE_WAIT if _at_eof(wake) else 0.0
         if select.select([fd], [], [], wait)[0]:
-            gone()
+            daemon_gone(own_group)
 
     threading.Thread(target=wait, name="daemon-watch", daemon=True).start()
     return check
+
+
+def daemon_gone(own_group: bool) -> NoReturn:
+    """labd is gone: end this process, and what it started. The group's leader (the
+    set's launcher) ends what is below every process of the group, then the group; the
+    others end their own, and stand in for a leader that cannot act (gone, or stopped).
+    One pass over /proc per set, not per worker."""
+    acting = own_group and _leads_or_stands_in()
+    end_descendants(whole_group=acting)
+    if acting:
+        with contextlib.suppress(OSError):
+            os.killpg(0, signal.SIGKILL)  # this process included
+    os._exit(EXIT_DAEMON_GONE)
 
 
 def _leads_or_stands_in() -> bool:
@@ -183,8 +185,9 @@ def join_set_group(pgid: int, patience: float = GROUP_WAIT_S) -> bool:
     whole set, anything its workers started included, with one ``killpg``, and a Ctrl-C
     on labd's terminal reaches labd alone. Failing that (False), the worker stays put.
 
-    labd does not wait for the leader (the set's first worker) to make the group before
-    starting the others: a worker that starts first waits here, up to ``patience``."""
+    A set's first launcher leads the group; its other launchers join it (a launcher that
+    starts before the group exists waits here, up to ``patience``); workers are born in
+    their launcher's group. ``pgid`` -1: stay put, in no group of the set's own."""
     deadline = time.monotonic() + patience
     while True:
         try:
