@@ -405,6 +405,13 @@ ARITY: dict[str, tuple[int, int]] = {
     "history": (0, 2),
     "samples": (1, 1),
 }
+#: what a case in a spec may say, all of it JSON (MECHANISMS holds any value: frozensets too)
+CASE_WORDS = st.one_of(
+    st.sampled_from(sorted(CHEAP)),
+    st.sampled_from([*BAD, "shared", "queue", "nosuch", "", "shared:lock=yes", "pipe:x=1"]),
+    TEXTS,
+    JSON_SCALARS,
+)
 #: experiment specs that never start one (each has a window too short to measure), so
 #: a fuzzed compare() cannot leave runs behind; malformed texts and values besides
 SPEC_TEXTS = st.one_of(
@@ -418,7 +425,7 @@ SPEC_TEXTS = st.one_of(
                 )
             },
             optional={
-                "cases": st.one_of(st.lists(st.one_of(MECHANISMS, TEXTS), max_size=3), JSON_VALUES),
+                "cases": st.one_of(st.lists(CASE_WORDS, max_size=3), JSON_VALUES),
                 "counters": st.one_of(st.lists(INTS, max_size=3), JSON_VALUES),
                 "sweep": st.one_of(TEXTS, JSON_VALUES),
                 "repeat": st.one_of(INTS, JSON_VALUES),
