@@ -15,6 +15,7 @@ again, so the collisions add up to the updates lost, exactly.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,11 +77,16 @@ def replay(writes: list[Write]) -> int:
         return 0
     memory = writes[0].read
     wiping: list[Write] = []  # writes that wiped increments, some maybe restored later
+    t_writes = [w.t_write for w in writes]  # ascending: writes are in write order
     for k, w in enumerate(writes):
         gap = memory - w.read
         if gap > 0:
             w.wiped = gap
-            w.over = [o.counter for o in writes[:k] if o.t_write > w.t_read][-gap:]
+            # the writes between its read and its own write, the last ``gap`` of them
+            # (a bisection: a scan of all earlier writes made a flat-out trace of 60k
+            # increments take 80 s)
+            after_read = bisect.bisect_right(t_writes, w.t_read, 0, k)
+            w.over = [o.counter for o in writes[max(after_read, k - gap) : k]]
             wiping.append(w)
         elif gap < 0:
             _restore(wiping, -gap)
