@@ -75,17 +75,23 @@ class PrivateLabd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Any = None
 
-    def start(self, new_session: bool = True) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        new_session: bool = True,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start labd, in a session of its own unless ``new_session`` is False (then in
         ours: what it is compared with side by side must share its session, see
-        :func:`own_session`)."""
+        :func:`own_session`), with ``args`` more options and ``env`` more variables."""
         from rpyc.utils.factory import unix_connect
 
         command = [sys.executable, "-m", "labd", "--socket", str(self.socket)]
-        command += ["--state-dir", str(self.dir / "state")]
+        command += ["--state-dir", str(self.dir / "state"), *args]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 command,
+                env={**os.environ, **(env or {})},
                 cwd=self.dir,  # import the installed labd, or PYTHONPATH's, not ./labd
                 stdin=subprocess.DEVNULL,
                 stdout=log,

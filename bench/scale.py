@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import machine
-from scale_systems import SYSTEMS, BenchVenv, LabdBefore
+from scale_systems import SYSTEMS, BenchVenv, LabdBefore, variant
 
 HERE = Path(__file__).resolve().parent
 CLIENTS_PER_PROCESS = 10
@@ -93,19 +93,22 @@ def run_clients(system: Any, clients: int, hz: float, seconds: float) -> dict[st
     while left > 0:
         threads = min(CLIENTS_PER_PROCESS, left)
         left -= threads
-        command = [system.client_python, str(HERE / "scale_clients.py"), system.name]
+        kind = getattr(system, "client_kind", system.name)
+        command = [system.client_python, str(HERE / "scale_clients.py"), kind]
         command += [system.status_address, "--threads", str(threads), "--hz", str(hz)]
         command += ["--seconds", str(seconds), "--start-at", str(start_at)]
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
     time.sleep(max(0.0, start_at - time.time()))
     cpu0 = cpu_seconds(system.daemon_pid)
     lat: list[float] = []
+    at: list[float] = []
     errors: list[str] = []
     nerrors = late = 0
     for p in procs:
         out, _ = p.communicate(timeout=seconds + 120)
         result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"lat": []}
         lat += result["lat"]
+        at += result.get("at", [])
         errors += result.get("errors", [])
         nerrors += result.get("nerrors", 0)
         late += bool(result.get("late"))
@@ -118,7 +121,17 @@ def run_clients(system: Any, clients: int, hz: float, seconds: float) -> dict[st
         "errors": nerrors,
         "late_processes": late,  # client processes not connected when the window opened
         "error_sample": errors[:3],
+        "p99_ms_by_tenth": by_tenth(lat, at),
     }
+
+
+def by_tenth(lat: list[float], at: list[float]) -> list[float | None]:
+    """The p99 of the calls that began in each tenth of a monotonic second (paced workers
+    tick at whole seconds, plus their set's phase): where in the second the tail is."""
+    bins: list[list[float]] = [[] for _ in range(10)]
+    for latency, t0 in zip(lat, at, strict=False):
+        bins[int(t0 % 1.0 * 10) % 10].append(latency)
+    return [round(ms, 1) if (ms := _ms(quantile(b, 0.99))) is not None else None for b in bins]
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -253,7 +266,7 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     if lab is None:
         return []
     out = [f"ratios at N={n} (other / labd; higher is better for labd):"]
-    for other in ("labd-before", "supervisor", "circus"):
+    for other in [x for x in at if x.startswith("labd-")] + ["supervisor", "circus"]:
         o = at.get(other)
         if o is None:
             continue
@@ -317,6 +330,14 @@ def parse() -> argparse.Namespace:
         type=Path,
         help="also run labd from this directory (holding a labd/ package) as labd-before",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="also run labd with ARGS more options (VAR=value words: environment) as "
+        "labd-NAME, interleaved with the others (repeat for more)",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return ap.parse_args()
 
@@ -328,6 +349,8 @@ def main() -> int:
     if args.before:
         LabdBefore.source = str(args.before.resolve())
         names.insert(1, "labd-before")
+    for k, spec in enumerate(args.variant):
+        names.insert(1 + k, variant(spec))
     venv = BenchVenv(args.venv)
     if any(x in ("supervisor", "circus") for x in names):
         venv.ensure()

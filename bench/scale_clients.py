@@ -1,6 +1,7 @@
 """Status clients for bench/scale.py: one process, T threads, each with its own
 connection, each asking for the whole status at H Hz (H = 0: back to back) for S
-seconds; prints one JSON line: every call's latency in seconds, and the errors.
+seconds; prints one JSON line: every call's latency in seconds, when it began
+(``time.monotonic()``, the clock paced workers tick on), and the errors.
 
     python bench/scale_clients.py KIND ADDRESS --threads T --hz H --seconds S
 
@@ -131,6 +132,7 @@ def _thread(call: Callable[[], Any], hz: float, until: float, out: dict[str, Any
             continue
         t1 = time.monotonic()
         out["lat"].append(t1 - t0)  # asked within the window: counted, however late
+        out["at"].append(t0)
         due = max(due + period, t1) if period else t1  # late: next call at once, no burst
 
 
@@ -143,7 +145,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--start-at", type=float, default=0.0, help="time.time() to begin at")
     args = ap.parse_args()
-    out: dict[str, Any] = {"lat": [], "errors": []}
+    out: dict[str, Any] = {"lat": [], "at": [], "errors": []}
     calls = []
     for _ in range(args.threads):  # imported and connected before the window opens
         try:

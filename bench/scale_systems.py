@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -82,7 +83,10 @@ class BenchVenv:
 
 class Labd:
     name = "labd"
+    client_kind = "labd"  # the KIND of bench/scale_clients.py
     source: str | None = None  # a directory holding another labd package (PYTHONPATH)
+    args: tuple[str, ...] = ()  # more labd options (a --variant's)
+    env: dict[str, str] = {}  # more environment variables for labd (a --variant's)
 
     def __init__(self, set_size: int, venv: BenchVenv) -> None:
         self.set_size = set_size
@@ -91,7 +95,7 @@ class Labd:
         if self.source:
             os.environ["PYTHONPATH"] = self.source
         try:
-            self.lab.start()
+            self.lab.start(args=self.args, env=self.env)
         finally:
             if saved is None:
                 os.environ.pop("PYTHONPATH", None)
@@ -371,5 +375,30 @@ class LabdBefore(Labd):
     name = "labd-before"
 
 
-SYSTEMS = {"labd": Labd, "labd-before": LabdBefore, "supervisor": Supervisor, "circus": Circus}
+def variant(spec: str) -> str:
+    """Register ``NAME=ARGS`` (``--variant``) as the system ``labd-NAME``: labd with ARGS
+    more options, where a word ``VAR=value`` (VAR in capitals) sets an environment
+    variable instead; returns the system's name."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name.isidentifier():
+        raise ValueError(f"--variant {spec!r}: expected NAME=ARGS, e.g. nice5='--worker-nice 5'")
+    words = shlex.split(rest)
+    env = dict(w.split("=", 1) for w in words if _is_env(w))
+    args = tuple(w for w in words if not _is_env(w))
+    system = type(f"Labd_{name}", (Labd,), {"name": f"labd-{name}", "args": args, "env": env})
+    SYSTEMS[system.name] = system
+    return str(system.name)
+
+
+def _is_env(word: str) -> bool:
+    var, sep, _ = word.partition("=")
+    return bool(sep) and var.isidentifier() and var.isupper()
+
+
+SYSTEMS: dict[str, Any] = {
+    "labd": Labd,
+    "labd-before": LabdBefore,
+    "supervisor": Supervisor,
+    "circus": Circus,
+}
 _ = CircusClient  # re-exported for the bridge's child, which imports it from scale_clients
