@@ -20,6 +20,7 @@ from labd.protocol import (
     PER_SET_CEILING,
     SHUTDOWN_MARGIN_S,
     TIMEOUT_STOP_S,
+    WORKER_NICE,
     Address,
     default_socket,
     default_state_dir,
@@ -147,7 +148,15 @@ def _address(
     type=click.IntRange(1, 65536),
     default=MAX_PROCESSES,
     show_default=True,
-    help="processes in all sets together",
+    help="processes (counters, printers, launchers) in all sets together",
+)
+@click.option(
+    "--worker-nice",
+    type=click.IntRange(0, 19),
+    default=WORKER_NICE,
+    show_default=True,
+    help="the sets' workers run this much nicer (lower priority) than labd, so that many "
+    "of them busy at once leave labd free to answer; 0: at labd's own priority",
 )
 @click.option(
     "--stop-timeout",
@@ -184,6 +193,7 @@ def cli(
     max_clients_per_user: int,
     max_per_set: int,
     max_processes: int,
+    worker_nice: int,
     stop_timeout: float,
     tls_cert: str | None,
     tls_key: str | None,
@@ -213,6 +223,7 @@ def cli(
         admin_gids=admin_group,
         admin_subjects=admin_subject,
         per_user=max_per_user,
+        worker_nice=worker_nice,
     )
     from labd.daemon import serve
 

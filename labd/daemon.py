@@ -18,6 +18,7 @@ from labd.protocol import (
     MAX_PROCESSES,
     SHUTDOWN_MARGIN_S,
     TIMEOUT_STOP_S,
+    WORKER_NICE,
     Address,
 )
 from labd.server.access import PRIVATE, SocketAccess
@@ -41,6 +42,7 @@ class DaemonConfig:
     admin_gids: tuple[int, ...] = ()  # --admin-group: may stop anyone's sets, shut down
     admin_subjects: tuple[str, ...] = ()  # --admin-subject: the same, for TLS clients
     per_user: int | None = None  # --max-per-user: processes of one user's sets
+    worker_nice: int = WORKER_NICE  # --worker-nice: the workers' niceness above labd's
 
 
 def serve(config: DaemonConfig) -> int:
@@ -63,6 +65,7 @@ def serve(config: DaemonConfig) -> int:
         on_change=lambda summary: notifier.status(summary),
     )
     lab.admins = Admins.of(config.admin_gids, config.admin_subjects)
+    lab.worker_nice = config.worker_nice
     clients = ClientLimits(config.max_clients, config.clients_per_user)
     listeners = [
         listen(Address(path=str(config.socket)), lab, stop.set, config.access, limits=clients)

@@ -119,6 +119,7 @@ class Lab:
         self.started_at = clock()
         self.address = ""
         self.admins = Admins()  # who besides root and labd's user may stop any set
+        self.worker_nice = 0  # added to the niceness of the workers of sets started now
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
         clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
@@ -325,6 +326,7 @@ class Lab:
                 self._context(str(values["start_method"])),
                 self.manager.get,
                 clock=self._clock,
+                nice=self.worker_nice,
             )
             output = PrintLog(self._log_path(set_id))
             pset = ProcessSet(

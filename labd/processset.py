@@ -29,7 +29,7 @@ from labd.metrics import Figures, SetMetrics
 from labd.printlog import PrintLog
 from labd.protocol import MAX_DRAIN_S, State
 from labd.stopplan import StopClock, StopTimes
-from labd.worker import board
+from labd.worker import board, pacing
 from labd.worker.contexts import WorkerSpec
 from labd.worker.launcher import Order
 
@@ -102,6 +102,7 @@ class SetEnv:
     manager_generation: int | None = field(default=None)
     #: the wall clock, for display; order and durations come from time.monotonic
     clock: Callable[[], float] = time.time
+    nice: int = 0  # the workers' niceness above labd's (labd --worker-nice)
 
     def manager(self) -> SyncManager:
         manager, self.manager_generation = self.manager_source()
@@ -194,6 +195,8 @@ class ProcessSet:
             dict(spec.values),
             daemon_pid=os.getpid(),
             cgroup=self.cgroup,
+            nice=self.env.nice,
+            phase=pacing.set_phase(spec.id),
         )
         common = (type(mech), self._slots, wakes, out)
         try:

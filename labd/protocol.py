@@ -38,6 +38,9 @@ PER_SET_CEILING = 4096
 #: before each spawn (labd.capacity), so a spawn it cannot hold is refused with why.
 MAX_PER_SET = PER_SET_CEILING
 MAX_PROCESSES = 65536
+#: labd --worker-nice: the sets' workers run this much nicer than labd, so that a
+#: thousand of them woken at once do not keep labd from answering (1..19; 0: as labd)
+WORKER_NICE = 10
 PROTOCOL_VERSION = 1
 #: what labd writes, instead of any rpyc frame, to a client it accepted and turns away
 #: (at its connection limit, an unsuitable certificate): one line,

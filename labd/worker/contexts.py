@@ -48,6 +48,10 @@ class WorkerSpec:
     pgid: int = 0
     #: the set's cgroup (labd.cgroups), joined first thing; '' with process groups only
     cgroup: str = ""
+    #: what each worker adds to its niceness once forked (labd --worker-nice)
+    nice: int = 0
+    #: the set's ticks are shifted by this fraction of its interval (pacing.set_phase)
+    phase: float = 0.0
 
     @property
     def interval(self) -> float:
@@ -98,12 +102,15 @@ class _Context:
         return False  # a stop asked in the last instant is seen at the next tick
 
     def ticks(self, phase: float = 0.0, *, catch_up: bool = False) -> Iterator[float]:
-        """Yield at each absolute tick (each 0.1 s when flat out) until asked to stop.
+        """Yield at each absolute tick (each 0.1 s when flat out), shifted by ``phase`` of
+        an interval and the set's own phase (:func:`labd.worker.pacing.set_phase`), until
+        asked to stop.
 
         A caller late past its next tick skips the ticks it missed, or with ``catch_up``
         is given each of them at once, in order (a message counter's schedule).
         """
         period = self.interval if self.interval > 0 else pacing.FLAT_OUT_DISPLAY
+        phase += self.spec.phase
         k = pacing.next_index(period, phase=phase)
         while True:
             due = (k + phase) * period
@@ -331,7 +338,7 @@ class PrinterContext(_Context):
 
     def _display_loop(self) -> None:
         period = pacing.display_period(self.interval)
-        phase = 0.5 if self.interval > 0 else 0.0
+        phase = (0.5 if self.interval > 0 else 0.0) + self.spec.phase
         while True:
             due = pacing.next_tick(period, phase=phase)
             if self._done.wait(max(0.0, due - time.monotonic())):

@@ -16,6 +16,8 @@ of a fork that failed, e.g. EAGAIN at the process limit), then each worker's exi
 as it reaps it. It watches labd through a pidfd and, if labd dies, ends the whole group
 as the group's leader (see :func:`labd.worker.process.daemon_gone`). It exits once the
 last of its workers has exited. It starts no thread: it may run at the process limit.
+It keeps labd's priority; each worker, once forked, takes the set's niceness
+(``labd --worker-nice``) before it runs.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def run(plan: Plan, conn: Connection) -> None:
     failed = 0
     for order, worker, drop in zip(plan.orders, workers, drops, strict=True):
         try:
-            pid = _fork(worker, drop)
+            pid = _fork(worker, drop, plan.template.nice)
         except OSError as exc:  # EAGAIN at the process limit, ENOMEM
             failed = exc.errno or 1
             break
@@ -166,13 +168,18 @@ def _worker(plan: Plan, order: Order, pgid: int) -> multiprocessing.process.Base
     )
 
 
-def _fork(worker: multiprocessing.process.BaseProcess, drop: list[int]) -> int:
-    """Fork one worker; in it, drop the descriptors that are not its own and run it."""
+def _fork(worker: multiprocessing.process.BaseProcess, drop: list[int], nice: int) -> int:
+    """Fork one worker; in it, drop the descriptors that are not its own, take the
+    set's niceness (the launcher keeps labd's priority: it forks the next one sooner)
+    and run it."""
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        if nice:
+            with contextlib.suppress(OSError):
+                os.nice(nice)
         for fd in drop:
             with contextlib.suppress(OSError):
                 os.close(fd)
