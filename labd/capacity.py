@@ -11,6 +11,9 @@ a set fail half-started (a fork refused, a file not opened, the OOM killer):
   ``threads-max`` and ``pid_max``, the cgroup's ``pids.max``, and (not for root, whom the
   kernel does not hold to it) ``ulimit -u``;
 - open files: labd holds a descriptor or two per worker, against its ``ulimit -n``.
+
+A set's launchers (labd.launch: one, or one per core for a large set) count too: each is
+a process of about a worker's size, one task, and a report pipe in labd.
 """
 
 from __future__ import annotations
@@ -54,29 +57,36 @@ def probe() -> Machine:
     )
 
 
-def check(workers: int, worker_bytes: int, machine: Machine) -> None:
-    """Raise :class:`LimitError` naming the first limit ``workers`` more would break."""
+def check(workers: int, worker_bytes: int, machine: Machine, launchers: int = 0) -> None:
+    """Raise :class:`LimitError` naming the first limit ``workers`` more, started by
+    ``launchers``, would break."""
+    processes = workers + launchers
+    what = f"{processes} more processes" + (
+        f" ({workers} workers, {launchers} launchers)" if launchers else ""
+    )
     if machine.mem_available is not None:
         reserve = max(RESERVE_MIN, int((machine.mem_total or 0) * RESERVE_FRACTION))
-        need, room = workers * worker_bytes, machine.mem_available - reserve
+        need, room = processes * worker_bytes, machine.mem_available - reserve
         if need > room:
             raise LimitError(
-                f"this machine cannot hold {workers} more processes: they need about "
+                f"this machine cannot hold {what}: they need about "
                 f"{_mib(need)} of memory ({_mib(worker_bytes)} each), "
                 f"{_mib(max(0, room))} is available (less a reserve of {_mib(reserve)})"
             )
-    for what, free in machine.tasks:
-        if workers * TASKS_PER_WORKER > free:
+    tasks = workers * TASKS_PER_WORKER + launchers
+    for limit, free in machine.tasks:
+        if tasks > free:
             raise LimitError(
-                f"this machine cannot hold {workers} more processes: they need about "
-                f"{workers * TASKS_PER_WORKER} tasks (threads), {what} leaves {max(0, free)}"
+                f"this machine cannot hold {what}: they need about "
+                f"{tasks} tasks (threads), {limit} leaves {max(0, free)}"
             )
     if machine.files_limit != resource.RLIM_INFINITY:
         free = machine.files_limit - machine.files_open
-        if workers * FILES_PER_WORKER > free:
+        files = workers * FILES_PER_WORKER + launchers
+        if files > free:
             raise LimitError(
-                f"labd cannot hold {workers} more processes: it needs about "
-                f"{workers * FILES_PER_WORKER} open files for them, its limit of "
+                f"labd cannot hold {what}: it needs about "
+                f"{files} open files for them, its limit of "
                 f"{machine.files_limit} (ulimit -n) leaves {max(0, free)} "
                 "(raise LimitNOFILE= or ulimit -Hn)"
             )

@@ -119,8 +119,8 @@ def _address(
     "--max-per-user",
     type=click.IntRange(1, 65536),
     default=None,
-    help="processes (counters and printers) one user's sets may have at once [default: "
-    "no limit but --max-processes]",
+    help="processes (counters, printers, launchers) one user's sets may have at once "
+    "[default: no limit but --max-processes]",
 )
 @click.option(
     "--max-clients",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from labd import __version__, capacity
+from labd import __version__, capacity, launch
 from labd.bounded import HookTimeout
 from labd.cgroups import Containment
 from labd.collector import Collector
@@ -265,7 +265,8 @@ class Lab:
                 f"{values['printers']} printers is above the limit of {self.limits.per_set} per set"
             )
         need = counters + int(values["printers"])
-        capacity.check(need, self._worker_bytes, capacity.probe())  # the machine's limits
+        launchers = launch.launchers_for(need)  # processes too: the machine holds them
+        capacity.check(need, self._worker_bytes, capacity.probe(), launchers)
         warnings = []
         if values["start_method"] == "fork":
             warnings.append(FORK_WARNING)
@@ -308,8 +309,8 @@ class Lab:
         with self._table.lock:
             if self._table.closing:
                 raise LabError("labd is shutting down")
-            live = [(s.spec.owner, s.spec.processes) for s in self._table.sets.values() if s.live]
-            check_quota(want.owner, want.processes, live, self.limits)
+            live = [(s.spec.owner, s.spec.footprint) for s in self._table.sets.values() if s.live]
+            check_quota(want.owner, want.footprint, live, self.limits)
             set_id = self.store.new_set(
                 mechanism,
                 str(values["name"]),

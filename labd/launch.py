@@ -130,6 +130,13 @@ class Launch:
             self.eof = True
 
 
+def launchers_for(workers: int) -> int:
+    """How many launchers a set of ``workers`` is started by, before its descriptors are
+    known (what :func:`shares` makes if each worker is sent one descriptor of its own)."""
+    parallel = 1 if workers < PARALLEL_MIN else min(PARALLEL, workers)
+    return max(parallel, math.ceil(workers / FD_BUDGET))
+
+
 def shares(orders: Sequence[Order], fds: Sequence[set[int]]) -> list[list[int]]:
     """Indexes of ``orders`` split, in order, into launchers' shares: PARALLEL of them
     for a large set, more while a share's descriptors exceed FD_BUDGET."""

@@ -111,20 +111,21 @@ def check_quota(
 ) -> None:
     """Refuse a set of ``need`` processes that would take labd above ``limits.total``,
     or its owner above ``limits.per_user`` (``live``: (owner, processes) of each live
-    set)."""
+    set). A set's processes are its counters, printers and launchers (labd.launch)."""
     total, per_user = limits.total, limits.per_user
     sets = list(live)
     running = sum(n for _, n in sets)
     if running + need > total:
         raise LimitError(
-            f"this set would bring labd to {running + need} processes, "
-            f"above the limit of {total} (stop some: labctl stop)"
+            f"this set would bring labd to {running + need} processes (counters, printers "
+            f"and their launchers), above the limit of {total} (stop some: labctl stop)"
         )
     if per_user is None:
         return
     theirs = sum(n for who, n in sets if who == owner)
     if theirs + need > per_user:
         raise LimitError(
-            f"this set would bring {owner}'s sets to {theirs + need} processes, above the "
-            f"limit of {per_user} per user (labd --max-per-user; stop some: labctl stop)"
+            f"this set would bring {owner}'s sets to {theirs + need} processes (counters, "
+            f"printers and their launchers), above the limit of {per_user} per user "
+            "(labd --max-per-user; stop some: labctl stop)"
         )

@@ -56,6 +56,11 @@ class SetSpec:
         return self.counters + self.printers
 
     @property
+    def footprint(self) -> int:
+        """Every process the set runs: its workers and their launchers (labd.launch)."""
+        return self.processes + launch.launchers_for(self.processes)
+
+    @property
     def name(self) -> str:
         return str(self.values.get("name") or "")
 

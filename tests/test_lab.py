@@ -207,8 +207,11 @@ def test_limits_per_set_and_in_total(make_lab: MakeLab) -> None:
         lab.spawn("fake", 1, {**FAST, "printers": 4})
     with pytest.raises(LimitError, match=r"300 printers .* limit of 3 per set"):
         lab.spawn("fake", 1, {**FAST, "printers": 300})  # labd's limit, not a fixed 256
-    sid = spawn(lab, 3)  # 4 processes
-    with pytest.raises(LimitError, match=r"6 processes, above the limit of 5"):
+    sid = spawn(lab, 3)  # 5 processes: 3 counters, 1 printer, their launcher
+    with pytest.raises(
+        LimitError,
+        match=r"8 processes \(counters, printers and their launchers\), above the limit of 5",
+    ):
         lab.spawn("fake", 1, dict(FAST))
     assert [s["id"] for s in lab.status()] == [sid]
     lab.stop([sid])

@@ -137,12 +137,14 @@ def test_labds_own_user_is_an_admin(labd_factory: DaemonFactory) -> None:
 @ROOT
 @pytest.mark.daemon
 def test_max_per_user_is_a_quota_for_each_user(labd_factory: DaemonFactory) -> None:
-    sock = shared_labd(labd_factory, "--max-per-user", "3")
-    first = as_user(sock, NOBODY, lambda c: c.spawn("fake", 2, {}))  # 2 counters, 1 printer
+    sock = shared_labd(labd_factory, "--max-per-user", "4")
+    first = as_user(
+        sock, NOBODY, lambda c: c.spawn("fake", 2, {})
+    )  # 2 counters, 1 printer, 1 launcher
     assert first["state"] == "running", first
     over = as_user(sock, NOBODY, lambda c: c.spawn("fake", 1, {}))
     assert over["error"] == "LimitError", over
-    assert "would bring nobody's sets to 5 processes" in over["message"]
+    assert "would bring nobody's sets to 7 processes" in over["message"]
     assert "--max-per-user" in over["message"]
     other = as_user(sock, OTHER, lambda c: c.spawn("fake", 2, {}))  # a quota of its own
     assert other["state"] == "running", other
@@ -198,7 +200,7 @@ def test_a_store_of_an_older_labd_gains_the_owner_column(tmp_path: Path) -> None
 @ROOT
 @pytest.mark.daemon
 def test_an_experiment_belongs_to_the_user_who_asked_for_it(labd_factory: DaemonFactory) -> None:
-    sock = shared_labd(labd_factory, "--max-per-user", "3")
+    sock = shared_labd(labd_factory, "--max-per-user", "4")
     spec = {"cases": ["fake"], "counters": [2], "seconds": 30, "warmup": 0.1, "repeat": 1}
     exp = as_user(sock, NOBODY, lambda c: c.compare(spec))
     eid = exp["id"]
@@ -209,7 +211,7 @@ def test_an_experiment_belongs_to_the_user_who_asked_for_it(labd_factory: Daemon
     sid = wait_for(run_set, 30, "the experiment's set")
     status = as_user(sock, OTHER, lambda c: c.status([sid]))
     assert status[0]["owner"] == user_name(NOBODY)
-    # its 3 processes fill nobody's quota, and only nobody's
+    # its 4 processes (2 counters, a printer, their launcher) fill nobody's quota, only nobody's
     over = as_user(sock, NOBODY, lambda c: c.spawn("fake", 1, {}))
     assert over["error"] == "LimitError" and "nobody's sets" in over["message"], over
     refused = as_user(sock, OTHER, lambda c: c.cancel_experiment(eid))

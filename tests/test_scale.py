@@ -5,7 +5,9 @@ goals are measured by bench/scale.py against supervisor and circus side by side.
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,11 +19,13 @@ import rpyc
 from fakes import FakeCounter
 from helpers import short_dir, wait_for
 
-from labd import capacity
+from labd import capacity, launch
 from labd.errors import LimitError
-from labd.lab import Lab
+from labd.lab import Lab, Limits
 from labd.protocol import PROCESS_KEYS, SET_KEYS
 from labd.registry import Registry
+from labd.worker import board, pacing
+from labd.worker.contexts import CounterContext, WorkerSpec
 
 FAST = json.dumps({"interval": 0.05})
 #: runs the rest of its command line with at most N open files (ulimit -n N)
@@ -129,3 +133,53 @@ def test_a_spawn_above_the_memory_available_is_refused_with_the_reason() -> None
     tasks = capacity.Machine(None, None, [("ulimit -u of 500", 90)], 1 << 20, 10)
     with pytest.raises(LimitError, match=r"ulimit -u of 500 leaves 90"):
         capacity.check(40, 5 << 20, tasks)
+
+
+def test_the_machine_check_counts_each_sets_launchers() -> None:
+    tasks = capacity.Machine(None, None, [("ulimit -u of 500", 120)], 1 << 20, 10)
+    capacity.check(40, 5 << 20, tasks)  # 120 tasks for 40 workers: just fits
+    with pytest.raises(
+        LimitError, match=r"42 more processes \(40 workers, 2 launchers\).* 122 tasks"
+    ):
+        capacity.check(40, 5 << 20, tasks, launchers=2)
+    memory = capacity.Machine(1 << 30, 2 << 30, [], 1 << 20, 10)  # 768 MiB free of reserve
+    capacity.check(96, 8 << 20, memory)
+    with pytest.raises(LimitError, match=r"97 more processes .* 776 MiB of memory"):
+        capacity.check(96, 8 << 20, memory, launchers=1)
+
+
+def test_the_process_limits_count_each_sets_launchers(tmp_path: Path) -> None:
+    workers = 21  # 20 counters and a printer, started by one launcher per core (up to 2)
+    total = workers + launch.launchers_for(workers)
+    limits = Limits(total=total)
+    lab = Lab(
+        tmp_path / "s", registry=Registry.of(FakeCounter), runtime_dir=short_dir(), limits=limits
+    )
+    lab.start()
+    try:
+        lab.spawn("fake", 20, json.loads(FAST))  # exactly the limit
+        with pytest.raises(
+            LimitError, match=rf"{total + 3} processes \(counters, printers and their launchers\)"
+        ):
+            lab.spawn("fake", 1, json.loads(FAST))  # 1 counter, 1 printer, 1 launcher more
+    finally:
+        lab.close()
+
+
+def test_each_set_ticks_at_a_phase_of_its_own() -> None:
+    phases = sorted(pacing.set_phase(i) for i in range(1, 9))
+    assert pacing.set_phase(1) == 0.0 and all(0 <= p < 1 for p in phases)
+    assert min(b - a for a, b in itertools.pairwise([*phases, 1.0])) > 0.05  # spread out
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    spec = WorkerSpec(3, "counter", 0, 1, 1, {"interval": 0.05}, phase=pacing.set_phase(3))
+    slots = memoryview(bytearray(8 * board.size(1, 1))).cast("q")
+    try:
+        ctx = CounterContext(spec, slots, reader)
+        for shift in (0.0, 0.5):  # a counter's ticks, a polling printer's
+            dues = list(itertools.islice(ctx.ticks(shift), 3))
+            ticks = [due / 0.05 - spec.phase - shift for due in dues]  # whole numbers
+            assert all(abs(k - round(k)) < 1e-6 for k in ticks), (spec.phase, ticks)
+            assert [round(b - a, 6) for a, b in itertools.pairwise(ticks)] == [1.0, 1.0]
+    finally:
+        reader.close()
+        writer.close()
