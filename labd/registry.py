@@ -181,8 +181,9 @@ class Registry:
     def modules(self) -> list[str]:
         """Modules of the mechanisms that loaded (safe for the forkserver to preload:
         it survives only ImportError, so a plugin that raises must never be preloaded)."""
-        out = [e.target.partition(":")[0] for e in self._entries.values() if e.loaded]
-        extra = {m for e in self._entries.values() if e.loaded for m in e.loaded.preload}
+        warm = [e for e in self._entries.values() if e.loaded and e.loaded.forkserver_preload]
+        out = [e.target.partition(":")[0] for e in warm]
+        extra = {m for e in warm if e.loaded for m in e.loaded.preload}
         return out + sorted(m for m in extra if _installed(m))
 
 

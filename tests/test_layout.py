@@ -132,6 +132,18 @@ def test_what_the_forkserver_preloads_is_light_and_exists() -> None:
     assert forbidden_in(loaded_after_import([*PRELOAD, *builtins])) == []
 
 
+def test_the_forkserver_does_not_preload_redis() -> None:
+    """Each fork costs with the size of what is forked: redis-py would make every set's
+    dearer; a Redis set's launcher imports it once."""
+    from labd.registry import Registry
+
+    registry = Registry()
+    registry.load_all()
+    modules = registry.modules()
+    assert "labd.mechanisms.shared" in modules
+    assert [m for m in loaded_after_import(modules) if top(m) == "redis"] == []
+
+
 def test_only_labd_server_imports_rpyc() -> None:
     assert rpyc_outside_server(REPO / "labd") == []
     assert [m for m, _, _ in imports(REPO / "labd/server/service.py") if top(m) == "rpyc"]

@@ -17,8 +17,9 @@ Where each part runs:
   ``forkserver`` by default): the classmethods :meth:`~Mechanism.counter` and
   :meth:`~Mechanism.printer`, with a context from :mod:`labd.worker.contexts`. They
   see no instance state: only their arguments and ``ctx.values`` (the parameters).
-  The module defining the class is preloaded by the forkserver, so keep its imports
-  light and never start threads or processes at import.
+  The module defining the class is preloaded by the forkserver (unless
+  :attr:`~Mechanism.forkserver_preload` is False), so keep its imports light and never
+  start threads or processes at import.
 
 Lifecycle, driven by labd::
 
@@ -117,8 +118,12 @@ class Mechanism:
     #: False: :meth:`observe` reads the shared value
     messages: ClassVar[bool] = False
     #: modules the workers need, for the forkserver to preload when they are installed
-    #: (an optional dependency imported lazily, e.g. ``("redis",)``)
+    #: (an optional dependency imported lazily)
     preload: ClassVar[tuple[str, ...]] = ()
+    #: False: the forkserver preloads neither the class's module nor ``preload``; each
+    #: set's launcher imports them once. For a heavy dependency: a fork costs with the
+    #: size of the process forked, for every set (redis-py: 10 MB, ~0.7 ms a fork here)
+    forkserver_preload: ClassVar[bool] = True
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values: dict[str, Any] = dict(values)

@@ -25,7 +25,7 @@ class RedisMechanism(Mechanism):
     keys: ClassVar[tuple[str, ...]] = ()
     #: how many of ``keys`` (the first) are counters made 0 at setup, with their expiry
     zeroed: ClassVar[int] = 0
-    preload = ("redis",)
+    forkserver_preload = False  # redis-py would make every set's forks dearer
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         super().__init__(values)
