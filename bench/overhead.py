@@ -381,6 +381,11 @@ class BareRunner:
 # --- running labd -----------------------------------------------------------------------
 
 
+#: labd's workers at the bare loops' priority (labd's default runs them 10 nicer): on a
+#: loaded host a nice worker gets a fraction of the CPU a bare loop beside it gets
+LIKE_FOR_LIKE = ("--worker-nice", "0")
+
+
 class Labd(PrivateLabd):
     """A private labd, ended at close(), and every process it started noted."""
 
@@ -389,7 +394,7 @@ class Labd(PrivateLabd):
         self.seen: list[Any] = []  # psutil.Process of everything labd started
 
     def start(self) -> subprocess.Popen[bytes]:
-        proc = super().start()
+        proc = super().start(args=LIKE_FOR_LIKE)
         self._note_children()
         return proc
 

@@ -394,7 +394,8 @@ def main() -> int:
     server = RedisServer()
     labd = PrivateLabd("ipl-bench-redis-labd")
     try:
-        labd.start(new_session=False)  # in our session, as the bare loops are
+        # in our session, as the bare loops are, and its workers at their priority
+        labd.start(new_session=False, args=("--worker-nice", "0"))
         out = measure(args, server, labd)
     finally:
         labd.close()
