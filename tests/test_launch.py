@@ -11,9 +11,11 @@ import os
 import psutil
 import pytest
 import rpyc
+from daemonkit import DaemonFactory
 from helpers import describe, wait_for
 
 from labd.launch import PARALLEL, PARALLEL_MIN, shares
+from labd.protocol import WORKER_NICE
 from labd.testing import running
 from labd.worker.launcher import Order
 
@@ -30,6 +32,9 @@ def test_a_large_pipe_set_is_forked_by_its_launchers_and_stops_whole_and_exact(
     assert len(launchers) == PARALLEL, describe(launchers)
     groups = {os.getpgid(p.pid) for p in [*launchers, *workers]}
     assert len(groups) == 1 and groups <= {x.pid for x in launchers}  # a launcher leads it
+    # the launchers keep labd's priority (the forkserver's); the workers run nicer
+    assert {x.nice() for x in launchers} == {launchers[0].parent().nice()}
+    assert {w.nice() for w in workers} == {min(19, launchers[0].nice() + WORKER_NICE)}
     wait_for(
         lambda: json.loads(rpc.root.status((started["id"],)))[0]["value"] > 4 * counters,
         10,
@@ -52,3 +57,12 @@ def test_shares_split_a_large_set_in_order_and_bound_each_share_s_descriptors() 
     assert len(split) == PARALLEL
     crowded = shares(large, [set(range(5 * i, 5 * i + 5)) for i in range(100)])
     assert [len(share) for share in crowded] == [40, 40, 20]  # 200 descriptors at most
+
+
+def test_worker_nice_0_runs_the_workers_at_labds_priority(labd_factory: DaemonFactory) -> None:
+    d = labd_factory(("--worker-nice", "0"), fakes=True)
+    with d.connect() as conn:
+        started = json.loads(conn.root.spawn("fake", 2, '{"interval": 0.05}'))
+        workers = [psutil.Process(p["pid"]) for p in started["processes"]]
+        assert {w.nice() for w in workers} == {psutil.Process(d.proc.pid).nice()}
+        conn.root.stop((started["id"],))
