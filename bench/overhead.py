@@ -437,6 +437,14 @@ class Labd(PrivateLabd):
             if after - start > FRESH_TIMEOUT_S:
                 raise RuntimeError(f"labd set {set_id}: attempted stuck at {attempted}")
 
+    def until_counting(self, set_id: int) -> None:
+        """Wait until every counter of the set has begun (the bare side does the same)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(json.loads(self.conn.root.inspect(set_id)).get("per_counter") or [0]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"labd set {set_id}: its counters did not start counting")
+            time.sleep(POLL_S)
+
     def manager_pid(self) -> int | None:
         """labd's Manager server, from its log line (the API does not show it)."""
         found = re.findall(r"manager server started \(pid (\d+)", self.log_text())
@@ -461,6 +469,7 @@ class Labd(PrivateLabd):
 
         try:
             self._note_children()
+            self.until_counting(set_id)
             time.sleep(warmup)
             t0, a0 = self.fresh(set_id)
             k0, p0 = cpu_seconds(cpids), cpu_seconds(ppids)
