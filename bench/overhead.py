@@ -396,8 +396,8 @@ class Labd(PrivateLabd):
         super().__init__("ipclab-bench-")
         self.seen: list[Any] = []  # psutil.Process of everything labd started
 
-    def start(self) -> subprocess.Popen[bytes]:
-        proc = super().start()
+    def start(self, new_session: bool = True) -> subprocess.Popen[bytes]:
+        proc = super().start(new_session)
         self._note_children()
         return proc
 
