@@ -45,9 +45,10 @@ def case_arg(case: Case) -> str:
     return f"{case.mechanism}:lock=yes" if case.lock else case.mechanism
 
 
-def compare_run(labd: Labd, case: Case, warmup: float, seconds: float) -> float:
+def compare_run(labd: Labd, case: Case, warmup: float, seconds: float) -> tuple[float, float]:
     """One run through ``labctl compare``: the rate labd measured in its window (the
-    client's own start and the set's start lie outside it)."""
+    client's own start and the set's start lie outside it) and the CPU microseconds per
+    increment of the set's processes (and of the Manager server) over it."""
     command = [script("labctl"), "--connect", f"unix:{labd.socket}", "compare", case_arg(case)]
     command += ["--counters", str(case.counters), "--repeat", "1", "--interval", "0"]
     command += ["--seconds", str(seconds), "--warmup", str(warmup), "--json"]
@@ -55,7 +56,7 @@ def compare_run(labd: Labd, case: Case, warmup: float, seconds: float) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"labctl compare {case.label}: {done.stderr.strip()}")
     result = json.loads(done.stdout)["cases"][0]
-    return float(result["rate_median"])
+    return float(result["rate_median"]), float(result["cpu_us_per_inc"] or 0.0)
 
 
 # --- statistics over the pairs ----------------------------------------------------------
@@ -105,16 +106,26 @@ def pairs_needed(ratios: Sequence[float], have: int) -> int | None:
     return max(6, have + 1, math.ceil((1.96 * math.sqrt(math.pi / 2) * sigma / margin) ** 2))
 
 
-def result(case: Case, pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    ratios = [p["compare"] / p["bare"] if p["bare"] else math.inf for p in pairs]
+def _ratios(pairs: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """compare / bare of ``key`` in each pair."""
+    return [p["compare" + key] / p["bare" + key] if p["bare" + key] else math.inf for p in pairs]
+
+
+def result(case: Case | None, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one case's pairs (or, for None, of all pairs pooled)."""
+    ratios = _ratios(pairs, "")
     low, high, cover = median_ci(ratios)
     judged = verdict(low, high) if cover >= LEVEL else UNDECIDED  # under 6 pairs
+    cpu = _ratios(pairs, "_cpu_us")
     return {
-        "case": case.label,
-        "counters": case.counters,
-        "pairs": pairs,
+        "case": case.label if case else "all pairs",
+        "counters": case.counters if case else None,
+        "pairs": pairs if case else len(pairs),
         "bare_median": statistics.median(p["bare"] for p in pairs),
         "compare_median": statistics.median(p["compare"] for p in pairs),
+        "cpu_ratios": cpu,  # compare's CPU per increment over the bare loop's
+        "cpu_ratio_median": statistics.median(cpu),
+        "cpu_ci": list(median_ci(cpu)[:2]),
         "ratios": ratios,
         "ratio_median": statistics.median(ratios),
         "ci": [low, high],
@@ -163,9 +174,11 @@ def measure(
             rates: dict[str, float] = {}
             for who in (first, "compare" if first == "bare" else "bare"):
                 if who == "bare":
-                    rates[who] = bare.run(case, args.warmup, args.seconds).rate
+                    run = bare.run(case, args.warmup, args.seconds)
+                    rates.update(bare=run.rate, bare_cpu_us=run.cpu_us_per_inc(server=True))
                 else:
-                    rates[who] = compare_run(labd, case, args.warmup, args.seconds)
+                    rate, cpu = compare_run(labd, case, args.warmup, args.seconds)
+                    rates.update(compare=rate, compare_cpu_us=cpu)
             pairs[case].append({**rates, "first": first, "load": loads[-1]})
             say(
                 f"  {i:>3}/{len(plan)} {case.label:<17} N={case.counters}: bare "
@@ -178,7 +191,9 @@ def measure(
         left = labd.close()
         if left:
             say(f"labd left processes behind: {'; '.join(left)}")
-    return [result(case, pairs[case]) for case in args.cases if pairs[case]], loads
+    done = [result(case, pairs[case]) for case in args.cases if pairs[case]]
+    pooled = [p for case in args.cases for p in pairs[case]]
+    return done + ([result(None, pooled)] if len(done) > 1 else []), loads
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -203,7 +218,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def render(results: list[dict[str, Any]]) -> str:
     head = f"{'case':<17} {'N':>2} {'bare':>8} {'compare':>8} {'ratio':>6} {'95% CI':>13}"
-    lines = [f"{head} {'cover':>5}  verdict (pairs it would take)"]
+    lines = [f"{head} {'cover':>5} {'cpu/inc':>7}  verdict (pairs it would take)"]
     for r in results:
         low, high = r["ci"]
         note = r["verdict"]
@@ -211,9 +226,10 @@ def render(results: list[dict[str, Any]]) -> str:
             need = r["pairs_needed"]
             note += f" (~{need})" if need is not None else " (median on a bound)"
         lines.append(
-            f"{r['case']:<17} {r['counters']:>2} {fmt_rate(r['bare_median']):>8} "
+            f"{r['case']:<17} {r['counters'] or '':>2} {fmt_rate(r['bare_median']):>8} "
             f"{fmt_rate(r['compare_median']):>8} {r['ratio_median']:>6.3f} "
-            f"{low:>6.3f}-{high:<6.3f} {100 * r['ci_coverage']:>4.1f}%  {note}"
+            f"{low:>6.3f}-{high:<6.3f} {100 * r['ci_coverage']:>4.1f}% "
+            f"{r['cpu_ratio_median']:>7.3f}  {note}"
         )
     return "\n".join(lines)
 
@@ -252,13 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "\nratio = median over the pairs of compare / bare (each pair ran side by side);"
             "\n95% CI = the sign test's interval for that median (cover = its coverage)"
+            "\ncpu/inc = median over the pairs of compare / bare of CPU us per increment"
+            "\n  (the set's processes, the Manager server included); all pairs = pooled"
             f"\nload (1 min) at start {info['loadavg'][0]}, during {min(loads):g}-"
             f"{max(loads):g}, at end {info['loadavg_end'][0]}; elapsed {elapsed:.0f} s; "
             f"leftover processes: {'; '.join(left) or 'none'}"
         )
     if left:
         return 2
-    verdicts = {r["verdict"] for r in results}
+    verdicts = {r["verdict"] for r in results if r["counters"] is not None}  # not pooled
     return 1 if OUTSIDE in verdicts else 3 if UNDECIDED in verdicts else 0
 
 
