@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def lab_daemon() -> Iterator[Daemon]:
-    yield from one_daemon()
+    yield from one_daemon(fakes=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,18 @@ def test_report_renders_table_csv_markdown(labctl: Labctl, two_cases: dict[str, 
     assert again["cases"] == two_cases["cases"]
     listed = labctl.json("experiments")
     assert any(x["id"] == two_cases["id"] and x["runs_done"] == 4 for x in listed)
+
+
+def test_warmup_starts_once_every_counter_counts(labctl: Labctl) -> None:
+    """Counters that take 1 s to begin (a worker's start on a loaded host) are not
+    measured idle: the warm-up and the window wait until every one counts."""
+    e = labctl.json(
+        "compare", "fake:start_delay=1", "--counters", "2", "--seconds", "0.3",
+        "--warmup", "0.1", "--repeat", "1",
+    )  # fmt: skip
+    run = e["runs"][0]
+    assert run["state"] == "done" and run["attempted"] > 0, run
+    assert run["rate"] == pytest.approx(run["attempted"] / run["window_s"], rel=0.01)
 
 
 def test_report_plots_png_and_svg(
