@@ -120,7 +120,8 @@ def result(case: Case | None, pairs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "case": case.label if case else "all pairs",
         "counters": case.counters if case else None,
-        "pairs": pairs if case else len(pairs),
+        "n": len(pairs),
+        "pairs": pairs if case else [],  # pooled: see each case's
         "bare_median": statistics.median(p["bare"] for p in pairs),
         "compare_median": statistics.median(p["compare"] for p in pairs),
         "cpu_ratios": cpu,  # compare's CPU per increment over the bare loop's
