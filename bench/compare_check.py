@@ -275,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{max(loads):g}, at end {info['loadavg_end'][0]}; elapsed {elapsed:.0f} s; "
             f"leftover processes: {'; '.join(left) or 'none'}"
         )
+        if len(results) > 2 and any(r["verdict"] != UNDECIDED for r in results):
+            print(
+                f"note: each interval misses the true median in up to {1 - LEVEL:.0%} of runs; "
+                f"over {len(results) - 1} cases some verdict may be chance: confirm it with "
+                "--only CASE --counters N --repeat 20"
+            )
     if left:
         return 2
     verdicts = {r["verdict"] for r in results if r["counters"] is not None}  # not pooled
