@@ -235,6 +235,29 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def footer(
+    results: list[dict[str, Any]], info: dict[str, Any], elapsed: float, left: list[str]
+) -> str:
+    """What the table's columns are, the load and the leftovers, under the table."""
+    low, high = info["load_during"] or ["-", "-"]
+    text = (
+        "ratio = median over the pairs of compare / bare (each pair ran side by side);"
+        "\n95% CI = the sign test's interval for that median (cover = its coverage)"
+        "\ncpu/inc = median over the pairs of compare / bare of CPU us per increment"
+        "\n  (the set's processes, the Manager server included); all pairs = pooled"
+        f"\nload (1 min) at start {info['loadavg'][0]}, during {low}-{high}, at end "
+        f"{info['loadavg_end'][0]}; elapsed {elapsed:.0f} s; "
+        f"leftover processes: {'; '.join(left) or 'none'}"
+    )
+    if len(results) > 2 and any(r["verdict"] != UNDECIDED for r in results):
+        text += (
+            f"\nnote: each interval misses the true median in up to {1 - LEVEL:.0%} of runs;"
+            f" over {len(results) - 1} cases some verdict may be chance: confirm it with"
+            " --only CASE --counters N --repeat 20"
+        )
+    return text
+
+
 def _print(text: str) -> None:
     print(text, flush=True)
 
@@ -265,22 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {"machine": info, "settings": settings, "target": [LOW, HIGH], "results": results}
         print(json.dumps({**doc, "elapsed_s": elapsed, "leftovers": left}, indent=2))
     else:
-        print(f"\n{render(results)}")
-        print(
-            "\nratio = median over the pairs of compare / bare (each pair ran side by side);"
-            "\n95% CI = the sign test's interval for that median (cover = its coverage)"
-            "\ncpu/inc = median over the pairs of compare / bare of CPU us per increment"
-            "\n  (the set's processes, the Manager server included); all pairs = pooled"
-            f"\nload (1 min) at start {info['loadavg'][0]}, during {min(loads):g}-"
-            f"{max(loads):g}, at end {info['loadavg_end'][0]}; elapsed {elapsed:.0f} s; "
-            f"leftover processes: {'; '.join(left) or 'none'}"
-        )
-        if len(results) > 2 and any(r["verdict"] != UNDECIDED for r in results):
-            print(
-                f"note: each interval misses the true median in up to {1 - LEVEL:.0%} of runs; "
-                f"over {len(results) - 1} cases some verdict may be chance: confirm it with "
-                "--only CASE --counters N --repeat 20"
-            )
+        print(f"\n{render(results)}\n\n{footer(results, info, elapsed, left)}")
     if left:
         return 2
     verdicts = {r["verdict"] for r in results if r["counters"] is not None}  # not pooled
