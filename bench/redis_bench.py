@@ -21,8 +21,9 @@ the ratios of runs made together (or one after the other).
 Fair to both sides: the benchmark runs in a session of its own, and labd (so its
 workers) and the bare loops both run in it (the kernel's autogroup scheduling shares
 the CPUs between sessions first); each side runs the same number of counters and of
-printers (one, for redis-queue and redis-pubsub; labd's redis counter sets also have a
-printer, which reads the key ten times a second) on connections made the same way
+printers (one: a BRPOP or SUBSCRIBE loop for redis-queue and redis-pubsub; for the
+``redis`` ops, a GET of the key ten times a second, as labd's printer does) on
+connections made the same way
 (``redis.Redis`` on the unix socket); the runs alternate bare, labd, labd, bare...; each
 side's rate is read over the same window without polling during it (labd's from the
 times its sampler took its figures); the medians are compared.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import subprocess
@@ -54,6 +56,7 @@ SESSION_FLAG = "IPCLAB_REDIS_BENCH_SESSION"
 CHECK_EVERY = 20  # a bare counter publishes its count and looks at the stop flag
 PAYLOAD = 16
 MAXSIZE = 1000
+COUNTER_OPS = ("getset", "incr", "watch")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,12 @@ def bare_printer(sock: str, op: str, stop: Any, ready: Any) -> None:
 
     r = redis.Redis(unix_socket_path=sock)
     key = f"bare:{op}"
+    if op in COUNTER_OPS:  # as labd's printer: the key's value, ten times a second
+        ready.set()
+        with open(os.devnull, "w") as out:
+            while not stop.wait(0.1):
+                print(f"Time: {int(r.get(key) or 0)}", file=out)
+        return
     if op == "redis-queue":
         ready.set()
         while not stop.is_set():
@@ -150,9 +159,8 @@ class BareRun:
         self.slot = ctx.RawArray("q", counters)
         self.stop, ready = ctx.Event(), ctx.Event()
         self.procs: list[Any] = []
-        if case.op in ("redis-queue", "redis-pubsub"):
-            self._start(ctx, bare_printer, (sock, case.op, self.stop, ready))
-            ready.wait(10)
+        self._start(ctx, bare_printer, (sock, case.op, self.stop, ready))
+        ready.wait(10)
         for i in range(counters):
             self._start(ctx, bare_counter, (sock, case.op, self.slot, i, self.stop))
 
