@@ -63,30 +63,20 @@ class RedisCounter(RedisMechanism):
             self._figures["retries"] = int(data["retries"] or 0)
 
     @classmethod
-    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
-        url, kwargs, keys = args
-        client = redis_conn.open_client(url, kwargs)
+    def run_counter(cls, ctx: CounterContext, client: Any, keys: Any) -> None:
         op = str(ctx.values.get("op", "getset"))
-        try:
-            if op == "incr":
-                _incr(ctx, client, keys["value"])
-            elif op == "watch":
-                _watch(ctx, client, keys["value"], keys["retries"])
-            else:
-                _getset(ctx, client, keys["value"])
-        finally:
-            client.close()
+        if op == "incr":
+            _incr(ctx, client, keys["value"])
+        elif op == "watch":
+            _watch(ctx, client, keys["value"], keys["retries"])
+        else:
+            _getset(ctx, client, keys["value"])
 
     @classmethod
-    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        url, kwargs, keys = args
-        client = redis_conn.open_client(url, kwargs)
+    def run_printer(cls, ctx: PrinterContext, client: Any, keys: Any) -> None:
         get, key, show = client.get, keys["value"], ctx.show
-        try:
-            for _ in ctx.ticks(phase=0.5):
-                show(int(get(key) or 0))
-        finally:
-            client.close()
+        for _ in ctx.ticks(phase=0.5):
+            show(int(get(key) or 0))
 
 
 def _getset(ctx: CounterContext, client: Any, key: str) -> None:
