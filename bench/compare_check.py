@@ -1,12 +1,16 @@
 """Does ``labctl compare`` measure what a hand-written loop measures?
 
-For each of the lesson's six cases at 1 and 4 counters, flat out, this alternates a
-run of the bare multiprocessing loop of ``bench/overhead.py`` with a one-run
-``labctl compare CASE --counters N --repeat 1 --json`` against a private labd, and
-prints ``ratio = compare's median rate / the bare loop's median rate`` per case
-(target: 0.95 to 1.05).
+For each of the lesson's six cases at 1 and 4 counters, flat out, this runs ``--repeat``
+pairs of measurements: the bare multiprocessing loop of ``bench/overhead.py`` and a
+one-run ``labctl compare CASE --counters N --repeat 1 --json`` against a private labd,
+one right after the other (which goes first is balanced and shuffled), every case's
+first pair before any case's second. Per case it reports the median of the pairs'
+ratios ``compare / bare`` with a distribution-free confidence interval (the sign
+test's), and a verdict against the target 0.95 to 1.05: "within" when the interval lies
+inside it, "outside" when it lies outside, "undecided (noise)" otherwise, with an
+estimate of how many pairs would decide it.
 
-    python bench/compare_check.py [--seconds S] [--warmup S] [--repeat N]
+    python bench/compare_check.py [--seconds S] [--warmup S] [--repeat N] [--seed N]
                                   [--only MECH] [--counters 1,4] [--json]
 
 Like overhead.py, this module is re-imported by every forkserver child, so it imports
@@ -17,163 +21,278 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
-import signal
+import random
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchlib import PrivateLabd, machine, script
+from benchlib import machine, own_session, script
 from overhead import BareRunner, Case, Labd, fmt_rate, own_leftovers, select_cases
 
 LOW, HIGH = 0.95, 1.05
+LEVEL = 0.95  # the confidence interval's least coverage, where the pairs allow it
 SESSION_FLAG = "IPCLAB_BENCH_OWN_SESSION"
-ROTATIONS = (("bare", "labd", "compare"), ("compare", "bare", "labd"), ("labd", "compare", "bare"))
+WITHIN, OUTSIDE, UNDECIDED = "within", "OUTSIDE", "undecided (noise)"
 
 
 def case_arg(case: Case) -> str:
     return f"{case.mechanism}:lock=yes" if case.lock else case.mechanism
 
 
-def compare_run(labd: PrivateLabd, case: Case, warmup: float, seconds: float) -> float:
-    """One run through ``labctl compare``: its measured rate."""
+def compare_run(labd: Labd, case: Case, warmup: float, seconds: float) -> tuple[float, float]:
+    """One run through ``labctl compare``: the rate labd measured in its window (the
+    client's own start and the set's start lie outside it) and the CPU microseconds per
+    increment of the set's processes (and of the Manager server) over it."""
     command = [script("labctl"), "--connect", f"unix:{labd.socket}", "compare", case_arg(case)]
     command += ["--counters", str(case.counters), "--repeat", "1", "--interval", "0"]
     command += ["--seconds", str(seconds), "--warmup", str(warmup), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"labctl compare {case.label}: {done.stderr.strip()}")
     result = json.loads(done.stdout)["cases"][0]
-    return float(result["rate_median"])
+    return float(result["rate_median"]), float(result["cpu_us_per_inc"] or 0.0)
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--seconds", type=float, default=1.5, help="measured window (1.5)")
-    ap.add_argument("--warmup", type=float, default=0.5, help="discarded start (0.5)")
-    ap.add_argument("--repeat", type=int, default=3, help="bare/compare pairs per case (3)")
-    ap.add_argument("--only", action="append", default=[], metavar="MECH")
-    ap.add_argument("--counters", default="1,4", help="comma-separated (1,4)")
-    ap.add_argument("--json", action="store_true", help="one JSON document")
-    args = ap.parse_args(argv)
-    if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 1:
-        ap.error("--seconds must be >= 0.2, --warmup >= 0, --repeat >= 1")
-    args.cases = select_cases(args.only, [int(x) for x in args.counters.split(",") if x])
-    return args
+# --- statistics over the pairs ----------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, say: Any) -> list[dict[str, Any]]:
-    """Per case, ``--repeat`` rounds of: the bare loop, overhead.py's own measurement of
-    a labd set (sampler figures polled over the rpyc API), and ``labctl compare``;
-    rotating which goes first, so a drift of the machine hits all three alike."""
+def median_ci(xs: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """The sign test's interval for the median: (low, high, its coverage).
+
+    ``[x_(k), x_(n-k+1)]`` of the sorted values covers the median with probability
+    ``1 - 2 P(Binomial(n, 1/2) <= k - 1)`` whatever the distribution; the narrowest
+    with at least ``level``, or min-max (and its lower coverage) for fewer than 6 values.
+    """
+    s, n = sorted(xs), len(xs)
+
+    def coverage(k: int) -> float:
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return s[k - 1], s[n - k], coverage(k)
+
+
+def verdict(low: float, high: float) -> str:
+    if low >= LOW and high <= HIGH:
+        return WITHIN
+    if high < LOW or low > HIGH:
+        return OUTSIDE
+    return UNDECIDED
+
+
+def pairs_needed(ratios: Sequence[float], have: int) -> int | None:
+    """About how many pairs would make a 95 % interval for the median decide, at the
+    spread these pairs show (normal approximation of the sign test's interval,
+    half-width 1.96 * sqrt(pi/2) * sigma / sqrt(n), on log ratios). None: never, as the
+    median lies on a bound of the target. At least 6 (the fewest with a 95 % interval)
+    and more than ``have`` (which did not decide)."""
+    logs = [math.log(r) for r in ratios if r > 0]
+    if len(logs) < 2:
+        return None
+    m = statistics.median(logs)
+    sigma = 1.4826 * statistics.median(abs(x - m) for x in logs) or statistics.stdev(logs)
+    a, b = math.log(LOW), math.log(HIGH)
+    margin = min(m - a, b - m) if a <= m <= b else min(abs(m - a), abs(m - b))
+    if margin <= 0:
+        return None
+    return max(6, have + 1, math.ceil((1.96 * math.sqrt(math.pi / 2) * sigma / margin) ** 2))
+
+
+def _ratios(pairs: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """compare / bare of ``key`` in each pair."""
+    return [p["compare" + key] / p["bare" + key] if p["bare" + key] else math.inf for p in pairs]
+
+
+def result(case: Case | None, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one case's pairs (or, for None, of all pairs pooled)."""
+    ratios = _ratios(pairs, "")
+    low, high, cover = median_ci(ratios)
+    judged = verdict(low, high) if cover >= LEVEL else UNDECIDED  # under 6 pairs
+    cpu = _ratios(pairs, "_cpu_us")
+    return {
+        "case": case.label if case else "all pairs",
+        "counters": case.counters if case else None,
+        "n": len(pairs),
+        "pairs": pairs if case else [],  # pooled: see each case's
+        "bare_median": statistics.median(p["bare"] for p in pairs),
+        "compare_median": statistics.median(p["compare"] for p in pairs),
+        "cpu_ratios": cpu,  # compare's CPU per increment over the bare loop's
+        "cpu_ratio_median": statistics.median(cpu),
+        "cpu_ci": list(median_ci(cpu)[:2]),
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "ci": [low, high],
+        "ci_coverage": round(cover, 4),
+        "verdict": judged,
+        "pairs_needed": None if judged != UNDECIDED else pairs_needed(ratios, len(ratios)),
+    }
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def schedule(cases: Sequence[Case], repeat: int, rng: random.Random) -> list[tuple[Case, str]]:
+    """(case, who goes first) per pair: round r runs every case's r-th pair, cases
+    shuffled per round; per case, half its pairs start with the bare loop, half with
+    compare, in a shuffled order (so what runs just before a measurement, and a drift
+    of the machine, hit both sides alike)."""
+    firsts: dict[Case, list[str]] = {}
+    for case in cases:
+        order = ["bare", "compare"] * (repeat // 2) + (
+            [rng.choice(["bare", "compare"])] * (repeat % 2)
+        )
+        rng.shuffle(order)
+        firsts[case] = order
+    out = []
+    for r in range(repeat):
+        for case in rng.sample(list(cases), len(cases)):
+            out.append((case, firsts[case][r]))
+    return out
+
+
+def measure(
+    args: argparse.Namespace, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Every pair of the schedule; per case its result, and the 1-minute load average
+    before each pair. labd runs in this process's session, as the bare loops do."""
     bare = BareRunner(multiprocessing.get_context("forkserver"))
     labd = Labd()
-    out: list[dict[str, Any]] = []
+    pairs: dict[Case, list[dict[str, Any]]] = {case: [] for case in args.cases}
+    loads: list[float] = []
+    plan = schedule(args.cases, args.repeat, random.Random(args.seed))
     try:
-        labd.start()
-        for case in args.cases:
-            rates: dict[str, list[float]] = {"bare": [], "labd": [], "compare": []}
-            for rep in range(args.repeat):
-                for who in ROTATIONS[rep % len(ROTATIONS)]:
-                    if who == "bare":
-                        rate = bare.run(case, args.warmup, args.seconds).rate
-                    elif who == "labd":
-                        rate = labd.run(case, args.warmup, args.seconds).rate
-                    else:
-                        rate = compare_run(labd, case, args.warmup, args.seconds)
-                    rates[who].append(rate)
-            out.append(result(case, rates))
+        labd.start(new_session=False)
+        for i, (case, first) in enumerate(plan, 1):
+            loads.append(round(os.getloadavg()[0], 2))
+            rates: dict[str, float] = {}
+            for who in (first, "compare" if first == "bare" else "bare"):
+                if who == "bare":
+                    run = bare.run(case, args.warmup, args.seconds)
+                    rates.update(bare=run.rate, bare_cpu_us=run.cpu_us_per_inc(server=True))
+                else:
+                    rate, cpu = compare_run(labd, case, args.warmup, args.seconds)
+                    rates.update(compare=rate, compare_cpu_us=cpu)
+            pairs[case].append({**rates, "first": first, "load": loads[-1]})
             say(
-                f"  {case.label:<17} N={case.counters}: "
-                + " | ".join(f"{k} {' '.join(map(fmt_rate, v))}" for k, v in rates.items())
+                f"  {i:>3}/{len(plan)} {case.label:<17} N={case.counters}: bare "
+                f"{fmt_rate(rates['bare']):>7} compare {fmt_rate(rates['compare']):>7} "
+                f"-> {rates['compare'] / rates['bare'] if rates['bare'] else math.inf:.3f} "
+                f"({first} first, load {loads[-1]:g})"
             )
     finally:
         bare.close()
         left = labd.close()
         if left:
             say(f"labd left processes behind: {'; '.join(left)}")
-    return out
+    done = [result(case, pairs[case]) for case in args.cases if pairs[case]]
+    pooled = [p for case in args.cases for p in pairs[case]]
+    return done + ([result(None, pooled)] if len(done) > 1 else []), loads
 
 
-def _div(a: float, b: float) -> float:
-    return a / b if b else float("inf")
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--seconds", type=float, default=1.0, help="measured window (1.0)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="discarded start (0.5)")
+    ap.add_argument("--repeat", type=int, default=6, help="bare/compare pairs per case (6)")
+    ap.add_argument("--seed", type=int, help="seed of the shuffled order (recorded)")
+    ap.add_argument("--only", action="append", default=[], metavar="MECH")
+    ap.add_argument("--counters", default="1,4", help="comma-separated (1,4)")
+    ap.add_argument("--json", action="store_true", help="one JSON document")
+    args = ap.parse_args(argv)
+    if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 2:
+        ap.error("--seconds must be >= 0.2, --warmup >= 0, --repeat >= 2")
+    if args.seed is None:
+        args.seed = random.randrange(1 << 32)
+    args.cases = select_cases(args.only, [int(x) for x in args.counters.split(",") if x])
+    if not args.cases:
+        ap.error("nothing selected")
+    return args
 
 
-def result(case: Case, rates: dict[str, list[float]]) -> dict[str, Any]:
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = _div(med["compare"], med["bare"])
-    return {
-        "case": case.label,
-        "counters": case.counters,
-        **rates,
-        "ratio": ratio,  # compare / bare: the target
-        "ratio_labd": _div(med["compare"], med["labd"]),  # compare / overhead.py's labd
-        "labd_over_bare": _div(med["labd"], med["bare"]),
-        "ok": LOW <= ratio <= HIGH,
-    }
+def render(results: list[dict[str, Any]]) -> str:
+    head = f"{'case':<17} {'N':>2} {'bare':>8} {'compare':>8} {'ratio':>6} {'95% CI':>13}"
+    lines = [f"{head} {'cover':>5} {'cpu/inc':>7}  verdict (pairs it would take)"]
+    for r in results:
+        low, high = r["ci"]
+        note = r["verdict"]
+        if r["verdict"] == UNDECIDED:
+            need = r["pairs_needed"]
+            note += f" (~{need})" if need is not None else " (median on a bound)"
+        lines.append(
+            f"{r['case']:<17} {r['counters'] or '':>2} {fmt_rate(r['bare_median']):>8} "
+            f"{fmt_rate(r['compare_median']):>8} {r['ratio_median']:>6.3f} "
+            f"{low:>6.3f}-{high:<6.3f} {100 * r['ci_coverage']:>4.1f}% "
+            f"{r['cpu_ratio_median']:>7.3f}  {note}"
+        )
+    return "\n".join(lines)
 
 
-def own_session(argv: Sequence[str] | None) -> int | None:
-    """Run this benchmark again in a session of its own, as labd runs in one.
+def footer(
+    results: list[dict[str, Any]], info: dict[str, Any], elapsed: float, left: list[str]
+) -> str:
+    """What the table's columns are, the load and the leftovers, under the table."""
+    low, high = info["load_during"] or ["-", "-"]
+    text = (
+        "ratio = median over the pairs of compare / bare (each pair ran side by side);"
+        "\n95% CI = the sign test's interval for that median (cover = its coverage)"
+        "\ncpu/inc = median over the pairs of compare / bare of CPU us per increment"
+        "\n  (the set's processes, the Manager server included); all pairs = pooled"
+        f"\nload (1 min) at start {info['loadavg'][0]}, during {low}-{high}, at end "
+        f"{info['loadavg_end'][0]}; elapsed {elapsed:.0f} s; "
+        f"leftover processes: {'; '.join(left) or 'none'}"
+    )
+    if len(results) > 2 and any(r["verdict"] != UNDECIDED for r in results):
+        text += (
+            f"\nnote: each interval misses the true median in up to {1 - LEVEL:.0%} of runs;"
+            f" over {len(results) - 1} cases some verdict may be chance: confirm it with"
+            " --only CASE --counters N --repeat 20"
+        )
+    return text
 
-    With the kernel's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``)
-    each session shares the CPUs fairly with the others: on a busy host, bare loops run
-    in the caller's session (crowded by whatever else it runs) got a third of the rate
-    of labd's sets in labd's own session. None once in a session of our own.
-    """
-    if os.environ.get(SESSION_FLAG) or os.getsid(0) == os.getpid():
-        return None
-    command = [sys.executable, os.path.abspath(__file__), *(sys.argv[1:] if argv is None else argv)]
-    child = subprocess.Popen(command, env={**os.environ, SESSION_FLAG: "1"}, start_new_session=True)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        return child.wait()
+
+def _print(text: str) -> None:
+    print(text, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    code = own_session(argv)
+    code = own_session(os.path.abspath(__file__), SESSION_FLAG)
     if code is not None:
         return code
     args = parse(argv)
     info = machine()
-    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    say: Callable[[str], None] = (lambda _: None) if args.json else _print
     say(
         f"labctl compare vs the bare loops of bench/overhead.py, interval=0, forkserver\n"
         f"machine: nproc={info['nproc']} (usable {info['cpus_usable']}), Python "
         f"{info['python']}, {info['platform']}; load at start "
-        f"{' '.join(map(str, info['loadavg']))}\nruns: warm-up {args.warmup:g} s + window "
-        f"{args.seconds:g} s, {args.repeat} pair(s) per case, alternating; target "
-        f"{LOW}-{HIGH}\n"
+        f"{' '.join(map(str, info['loadavg']))}\nruns: warm-up {args.warmup:g} s (from "
+        f"when every counter counts) + window {args.seconds:g} s; {args.repeat} pairs per "
+        f"case, side by side; seed {args.seed}; target {LOW}-{HIGH}\n"
     )
     started = time.monotonic()
-    results = measure(args, say)
+    results, loads = measure(args, say)
     left = own_leftovers()
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_during"] = [min(loads), max(loads)] if loads else []
+    elapsed = round(time.monotonic() - started, 1)
     if args.json:
-        print(json.dumps({"machine": info, "results": results, "leftovers": left}, indent=2))
+        settings = {k: getattr(args, k) for k in ("seconds", "warmup", "repeat", "seed")}
+        doc = {"machine": info, "settings": settings, "target": [LOW, HIGH], "results": results}
+        print(json.dumps({**doc, "elapsed_s": elapsed, "leftovers": left}, indent=2))
     else:
-        head = f"{'case':<17} {'N':>2} {'bare':>8} {'labd':>8} {'compare':>8}"
-        print(f"\n{head} {'cmp/bare':>8} {'cmp/labd':>8} {'labd/bare':>9}  ok")
-        for r in results:
-            meds = [fmt_rate(statistics.median(r[k])) for k in ("bare", "labd", "compare")]
-            print(
-                f"{r['case']:<17} {r['counters']:>2} {meds[0]:>8} {meds[1]:>8} {meds[2]:>8} "
-                f"{r['ratio']:>8.3f} {r['ratio_labd']:>8.3f} {r['labd_over_bare']:>9.3f}  "
-                f"{'yes' if r['ok'] else 'NO'}"
-            )
-        print(
-            f"\nload at end: {' '.join(map(str, info['loadavg_end']))}; elapsed "
-            f"{time.monotonic() - started:.0f} s; leftover processes: {'; '.join(left) or 'none'}"
-        )
+        print(f"\n{render(results)}\n\n{footer(results, info, elapsed, left)}")
     if left:
         return 2
-    return 0 if all(r["ok"] for r in results) else 1
+    verdicts = {r["verdict"] for r in results if r["counters"] is not None}  # not pooled
+    return 1 if OUTSIDE in verdicts else 3 if UNDECIDED in verdicts else 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.managers import SyncManager
@@ -45,11 +45,15 @@ QUEUE_MAXSIZE = 1000
 #: (labd.mechanisms.pipe._HEAD); multiprocessing adds a 4-byte length in front.
 PIPE_FRAME = struct.calcsize("!4sQQII") + PAYLOAD
 PIPE_WIRE = 4 + PIPE_FRAME
-#: a bare counter publishes its count and looks at the stop flag once per this many
-#: increments (a Manager increment takes 30-100 us: 1000 of them would be 30-100 ms)
-CHECK_EVERY = {"shared": 1000, "manager": 50, "queue": 1000, "pipe": 1000}
+#: a bare counter publishes its count and looks at the stop flag after each batch, sized
+#: as labd's counters size theirs (labd.worker.contexts): doubled while a batch takes
+#: under 2 ms, halved over 20 ms. A fixed count (it was 1000 increments, 50 for the
+#: Manager) published a slow counter's tally every 80-125 ms (queue, manager lock=yes at
+#: 4 counters): +-5-8 % of a 1.5 s window at each end, where labd's is a few ms.
+MIN_BATCH_S, MAX_BATCH_S, MAX_BATCH = 0.002, 0.02, 1 << 20
 POLL_S = 0.005  # status polling while waiting for a fresh labd sample (10 Hz sampler)
 FRESH_TIMEOUT_S = 1.0
+READY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Run:
     server_cpu: float | None = None  # the Manager server's (manager mechanisms)
     daemon_cpu: float | None = None  # labd's own (labd runs)
     window: float = 0.0  # seconds
+    ready: float | None = None  # seconds from starting the processes until all counted
 
     @property
     def increments(self) -> float:
@@ -165,60 +170,52 @@ class CaseResult:
 # --- the bare loops (run in forkserver children) ----------------------------------------
 
 
-class _Tally:
-    """A bare counter's bookkeeping, once per ``CHECK_EVERY`` increments: publish the
-    count so far in the counter's own slot (the parent reads the slots at both ends of
-    its window, as labd's sampler reads its board) and look at the stop flag."""
-
-    def __init__(self, stop: Any, out: Any, index: int) -> None:
-        self.stop = stop  # RawValue('i'): nonzero once the parent's window is over
-        self.out = out  # RawArray('q'): one slot per counter
-        self.index = index
-
-    def check(self, n: int) -> bool:
-        self.out[self.index] = n
-        return bool(self.stop.value)
-
-
-def bare_shared(stop: Any, out: Any, index: int, check: int, v: Any, lock: bool) -> None:
-    _bare_increments(_Tally(stop, out, index), check, v, v.get_lock() if lock else None)
-
-
-def bare_manager(stop: Any, out: Any, index: int, check: int, v: Any, lock: Any) -> None:
-    _bare_increments(_Tally(stop, out, index), check, v, lock)
+def _batches(stop: Any, out: Any, index: int) -> Iterator[int]:
+    """A bare counter's batches until the parent's window is over (``stop``, a
+    RawValue('i')); after each, its count so far goes to its own slot of ``out`` (a
+    RawArray('q')), which the parent reads at both ends of its window, as labd's
+    runner reads its board. The last batch's count is the counter's total."""
+    n, done = 1, 0
+    clock = time.perf_counter
+    while not stop.value:
+        t0 = clock()
+        yield n
+        done += n
+        out[index] = done
+        dt = clock() - t0
+        if dt < MIN_BATCH_S and n < MAX_BATCH:
+            n *= 2
+        elif dt > MAX_BATCH_S and n > 1:
+            n //= 2
 
 
-def _bare_increments(tally: _Tally, check: int, v: Any, lock: Any) -> None:
-    """The lesson's loop written by hand, racy or under ``lock``, tallied every ``check``."""
-    n = 0
+def bare_shared(stop: Any, out: Any, index: int, v: Any, lock: bool) -> None:
+    _bare_increments(_batches(stop, out, index), v, v.get_lock() if lock else None)
+
+
+def bare_manager(stop: Any, out: Any, index: int, v: Any, lock: Any) -> None:
+    _bare_increments(_batches(stop, out, index), v, lock)
+
+
+def _bare_increments(batches: Iterator[int], v: Any, lock: Any) -> None:
+    """The lesson's loop written by hand, racy or under ``lock``."""
     if lock is not None:
-        while True:
-            for _ in range(check):
+        for n in batches:
+            for _ in range(n):
                 with lock:
                     v.value += 1
-            n += check
-            if tally.check(n):
-                break
     else:
-        while True:
-            for _ in range(check):
+        for n in batches:
+            for _ in range(n):
                 v.value += 1
-            n += check
-            if tally.check(n):
-                break
 
 
-def bare_queue_counter(stop: Any, out: Any, index: int, check: int, q: Any) -> None:
-    tally = _Tally(stop, out, index)
+def bare_queue_counter(stop: Any, out: Any, index: int, q: Any) -> None:
     data = b"x" * PAYLOAD
     put, now = q.put, time.monotonic_ns
-    n = 0
-    while True:
-        for _ in range(check):
+    for n in _batches(stop, out, index):
+        for _ in range(n):
             put((now(), data))
-        n += check
-        if tally.check(n):
-            break
 
 
 def bare_queue_printer(q: Any, received: Any) -> None:
@@ -229,19 +226,14 @@ def bare_queue_printer(q: Any, received: Any) -> None:
     received.value = n
 
 
-def bare_pipe_counter(stop: Any, out: Any, index: int, check: int, conn: Connection) -> None:
-    tally = _Tally(stop, out, index)
+def bare_pipe_counter(stop: Any, out: Any, index: int, conn: Connection) -> None:
     frame = bytearray(b"x" * PIPE_FRAME)
     stamp = struct.Struct("!Q").pack_into
     send, now = conn.send_bytes, time.monotonic_ns
-    n = 0
-    while True:
-        for _ in range(check):
+    for n in _batches(stop, out, index):
+        for _ in range(n):
             stamp(frame, 12, now())
             send(frame)
-        n += check
-        if tally.check(n):
-            break
     conn.close()
 
 
@@ -288,7 +280,6 @@ class BareRunner:
     def run(self, case: Case, warmup: float, seconds: float) -> Run:
         ctx: Any = self.ctx
         n = case.counters
-        check = CHECK_EVERY[case.mechanism]
         stop = ctx.RawValue("i", 0)
         out = ctx.RawArray("q", n)
         received = ctx.RawValue("q", -1)
@@ -324,10 +315,11 @@ class BareRunner:
                 target = bare_pipe_counter
             else:
                 raise ValueError(case.mechanism)
+            started = time.monotonic()
             for p in printers:
                 p.start()
             for i, extra in enumerate(counter_args):
-                proc = ctx.Process(target=target, args=(stop, out, i, check, *extra))
+                proc = ctx.Process(target=target, args=(stop, out, i, *extra))
                 proc.start()
                 counters.append(proc)
             for end in parent_ends:  # the printer sees EOF once the counters exit
@@ -336,6 +328,7 @@ class BareRunner:
 
             cpids, ppids = [p.pid for p in counters], [p.pid for p in printers]
             server = [self._server_pid()] if case.mechanism == "manager" else []
+            ready = _until_counting(out, time.monotonic() + READY_TIMEOUT_S) - started
             time.sleep(warmup)
             t0, c0 = time.monotonic(), sum(out)
             k0, p0, s0 = cpu_seconds(cpids), cpu_seconds(ppids), cpu_seconds(server)
@@ -366,7 +359,7 @@ class BareRunner:
                 q.close()
                 q.join_thread()
             del mgr_objs[:]
-        # the last check published every counter's total: the printer got them all
+        # the last batch published every counter's total: the printer got them all
         if printers and received.value != sum(out):
             raise RuntimeError(f"bare {case.label}: sent {sum(out)}, got {received.value}")
         return Run(
@@ -375,7 +368,22 @@ class BareRunner:
             printer_cpu=p1 - p0,
             server_cpu=s1 - s0 if server else None,
             window=t1 - t0,
+            ready=ready,
         )
+
+
+def _until_counting(out: Any, deadline: float) -> float:
+    """Wait until every counter has published a first batch; the instant it has.
+
+    The warm-up starts there, as labd's runner starts it once ``spawn`` returns with
+    the set's workers forked from labd's preloaded forkserver: a bare child is forked
+    by the stdlib's forkserver and first re-imports this module, which on a loaded host
+    took a sizeable part of the warm-up (see bench/README.md, compare_check)."""
+    while not all(out):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bare counters did not start counting: {list(out)}")
+        time.sleep(0.001)
+    return time.monotonic()
 
 
 # --- running labd -----------------------------------------------------------------------
@@ -388,8 +396,8 @@ class Labd(PrivateLabd):
         super().__init__("ipclab-bench-")
         self.seen: list[Any] = []  # psutil.Process of everything labd started
 
-    def start(self) -> subprocess.Popen[bytes]:
-        proc = super().start()
+    def start(self, new_session: bool = True) -> subprocess.Popen[bytes]:
+        proc = super().start(new_session)
         self._note_children()
         return proc
 
@@ -429,6 +437,14 @@ class Labd(PrivateLabd):
             if after - start > FRESH_TIMEOUT_S:
                 raise RuntimeError(f"labd set {set_id}: attempted stuck at {attempted}")
 
+    def until_counting(self, set_id: int) -> None:
+        """Wait until every counter of the set has begun (the bare side does the same)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(json.loads(self.conn.root.inspect(set_id)).get("per_counter") or [0]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"labd set {set_id}: its counters did not start counting")
+            time.sleep(POLL_S)
+
     def manager_pid(self) -> int | None:
         """labd's Manager server, from its log line (the API does not show it)."""
         found = re.findall(r"manager server started \(pid (\d+)", self.log_text())
@@ -453,6 +469,7 @@ class Labd(PrivateLabd):
 
         try:
             self._note_children()
+            self.until_counting(set_id)
             time.sleep(warmup)
             t0, a0 = self.fresh(set_id)
             k0, p0 = cpu_seconds(cpids), cpu_seconds(ppids)

@@ -55,7 +55,9 @@ RUN_KEYS = (
     "corrupt",
     "cpu_us_per_inc",
     "latency_p50_us",
+    "latency_p90_us",
     "latency_p99_us",
+    "latency_max_us",
     "error",
 )
 WIDTH = 80
@@ -225,7 +227,7 @@ def _ticks(xs: list[str]) -> list[tuple[float, str]]:
 
 def markdown(e: Record) -> str:
     headers = ["case", "N", "rate/s (median)", "min-max", "lost %", "corrupt %"]
-    headers += ["p50 us", "p99 us", "CPU us/inc", "vs best"]
+    headers += ["p50 us", "p90 us", "p99 us", "max us", "CPU us/inc", "vs best"]
     out = [f"*{settings_line(e)}*", "", f"*{machine_line(e.get('machine', {}))}*", ""]
     out.append("| " + " | ".join(headers) + " |")
     out.append("|" + "|".join("---" if i == 0 else "--:" for i in range(len(headers))) + "|")
@@ -237,8 +239,7 @@ def markdown(e: Record) -> str:
             f"{humane.number(c.get('rate_min'))}-{humane.number(c.get('rate_max'))}",
             _pct(c.get("lost_pct")),
             _pct(c.get("corrupt_pct")),
-            humane.number(c.get("latency_p50_us")),
-            humane.number(c.get("latency_p99_us")),
+            *(humane.number(c.get(f"latency_{q}_us")) for q in ("p50", "p90", "p99", "max")),
             humane.number(c.get("cpu_us_per_inc")),
             versus(c),
         ]

@@ -216,11 +216,12 @@ class SetMetrics:
                 raise ValueError("the set has ended")
             r = self._reader
             t0 = time.monotonic()
-            attempted = r.reserved()
+            per_counter = r.per_counter()
             t1 = time.monotonic()
             return {
                 "at": (t0 + t1) / 2,
-                "attempted": attempted,
+                "attempted": sum(per_counter),
+                "counting": sum(1 for n in per_counter if n),  # counters that have begun
                 "received": r.received(),
                 "corrupt": r.corrupt(),
                 "histogram": r.histogram() if self._messages else [],

@@ -36,6 +36,7 @@ class FakeCounter(FakeMechanism):
         Param("helper", bool, False, "each counter starts `sleep 600` and leaves it behind"),
         Param("setup_delay", float, 0.0, "seconds setup() takes (a slow spawn)", min=0, max=30),
         Param("shout", int, 0, "each printer tick also prints a line this long", min=0, max=8192),
+        Param("start_delay", float, 0.0, "seconds a counter waits before it counts", min=0, max=30),
     )
 
     def setup(self, env: SetupEnv) -> None:
@@ -47,6 +48,7 @@ class FakeCounter(FakeMechanism):
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
         if ctx.values.get("helper"):  # a plugin's helper process its counter forgets
             subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
+        time.sleep(float(ctx.values.get("start_delay", 0.0)))  # a worker slow to start
         super().counter(ctx, *args)
         linger = float(ctx.values.get("slow_stop", 0.0))
         if linger:

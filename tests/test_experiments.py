@@ -26,7 +26,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def lab_daemon() -> Iterator[Daemon]:
-    yield from one_daemon()
+    yield from one_daemon(fakes=True)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,18 @@ def test_report_renders_table_csv_markdown(labctl: Labctl, two_cases: dict[str, 
     assert any(x["id"] == two_cases["id"] and x["runs_done"] == 4 for x in listed)
 
 
+def test_warmup_starts_once_every_counter_counts(labctl: Labctl) -> None:
+    """Counters that take 1 s to begin (a worker's start on a loaded host) are not
+    measured idle: the warm-up and the window wait until every one counts."""
+    e = labctl.json(
+        "compare", "fake:start_delay=1", "--counters", "2", "--seconds", "0.3",
+        "--warmup", "0.1", "--repeat", "1",
+    )  # fmt: skip
+    run = e["runs"][0]
+    assert run["state"] == "done" and run["attempted"] > 0, run
+    assert run["rate"] == pytest.approx(run["attempted"] / run["window_s"], rel=0.01)
+
+
 def test_report_plots_png_and_svg(
     labctl: Labctl, two_cases: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -120,6 +132,20 @@ def test_counters_grid_draws_a_line_chart(labctl: Labctl, tmp_path: Path) -> Non
     assert points == {("shared", 1), ("shared", 2), ("queue", 1), ("queue", 2)}
     queue = [c for c in full["cases"] if c["case"] == "queue"]
     assert all(c["latency_p50_us"] is not None and c["latency_max_us"] for c in queue)
+    lat = ("latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_max_us")
+    for r in full["runs"]:  # a run carries the four figures a case has
+        assert all(r.get(k) for k in lat) == (r["case"] == "queue"), r
+    exp = f"e{e['id']}"
+    rows = csv.DictReader(io.StringIO(labctl.run("export", exp, "--format", "csv").stdout))
+    assert lat[1] in (rows.fieldnames or []) and lat[3] in (rows.fieldnames or [])
+    assert all(all(r[k] for k in lat) for r in rows if r["case"] == "queue")
+    md = labctl.run("report", exp, "--markdown").stdout.splitlines()
+    head = next(line for line in md if line.startswith("| case |"))
+    assert "| p50 us | p90 us | p99 us | max us |" in head
+    q1 = next(line for line in md if line.startswith("| queue | 1 |"))
+    cells = [x.strip() for x in q1.strip("|").split("|")]
+    assert len(cells) == head.count("|") - 1, q1
+    assert all(x[0].isdigit() for x in cells[6:10]), q1  # four figures, none missing
 
 
 def test_history_plot_export(labctl: Labctl, two_cases: dict[str, Any], tmp_path: Path) -> None:

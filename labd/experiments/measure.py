@@ -1,6 +1,7 @@
 """One run of an experiment: a real set, a warm-up discarded, a measured window.
 
-The window is measured from the counters' own tallies, read at both ends with the
+The warm-up starts once every counter has begun counting (a worker's start is never
+measured). The window is measured from the counters' own tallies, read at both ends with the
 monotonic instant of the read (:meth:`labd.lab.Lab.tallies`), not from the sampler's
 once-a-second figures. CPU time is that of the set's processes over the window (and of
 labd's Manager server for ``manager``). Lost and corrupt come from the set's exact final
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 #: the set stops by itself this long after its window should have ended, should its
 #: experiment's runner be gone
 SAFETY_S = 120.0
+#: how long the counters of a run's set may take to begin counting (a loaded host)
+READY_S = 60.0
+READY_POLL_S = 0.002
 
 
 class Cancelled(Exception):
@@ -79,6 +84,7 @@ def run_once(
     if point.mechanism == "manager" and lab.manager.pid:
         pids.append(lab.manager.pid)
     try:
+        _until_counting(lab, set_id, point.counters, cancel, READY_S + plan.interval)
         if cancel.wait(plan.warmup):
             raise Cancelled()
         start, cpu0 = lab.tallies(set_id), cpu_seconds(pids)
@@ -92,6 +98,22 @@ def run_once(
             raise LabError(f"set {set_id} could not be stopped")
         raise LabError(f"set {set_id} ended {final['state']}: {final.get('error') or ''}".strip())
     return _result(status, final, start, end, cpu1 - cpu0)
+
+
+def _until_counting(
+    lab: Lab, set_id: int, counters: int, cancel: threading.Event, timeout: float
+) -> None:
+    """Wait until every counter of the set has begun counting: the warm-up starts there,
+    so a worker's start (slow on a loaded host) is never inside the measured window."""
+    deadline = time.monotonic() + timeout
+    while lab.tallies(set_id)["counting"] < counters:
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"set {set_id}: its counters did not all begin within {timeout:g} s "
+                f"(see: labctl inspect {set_id})"
+            )
+        if cancel.wait(READY_POLL_S):
+            raise Cancelled()
 
 
 def _stop(lab: Lab, set_id: int) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ from typing import Any
 from labd.experiments import stats
 from labd.experiments.runner import Progress
 from labd.experiments.spec import plan_from_dict
-from labd.worker import board
 
 SCHEMA_VERSION = 1
 
@@ -77,8 +76,7 @@ def _run(run: dict[str, Any], point: Any) -> dict[str, Any]:
     result.pop("set_id", None)
     out.update(result)
     if any(hist):
-        out["latency_p50_us"] = board.percentile_us(hist, 0.5)
-        out["latency_p99_us"] = board.percentile_us(hist, 0.99)
+        out.update(stats.latency(hist))  # p50, p90, p99 and max, as a case has
     return out
 
 
