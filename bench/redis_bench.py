@@ -21,11 +21,19 @@ the ratios of runs made together (or one after the other).
 Fair to both sides: the benchmark runs in a session of its own, and labd (so its
 workers) and the bare loops both run in it (the kernel's autogroup scheduling shares
 the CPUs between sessions first); each side runs the same number of counters and of
-printers (one, for redis-queue and redis-pubsub; labd's redis counter sets also have a
-printer, which reads the key ten times a second) on connections made the same way
+printers (one: a BRPOP or SUBSCRIBE loop for redis-queue and redis-pubsub; for the
+``redis`` ops, a GET of the key ten times a second, as labd's printer does) on
+connections made the same way
 (``redis.Redis`` on the unix socket); the runs alternate bare, labd, labd, bare...; each
 side's rate is read over the same window without polling during it (labd's from the
 times its sampler took its figures); the medians are compared.
+
+Beside the rates, each side's CPU per increment over the same window (``cpu ratio =
+bare / labd``): the bare loops' processes, and labd's set with labd itself (its
+sampler reads the figures ten times a second; that is part of what a set costs). On a
+host whose load comes and goes, the share of the CPUs a side gets swings its rate 2-5x
+from run to run; what an increment costs in CPU swings far less, so on a loaded host
+the CPU ratio is the one that shows labd's overhead.
 
 Needs redis-server (Debian's, `make debian-tools`) and the redis package
 (`pip install -e '.[redis]'`). The module is re-imported by every forkserver child, so
@@ -37,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import subprocess
@@ -54,6 +63,7 @@ SESSION_FLAG = "IPCLAB_REDIS_BENCH_SESSION"
 CHECK_EVERY = 20  # a bare counter publishes its count and looks at the stop flag
 PAYLOAD = 16
 MAXSIZE = 1000
+COUNTER_OPS = ("getset", "incr", "watch")
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,38 @@ BUILTINS = (
     Case("manager", "manager"),
     Case("queue", "queue"),
 )
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU the processes have used so far (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below ``root`` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            out.append(pid)
+            todo.append(pid)
+    return out
 
 
 # --- the bare side: what someone would write by hand ---------------------------------
@@ -124,6 +166,12 @@ def bare_printer(sock: str, op: str, stop: Any, ready: Any) -> None:
 
     r = redis.Redis(unix_socket_path=sock)
     key = f"bare:{op}"
+    if op in COUNTER_OPS:  # as labd's printer: the key's value, ten times a second
+        ready.set()
+        with open(os.devnull, "w") as out:
+            while not stop.wait(0.1):
+                print(f"Time: {int(r.get(key) or 0)}", file=out)
+        return
     if op == "redis-queue":
         ready.set()
         while not stop.is_set():
@@ -150,9 +198,8 @@ class BareRun:
         self.slot = ctx.RawArray("q", counters)
         self.stop, ready = ctx.Event(), ctx.Event()
         self.procs: list[Any] = []
-        if case.op in ("redis-queue", "redis-pubsub"):
-            self._start(ctx, bare_printer, (sock, case.op, self.stop, ready))
-            ready.wait(10)
+        self._start(ctx, bare_printer, (sock, case.op, self.stop, ready))
+        ready.wait(10)
         for i in range(counters):
             self._start(ctx, bare_counter, (sock, case.op, self.slot, i, self.stop))
 
@@ -165,6 +212,10 @@ class BareRun:
 
     def read(self) -> tuple[float, int]:
         return time.monotonic(), sum(self.slot)
+
+    def cpu(self) -> float:
+        """The CPU its counters and printer have used."""
+        return cpu_seconds([p.pid for p in self.procs])
 
     def close(self) -> None:
         self.stop.set()
@@ -194,6 +245,8 @@ class LabdRun:
         self.conn = labd.conn
         spawned = self.conn.root.spawn(case.mechanism, counters, json.dumps(params))
         self.sid = json.loads(spawned)["id"]
+        self.daemon_pid = labd.proc.pid if labd.proc is not None else 0
+        self.pids: list[int] = []
 
     def status(self) -> dict[str, Any]:
         (s,) = json.loads(self.conn.root.status((self.sid,)))
@@ -209,6 +262,15 @@ class LabdRun:
         s = self.status()
         return float(s["sampled_at"]), int(s["attempted"])
 
+    def cpu(self) -> float:
+        """The CPU labd and every process below it have used (the set's workers and
+        launcher; labd's sampler and figures are part of what a set costs). The
+        processes are found in /proc, not by ``inspect``: that would make labd's
+        sampler measure them each tick."""
+        if not self.pids:  # every process is there once the set counts
+            self.pids = [self.daemon_pid, *descendants(self.daemon_pid)]
+        return cpu_seconds(self.pids)
+
     def close(self) -> None:
         self.conn.root.stop((self.sid,))
 
@@ -216,7 +278,13 @@ class LabdRun:
 Run = BareRun | LabdRun
 
 
-def rates(runs: list[Run], warmup: float, seconds: float) -> list[float]:
+@dataclass(frozen=True)
+class Rate:
+    per_s: float  # increments a second
+    cpu_us: float  # CPU (us) its processes used per increment, over the same window
+
+
+def rates(runs: list[Run], warmup: float, seconds: float) -> list[Rate]:
     """Each run's increments per second over one window (the runs are going already):
     from its first increment on, a warm-up, then the window; each run is closed."""
     try:
@@ -224,28 +292,34 @@ def rates(runs: list[Run], warmup: float, seconds: float) -> list[float]:
         while not all(r.started() for r in runs) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(warmup)
-        first = [r.read() for r in runs]
+        for r in runs:
+            r.cpu()  # labd's: finds the set's processes (an rpc) before the window
+        first = [(r.read(), r.cpu()) for r in runs]
         time.sleep(seconds)
-        last = [r.read() for r in runs]
+        last = [(r.read(), r.cpu()) for r in runs]
     finally:
         for r in runs:
             r.close()
-    return [(a1 - a0) / (t1 - t0) for (t0, a0), (t1, a1) in zip(first, last, strict=True)]
+    out = []
+    for ((t0, a0), c0), ((t1, a1), c1) in zip(first, last, strict=True):
+        n = a1 - a0
+        out.append(Rate(n / (t1 - t0), (c1 - c0) / n * 1e6 if n else 0.0))
+    return out
 
 
-def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float) -> float:
+def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float) -> Rate:
     return rates([BareRun(sock, case, counters)], warmup, seconds)[0]
 
 
 def run_labd(
     labd: PrivateLabd, url: str | None, case: Case, counters: int, warmup: float, seconds: float
-) -> float:
+) -> Rate:
     return rates([LabdRun(labd, url, case, counters)], warmup, seconds)[0]
 
 
 def run_together(
     server_sock: str, labd: PrivateLabd, case: Case, counters: int, warmup: float, seconds: float
-) -> tuple[float, float]:
+) -> tuple[Rate, Rate]:
     """Both sides at once, over the same window: a load that comes and goes hits both."""
     runs: list[Run] = [BareRun(server_sock, case, counters)]
     try:
@@ -308,10 +382,11 @@ class RedisServer:
 
 def one_case(
     args: argparse.Namespace, server: RedisServer, labd: PrivateLabd, case: Case
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[Rate], list[Rate]]:
     """``--repeat`` rates of each side: side by side over the same windows
     (``--together``), or alternately bare, labd, then labd, bare (drift hits both alike)."""
-    bare, lab = [], []
+    bare: list[Rate] = []
+    lab: list[Rate] = []
     n, warmup, seconds = args.counters, args.warmup, args.seconds
     for i in range(args.repeat):
         if args.together:
@@ -332,9 +407,12 @@ def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) ->
     out: dict[str, Any] = {"machine": machine(), "counters": args.counters, "cases": []}
     out["mode"] = "together" if args.together else "alternating"
     for case in cases:
-        bare, lab = one_case(args, server, labd, case)
+        bare_rates, lab_rates = one_case(args, server, labd, case)
+        bare, lab = [r.per_s for r in bare_rates], [r.per_s for r in lab_rates]
         b, m = statistics.median(bare), statistics.median(lab)
         pairs = [x / y for x, y in zip(lab, bare, strict=True) if y]
+        bare_cpu = statistics.median(r.cpu_us for r in bare_rates)
+        lab_cpu = statistics.median(r.cpu_us for r in lab_rates)
         out["cases"].append(
             {
                 "case": case.label,
@@ -344,10 +422,16 @@ def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) ->
                 "pair_ratio": statistics.median(pairs) if pairs else 0.0,
                 "bare_runs": bare,
                 "labd_runs": lab,
+                "bare_cpu_us": bare_cpu,
+                "labd_cpu_us": lab_cpu,
+                "cpu_ratio": bare_cpu / lab_cpu if lab_cpu else 0.0,
             }
         )
     out["builtins"] = [
-        {"case": c.label, "labd": run_labd(labd, None, c, args.counters, args.warmup, args.seconds)}
+        {
+            "case": c.label,
+            "labd": run_labd(labd, None, c, args.counters, args.warmup, args.seconds).per_s,
+        }
         for c in BUILTINS
     ]
     out["ping_us"] = server.ping_us()
@@ -360,12 +444,16 @@ def report(out: dict[str, Any]) -> None:
         f"# {m['nproc']} cpus, Python {m['python']}, load {m['loadavg']}, {n} counters, "
         f"{out['mode']} runs"
     )
-    print(f"{'case':18} {'bare/s':>10} {'labd/s':>10} {'ratio':>6} {'pairs':>6}")
+    print(
+        f"{'case':18} {'bare/s':>10} {'labd/s':>10} {'ratio':>6} {'pairs':>6}"
+        f" {'bare CPU us':>11} {'labd CPU us':>11} {'cpu ratio':>9}"
+    )
     for c in out["cases"]:
         mark = "" if c["ratio"] >= TARGET else "  < target"
         print(
             f"{c['case']:18} {c['bare']:10.0f} {c['labd']:10.0f} {c['ratio']:6.2f} "
-            f"{c['pair_ratio']:6.2f}{mark}"
+            f"{c['pair_ratio']:6.2f} {c['bare_cpu_us']:11.1f} {c['labd_cpu_us']:11.1f} "
+            f"{c['cpu_ratio']:9.2f}{mark}"
         )
     print(f"\nbare PING round trip: {out['ping_us']:.1f} us")
     print(f"{'cost of one increment':24} {'us/increment/counter':>20}")

@@ -132,6 +132,16 @@ class Param:
 
 #: the payload parameter of message mechanisms (queue, pipe; a plugin may use it too)
 PAYLOAD = Param("payload", int, 16, "bytes of payload in each message", min=0, max=1048576)
+
+
+def maxsize_param(holder: str, then: str, most: int) -> Param:
+    """The bound of a message mechanism's queue (queue, redis-queue): ``maxsize``
+    messages the ``holder`` holds before ``then`` (what the counters meet when full)."""
+    return Param(
+        "maxsize", int, 1000, f"messages the {holder} holds before {then}", min=1, max=most
+    )
+
+
 MIN_INTERVAL = 0.0001  # a paced tick shorter than this is not pacing; 0 is flat out
 
 COMMON_PARAMS: tuple[Param, ...] = (

@@ -65,10 +65,16 @@ def test_getset_loses_updates_flat_out(
 def test_incr_and_watch_lose_nothing(
     module_rpc: rpyc.Connection, redis_server: RedisServer, op: str
 ) -> None:
-    final = run(module_rpc, "redis", 4, {"url": redis_server.url, "interval": 0, "op": op}, 2000)
+    with redis_server.client() as client:
+        client.config_resetstat()
+        params = {"url": redis_server.url, "interval": 0, "op": op}
+        final = run(module_rpc, "redis", 4, params, 2000)
+        execs = int(client.info("commandstats").get("cmdstat_exec", {}).get("calls", 0))
     assert final["lost"] == 0 and final["value"] == final["attempted"] > 0, final
     if op == "watch":  # four counters on one key flat out: WATCH sees the others' writes
         assert final["extra"]["retries"] > 0, final
+        # exact: every EXEC the server aborted (no other client runs one here) is a retry
+        assert final["extra"]["retries"] == execs - final["value"], (execs, final)
     else:
         assert "retries" not in final["extra"]
     assert final["extra"]["namespace"].startswith("ipclab:")

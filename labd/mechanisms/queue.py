@@ -19,7 +19,7 @@ from queue import Full
 from typing import Any
 
 from labd.mechanisms.base import Mechanism, SetupEnv
-from labd.params import PAYLOAD, Param
+from labd.params import PAYLOAD, Param, maxsize_param
 from labd.protocol import MAX_DRAIN_S
 from labd.worker.contexts import LAT_EVERY, CounterContext, PrinterContext
 
@@ -34,14 +34,7 @@ class QueueMessages(Mechanism):
     summary = "multiprocessing.Queue, bounded: one message per increment, printers block on get"
     params = (
         PAYLOAD,
-        Param(
-            "maxsize",
-            int,
-            1000,
-            "messages the queue holds before put() blocks",
-            min=1,
-            max=1000000,
-        ),
+        maxsize_param("queue", "put() blocks", 1000000),
         Param(
             "printer",
             str,

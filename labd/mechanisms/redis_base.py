@@ -9,7 +9,8 @@ namespace at setup, keeps its keys' expiry renewed while the set runs (see
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from labd.mechanisms import redis_conn
@@ -35,6 +36,7 @@ class RedisMechanism(Mechanism):
         self.group = redis_conn.parse_group(str(self.values.get("group") or ""))
         self._figures: dict[str, Any] = {}
         self._conn_kwargs: dict[str, Any] = {}
+        self._printers = 0  # the set's printers (known at setup)
 
     @classmethod
     def check(cls, values: Mapping[str, Any]) -> None:
@@ -46,6 +48,7 @@ class RedisMechanism(Mechanism):
             client.close()
 
     def setup(self, env: SetupEnv) -> None:
+        self._printers = env.printers
         values = self.values
         self._conn_kwargs = redis_conn.connect_kwargs(values, redis_conn.read_password(values))
         self.client = redis_conn.connect_checked(values)
@@ -64,7 +67,8 @@ class RedisMechanism(Mechanism):
         self._figures = {"namespace": prefix}
 
     def worker_args(self) -> tuple[Any, ...]:
-        """What each worker gets: the url, the login (kept out of parameters), the keys."""
+        """What each worker gets: the url, the login (kept out of parameters), and what
+        the worker loops use (here the data keys by name)."""
         assert self.namespace is not None
         return (redis_conn.where(self.values), dict(self._conn_kwargs), dict(self.namespace.data))
 
@@ -76,22 +80,25 @@ class RedisMechanism(Mechanism):
 
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
-        with redis_conn.server_lost("counter", ctx.index, args[0]):
-            cls.run_counter(ctx, *args)
+        url, kwargs, keys = args
+        with _connected("counter", ctx.index, url, kwargs) as client:
+            cls.run_counter(ctx, client, keys)
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        with redis_conn.server_lost("printer", ctx.index, args[0]):
-            cls.run_printer(ctx, *args)
+        url, kwargs, keys = args
+        with _connected("printer", ctx.index, url, kwargs) as client:
+            cls.run_printer(ctx, client, keys)
 
     @classmethod
-    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
-        """The counter loop, given :meth:`worker_args`."""
+    def run_counter(cls, ctx: CounterContext, client: Any, keys: Any) -> None:
+        """The counter loop, on a client of its own (closed after it), given the last
+        of :meth:`worker_args`."""
         raise NotImplementedError
 
     @classmethod
-    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        """The printer loop, given :meth:`worker_args`."""
+    def run_printer(cls, ctx: PrinterContext, client: Any, keys: Any) -> None:
+        """The printer loop, as :meth:`run_counter`."""
         raise NotImplementedError
 
     def figures(self) -> dict[str, Any]:
@@ -112,5 +119,17 @@ class RedisMechanism(Mechanism):
                 final = ns.release(client)
                 if final is not None:
                     self.final_figures(final)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def _connected(role: str, index: int, url: str, kwargs: Mapping[str, Any]) -> Iterator[Any]:
+    """A worker's client to the server, closed when its loop ends; the server going away
+    ends the worker with one line (:func:`redis_conn.server_lost`)."""
+    with redis_conn.server_lost(role, index, url):
+        client = redis_conn.open_client(url, kwargs)
+        try:
+            yield client
         finally:
             client.close()

@@ -16,7 +16,6 @@ publishes an empty message on every channel, and a printer returns at it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from labd.mechanisms import redis_conn
@@ -37,14 +36,6 @@ class RedisPubSub(RedisMechanism):
     messages = True
     keys = ()
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        super().__init__(values)
-        self._printers = 0
-
-    def setup(self, env: Any) -> None:
-        self._printers = env.printers
-        super().setup(env)
-
     def worker_args(self) -> tuple[Any, ...]:
         assert self.namespace is not None
         url, kwargs, _ = super().worker_args()
@@ -59,26 +50,19 @@ class RedisPubSub(RedisMechanism):
             client.publish(f"{ns.prefix}:ch:{j}", b"")
 
     @classmethod
-    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
-        url, kwargs, channels = args
-        client = redis_conn.open_client(url, kwargs)
+    def run_counter(cls, ctx: CounterContext, client: Any, channels: Any) -> None:
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
         publish, k = client.publish, ctx.index
-        try:
-            _wait_subscribed(ctx, client, channels)
-            batches, clock = ctx.sends(wall=True)  # paced: the tick each message was due at
-            for n in batches:
-                for _ in range(n):
-                    k = (k + 1) % len(channels)
-                    publish(channels[k], b"%d%s" % (clock(), data))
-        finally:
-            client.close()
+        _wait_subscribed(ctx, client, channels)
+        batches, clock = ctx.sends(wall=True)  # paced: the tick each message was due at
+        for n in batches:
+            for _ in range(n):
+                k = (k + 1) % len(channels)
+                publish(channels[k], b"%d%s" % (clock(), data))
 
     @classmethod
-    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        url, kwargs, channels = args
+    def run_printer(cls, ctx: PrinterContext, client: Any, channels: Any) -> None:
         redis = redis_conn.redis_module()
-        client = redis_conn.open_client(url, kwargs)
         offset = time.time_ns() - time.monotonic_ns()
         received = ctx.received
         sub = _subscribe(client, channels[ctx.index])
@@ -101,7 +85,6 @@ class RedisPubSub(RedisMechanism):
                 received(int(data.partition(b":")[0]) - offset)
         finally:
             sub.close()
-            client.close()
 
 
 def _subscribe(client: Any, channel: str) -> Any:

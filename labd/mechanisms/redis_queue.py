@@ -17,12 +17,11 @@ so the list never exists without one. The keeper renews it as the set's other ke
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from labd.mechanisms import redis_conn
 from labd.mechanisms.redis_base import RedisMechanism
-from labd.params import PAYLOAD, Param
+from labd.params import PAYLOAD, maxsize_param
 from labd.worker.contexts import CounterContext, PrinterContext
 
 _POP_WAIT_S = 0.5  # a printer checks for a stop request this often while idle
@@ -40,28 +39,9 @@ class RedisQueue(RedisMechanism):
 
     name = "redis-queue"
     summary = "a Redis list: LPUSH one message per increment, printers block on BRPOP"
-    params = (
-        PAYLOAD,
-        Param(
-            "maxsize",
-            int,
-            1000,
-            "messages the list holds before counters wait",
-            min=1,
-            max=10000000,
-        ),
-        *redis_conn.PARAMS,
-    )
+    params = (PAYLOAD, maxsize_param("list", "counters wait", 10000000), *redis_conn.PARAMS)
     messages = True
     keys = ("list",)
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        super().__init__(values)
-        self._printers = 0
-
-    def setup(self, env: Any) -> None:
-        self._printers = env.printers
-        super().setup(env)
 
     def release_printers(self) -> None:
         client, ns = self.client, self.namespace
@@ -70,43 +50,33 @@ class RedisQueue(RedisMechanism):
             client.eval(_MAKE, 1, ns.data["list"], ttl, *([b""] * self._printers))
 
     @classmethod
-    def run_counter(cls, ctx: CounterContext, *args: Any) -> None:
-        url, kwargs, keys = args
-        client = redis_conn.open_client(url, kwargs)
+    def run_counter(cls, ctx: CounterContext, client: Any, keys: Any) -> None:
         key, push, length = keys["list"], client.lpushx, client.llen
         make, on = client.register_script(_MAKE), [keys["list"]]
         data = b":" + b"x" * int(ctx.values.get("payload", 16))
         high = int(ctx.values.get("maxsize", 1000))
         ttl = redis_conn.ttl_ms(ctx.values)
         batches, clock = ctx.sends(wall=True)  # paced: the tick each message was due at
-        try:
-            for n in batches:
-                size = 0
-                for _ in range(n):
-                    msg = b"%d%s" % (clock(), data)
-                    size = push(key, msg) or make(keys=on, args=[ttl, msg])
-                while size > high and not ctx.stopping():  # bounded: let printers catch up
-                    time.sleep(_FULL_POLL_S)
-                    size = length(key) * 2
-        finally:
-            client.close()
+        for n in batches:
+            size = 0
+            for _ in range(n):
+                msg = b"%d%s" % (clock(), data)
+                size = push(key, msg) or make(keys=on, args=[ttl, msg])
+            while size > high and not ctx.stopping():  # bounded: let printers catch up
+                time.sleep(_FULL_POLL_S)
+                size = length(key) * 2
 
     @classmethod
-    def run_printer(cls, ctx: PrinterContext, *args: Any) -> None:
-        url, kwargs, keys = args
-        client = redis_conn.open_client(url, kwargs)
+    def run_printer(cls, ctx: PrinterContext, client: Any, keys: Any) -> None:
         key, pop, received = keys["list"], client.brpop, ctx.received
         offset = time.time_ns() - time.monotonic_ns()  # wall-clock stamps to monotonic
-        try:
-            while True:
-                item = pop(key, timeout=_POP_WAIT_S)
-                if item is None:
-                    if ctx.stopping():
-                        return
-                    continue
-                msg = item[1]
-                if not msg:
+        while True:
+            item = pop(key, timeout=_POP_WAIT_S)
+            if item is None:
+                if ctx.stopping():
                     return
-                received(int(msg.partition(b":")[0]) - offset)
-        finally:
-            client.close()
+                continue
+            msg = item[1]
+            if not msg:
+                return
+            received(int(msg.partition(b":")[0]) - offset)
