@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # plugin authors get the real types; at run time they load la
     from labd.params import Param
     from labd.worker.contexts import CounterContext, PrinterContext
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _EXPORTS = {
     "Mechanism": "labd.mechanisms.base",
