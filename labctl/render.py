@@ -28,6 +28,8 @@ from labd.protocol import (
 
 Record = Mapping[str, Any]
 
+LINE_WIDTH = 80  # what a stopped line may take before its figures wrap to a line of their own
+
 STATE_COLOURS = {
     "starting": "cyan",
     "running": "green",
@@ -289,14 +291,16 @@ def stopped_line(s: StatusRecord) -> str:
     lost, attempted, corrupt = s.get("lost"), s.get("attempted"), s.get("corrupt")
     name = f' "{s["name"]}"' if s.get("name") else ""
     lost_text = f"lost {humane.exact(lost)} ({humane.percent(lost, attempted)})"
-    line = (
-        f"set {_text(s.get('id'))}{name} ({figures.variant(s)}) {state}:"
-        f" value {humane.exact(s.get('value'))}, attempted {humane.exact(attempted)},"
+    head = f"set {_text(s.get('id'))}{name} ({figures.variant(s)}) {state}:"
+    body = (
+        f"value {humane.exact(s.get('value'))}, attempted {humane.exact(attempted)},"
         f" {figures.paint_lost(lost, lost_text)}"
     )
     if corrupt:
-        line += f", corrupt {humane.exact(corrupt)} ({humane.percent(corrupt, attempted)})"
-    return line
+        body += f", corrupt {humane.exact(corrupt)} ({humane.percent(corrupt, attempted)})"
+    line = f"{head} {body}"
+    # a terminal of 80 columns: the figures go on a line of their own, not cut mid-phrase
+    return line if len(click.unstyle(line)) <= LINE_WIDTH else f"{head}\n  {body}"
 
 
 def spawned(s: Record) -> str:

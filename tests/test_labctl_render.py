@@ -187,12 +187,21 @@ def test_inspect_shows_every_section() -> None:
 
 
 def test_stopped_lines() -> None:
-    text = plain(render.stopped([a_set(state="stopped")]))
-    assert text == (
-        'set 7 "racy" (shared 8 interval=0) stopped: value 1,234,567, attempted 6,000,000,'
-        " lost 4,765,433 (79.4%)"
+    small = a_set(state="stopped", name="", variant="shared 8", value=1_234, attempted=6_000,
+                  lost=4_766)  # fmt: skip
+    assert plain(render.stopped([small])) == (
+        "set 7 (shared 8) stopped: value 1,234, attempted 6,000, lost 4,766 (79.4%)"
     )
     assert render.stopped([]) == "no sets to stop"
+
+
+def test_a_stopped_line_too_wide_for_80_columns_puts_its_figures_on_a_line_of_their_own() -> None:
+    text = plain(render.stopped([a_set(state="stopped")]))
+    assert text.splitlines() == [
+        'set 7 "racy" (shared 8 interval=0) stopped:',
+        "  value 1,234,567, attempted 6,000,000, lost 4,765,433 (79.4%)",
+    ]
+    assert all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_a_garbled_pipe_is_corrupt_not_lost_after_stop() -> None:
