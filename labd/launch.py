@@ -203,7 +203,7 @@ def _collect(launches: list[Launch], started: Started, until: int | None = None)
         pending = [x for x in launches if not x.done and not x.eof]
         if (until is not None and counts[id(launches[0])] >= until) or not pending:
             break
-        wait([x._reader for x in pending], 5.0)
+        wait([x.fileno for x in pending], 5.0)
         for x in pending:
             x.pump()
             for kind, a, b, c in x.events():

@@ -76,13 +76,9 @@ class Worker:
     exitcode: int | None = None
     expected: bool = False  # the set asked it to end
     ended: threading.Event = field(default_factory=threading.Event)
-    #: readable once the process has exited, whoever its parent is by then
+    #: what the reaper waits on: readable once the process has exited, whoever its
+    #: parent is by then (see labd.launch.pidfd)
     pidfd: int = -1
-
-    @property
-    def exit_fd(self) -> int:
-        """What the reaper waits on (see labd.launch.pidfd)."""
-        return self.pidfd
 
     def close_pidfd(self) -> None:
         if self.pidfd >= 0:

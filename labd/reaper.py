@@ -1,6 +1,6 @@
-"""The one thread that notices children end: it waits on their sentinels (never a
+"""The one thread that notices children end: it waits on their pidfds (never a
 ``waitpid(-1)`` SIGCHLD handler), so an unexpected death is seen at once, with its exit
-code. The sentinels stay registered in one selector (epoll), added as workers start
+code. The pidfds stay registered in one selector (epoll), added as workers start
 and removed as they end: starting a thousand workers costs a thousand registrations,
 not a rebuilt wait list per worker."""
 
@@ -25,10 +25,10 @@ class Reaper(LoopThread):
         self._on_exit = on_exit
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._watched: dict[int, tuple[ProcessSet, Worker]] = {}  # sentinel -> owner
+        self._watched: dict[int, tuple[ProcessSet, Worker]] = {}  # pidfd -> owner
 
     def watch(self, pset: ProcessSet, worker: Worker) -> None:
-        fd = worker.exit_fd  # a pidfd: the forkserver's pipe closes if it dies
+        fd = worker.pidfd  # readable once it exits, whoever its parent is by then
         with self._lock:
             self._watched[fd] = (pset, worker)
             self._sel.register(fd, selectors.EVENT_READ, fd)
