@@ -6,12 +6,19 @@ one-run ``labctl compare CASE --counters N --repeat 1 --json`` against a private
 one right after the other (which goes first is balanced and shuffled), every case's
 first pair before any case's second. Per case it reports the median of the pairs'
 ratios ``compare / bare`` with a distribution-free confidence interval (the sign
-test's), and a verdict against the target 0.95 to 1.05: "within" when the interval lies
-inside it, "outside" when it lies outside, "undecided (noise)" otherwise, with an
-estimate of how many pairs would decide it.
+test's, bench/pairstats.py), and a verdict against the target 0.95 to 1.05: "within"
+when the interval lies inside it, "OUTSIDE" when it lies outside, "undecided (noise)"
+otherwise, with an estimate of how many pairs would decide it. The target is per
+mechanism: each mechanism's row pools the pairs of its cases (lock or not, 1 or 4
+counters), and those rows give the exit code (0 within, 1 outside, 3 undecided, 2 a
+process left behind).
 
     python bench/compare_check.py [--seconds S] [--warmup S] [--repeat N] [--seed N]
                                   [--only MECH] [--counters 1,4] [--json]
+    python bench/compare_check.py --from RUN.json [--from RUN2.json ...] [--only MECH]
+
+On a noisy host one run's pairs rarely decide; runs saved with ``--json`` (at any
+hour) are pairs all the same, and ``--from`` judges them pooled.
 
 Like overhead.py, this module is re-imported by every forkserver child, so it imports
 only the standard library (and overhead.py's stdlib-only top) at the top.
@@ -33,12 +40,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchlib import machine, own_session, script
-from overhead import BareRunner, Case, Labd, fmt_rate, own_leftovers, select_cases
+from overhead import ALL_CASES, BareRunner, Case, Labd, fmt_rate, own_leftovers, select_cases
+from pairstats import (
+    LEVEL,
+    OUTSIDE,
+    UNDECIDED,
+    median_ci,
+    pairs_needed,
+    schedule,
+    within_verdict,
+)
 
 LOW, HIGH = 0.95, 1.05
-LEVEL = 0.95  # the confidence interval's least coverage, where the pairs allow it
 SESSION_FLAG = "IPCLAB_BENCH_OWN_SESSION"
-WITHIN, OUTSIDE, UNDECIDED = "within", "OUTSIDE", "undecided (noise)"
 
 
 def case_arg(case: Case) -> str:
@@ -59,51 +73,7 @@ def compare_run(labd: Labd, case: Case, warmup: float, seconds: float) -> tuple[
     return float(result["rate_median"]), float(result["cpu_us_per_inc"] or 0.0)
 
 
-# --- statistics over the pairs ----------------------------------------------------------
-
-
-def median_ci(xs: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """The sign test's interval for the median: (low, high, its coverage).
-
-    ``[x_(k), x_(n-k+1)]`` of the sorted values covers the median with probability
-    ``1 - 2 P(Binomial(n, 1/2) <= k - 1)`` whatever the distribution; the narrowest
-    with at least ``level``, or min-max (and its lower coverage) for fewer than 6 values.
-    """
-    s, n = sorted(xs), len(xs)
-
-    def coverage(k: int) -> float:
-        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0**n
-
-    k = 1
-    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
-        k += 1
-    return s[k - 1], s[n - k], coverage(k)
-
-
-def verdict(low: float, high: float) -> str:
-    if low >= LOW and high <= HIGH:
-        return WITHIN
-    if high < LOW or low > HIGH:
-        return OUTSIDE
-    return UNDECIDED
-
-
-def pairs_needed(ratios: Sequence[float], have: int) -> int | None:
-    """About how many pairs would make a 95 % interval for the median decide, at the
-    spread these pairs show (normal approximation of the sign test's interval,
-    half-width 1.96 * sqrt(pi/2) * sigma / sqrt(n), on log ratios). None: never, as the
-    median lies on a bound of the target. At least 6 (the fewest with a 95 % interval)
-    and more than ``have`` (which did not decide)."""
-    logs = [math.log(r) for r in ratios if r > 0]
-    if len(logs) < 2:
-        return None
-    m = statistics.median(logs)
-    sigma = 1.4826 * statistics.median(abs(x - m) for x in logs) or statistics.stdev(logs)
-    a, b = math.log(LOW), math.log(HIGH)
-    margin = min(m - a, b - m) if a <= m <= b else min(abs(m - a), abs(m - b))
-    if margin <= 0:
-        return None
-    return max(6, have + 1, math.ceil((1.96 * math.sqrt(math.pi / 2) * sigma / margin) ** 2))
+# --- the pairs' figures ----------------------------------------------------------------
 
 
 def _ratios(pairs: Sequence[dict[str, Any]], key: str) -> list[float]:
@@ -111,17 +81,23 @@ def _ratios(pairs: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [p["compare" + key] / p["bare" + key] if p["bare" + key] else math.inf for p in pairs]
 
 
-def result(case: Case | None, pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures of one case's pairs (or, for None, of all pairs pooled)."""
+def result(
+    label: str, counters: int | None, pairs: list[dict[str, Any]], kind: str = "case"
+) -> dict[str, Any]:
+    """The figures of some pairs: one case's (``kind`` "case"), one mechanism's pooled
+    over its cases ("mechanism": the issue's target is per mechanism), or all ("all")."""
     ratios = _ratios(pairs, "")
     low, high, cover = median_ci(ratios)
-    judged = verdict(low, high) if cover >= LEVEL else UNDECIDED  # under 6 pairs
+    target = (LOW, HIGH)
+    judged = within_verdict(low, high, target) if cover >= LEVEL else UNDECIDED  # < 6 pairs
     cpu = _ratios(pairs, "_cpu_us")
+    needed = None if judged != UNDECIDED else pairs_needed(ratios, len(ratios), LOW, HIGH)
     return {
-        "case": case.label if case else "all pairs",
-        "counters": case.counters if case else None,
+        "kind": kind,
+        "case": label,
+        "counters": counters,
         "n": len(pairs),
-        "pairs": pairs if case else [],  # pooled: see each case's
+        "pairs": pairs if kind == "case" else [],  # pooled: see each case's
         "bare_median": statistics.median(p["bare"] for p in pairs),
         "compare_median": statistics.median(p["compare"] for p in pairs),
         "cpu_ratios": cpu,  # compare's CPU per increment over the bare loop's
@@ -132,30 +108,52 @@ def result(case: Case | None, pairs: list[dict[str, Any]]) -> dict[str, Any]:
         "ci": [low, high],
         "ci_coverage": round(cover, 4),
         "verdict": judged,
-        "pairs_needed": None if judged != UNDECIDED else pairs_needed(ratios, len(ratios)),
+        "pairs_needed": needed,
     }
 
 
-# --- running ----------------------------------------------------------------------------
-
-
-def schedule(cases: Sequence[Case], repeat: int, rng: random.Random) -> list[tuple[Case, str]]:
-    """(case, who goes first) per pair: round r runs every case's r-th pair, cases
-    shuffled per round; per case, half its pairs start with the bare loop, half with
-    compare, in a shuffled order (so what runs just before a measurement, and a drift
-    of the machine, hit both sides alike)."""
-    firsts: dict[Case, list[str]] = {}
-    for case in cases:
-        order = ["bare", "compare"] * (repeat // 2) + (
-            [rng.choice(["bare", "compare"])] * (repeat % 2)
-        )
-        rng.shuffle(order)
-        firsts[case] = order
-    out = []
-    for r in range(repeat):
-        for case in rng.sample(list(cases), len(cases)):
-            out.append((case, firsts[case][r]))
+def summarize(pairs: dict[Case, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each case's row, then each mechanism's pooled over its cases (where it has more
+    than one), then all pairs pooled (where there is more than one mechanism)."""
+    cases = [case for case in pairs if pairs[case]]
+    out = [result(case.label, case.counters, pairs[case]) for case in cases]
+    mechanisms = dict.fromkeys(case.mechanism for case in cases)
+    for mech in mechanisms:
+        mine = [case for case in cases if case.mechanism == mech]
+        if len(mine) > 1:
+            pooled = [p for case in mine for p in pairs[case]]
+            out.append(result(f"{mech} (its {len(mine)} cases)", None, pooled, "mechanism"))
+    if len(mechanisms) > 1:
+        out.append(result("all pairs", None, [p for c in cases for p in pairs[c]], "all"))
     return out
+
+
+def judged_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows the exit code and the verdict speak for: one per mechanism (its pooled
+    row, or its one case's)."""
+    pooled = {r["case"].split(" (")[0] for r in results if r["kind"] == "mechanism"}
+    return [
+        r
+        for r in results
+        if r["kind"] == "mechanism"
+        or (r["kind"] == "case" and r["case"].split(" ")[0] not in pooled)
+    ]
+
+
+def load_pairs(files: Sequence[str]) -> dict[Case, list[dict[str, Any]]]:
+    """The pairs of earlier ``--json`` runs, by case (runs of other cases add up)."""
+    by_label = {(c.label, c.counters): c for c in ALL_CASES}
+    pairs: dict[Case, list[dict[str, Any]]] = {}
+    for name in files:
+        with open(name) as f:
+            doc = json.load(f)
+        for r in doc["results"]:
+            if r.get("kind", "case") == "case" and r["counters"] is not None:
+                pairs.setdefault(by_label[r["case"], r["counters"]], []).extend(r["pairs"])
+    return pairs
+
+
+# --- running ----------------------------------------------------------------------------
 
 
 def measure(
@@ -167,7 +165,7 @@ def measure(
     labd = Labd()
     pairs: dict[Case, list[dict[str, Any]]] = {case: [] for case in args.cases}
     loads: list[float] = []
-    plan = schedule(args.cases, args.repeat, random.Random(args.seed))
+    plan = schedule(args.cases, args.repeat, random.Random(args.seed), ("bare", "compare"))
     try:
         labd.start(new_session=False)
         for i, (case, first) in enumerate(plan, 1):
@@ -192,9 +190,7 @@ def measure(
         left = labd.close()
         if left:
             say(f"labd left processes behind: {'; '.join(left)}")
-    done = [result(case, pairs[case]) for case in args.cases if pairs[case]]
-    pooled = [p for case in args.cases for p in pairs[case]]
-    return done + ([result(None, pooled)] if len(done) > 1 else []), loads
+    return summarize(pairs), loads
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -206,19 +202,27 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", action="append", default=[], metavar="MECH")
     ap.add_argument("--counters", default="1,4", help="comma-separated (1,4)")
     ap.add_argument("--json", action="store_true", help="one JSON document")
+    ap.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="measure nothing: judge the pairs of earlier --json runs, pooled (repeatable)",
+    )
     args = ap.parse_args(argv)
     if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 2:
         ap.error("--seconds must be >= 0.2, --warmup >= 0, --repeat >= 2")
     if args.seed is None:
         args.seed = random.randrange(1 << 32)
     args.cases = select_cases(args.only, [int(x) for x in args.counters.split(",") if x])
-    if not args.cases:
+    if not args.cases and not args.sources:
         ap.error("nothing selected")
     return args
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    head = f"{'case':<17} {'N':>2} {'bare':>8} {'compare':>8} {'ratio':>6} {'95% CI':>13}"
+    head = f"{'case':<21} {'N':>2} {'bare':>8} {'compare':>8} {'ratio':>6} {'95% CI':>13}"
     lines = [f"{head} {'cover':>5} {'cpu/inc':>7}  verdict (pairs it would take)"]
     for r in results:
         low, high = r["ci"]
@@ -227,7 +231,7 @@ def render(results: list[dict[str, Any]]) -> str:
             need = r["pairs_needed"]
             note += f" (~{need})" if need is not None else " (median on a bound)"
         lines.append(
-            f"{r['case']:<17} {r['counters'] or '':>2} {fmt_rate(r['bare_median']):>8} "
+            f"{r['case']:<21} {r['counters'] or '':>2} {fmt_rate(r['bare_median']):>8} "
             f"{fmt_rate(r['compare_median']):>8} {r['ratio_median']:>6.3f} "
             f"{low:>6.3f}-{high:<6.3f} {100 * r['ci_coverage']:>4.1f}% "
             f"{r['cpu_ratio_median']:>7.3f}  {note}"
@@ -244,16 +248,18 @@ def footer(
         "ratio = median over the pairs of compare / bare (each pair ran side by side);"
         "\n95% CI = the sign test's interval for that median (cover = its coverage)"
         "\ncpu/inc = median over the pairs of compare / bare of CPU us per increment"
-        "\n  (the set's processes, the Manager server included); all pairs = pooled"
+        "\n  (the set's processes, the Manager server included); a mechanism's row pools"
+        "\n  its cases' pairs (the target is per mechanism: its verdict is the exit code's)"
         f"\nload (1 min) at start {info['loadavg'][0]}, during {low}-{high}, at end "
         f"{info['loadavg_end'][0]}; elapsed {elapsed:.0f} s; "
         f"leftover processes: {'; '.join(left) or 'none'}"
     )
-    if len(results) > 2 and any(r["verdict"] != UNDECIDED for r in results):
+    judged = judged_rows(results)
+    if len(judged) > 1 and any(r["verdict"] != UNDECIDED for r in judged):
         text += (
             f"\nnote: each interval misses the true median in up to {1 - LEVEL:.0%} of runs;"
-            f" over {len(results) - 1} cases some verdict may be chance: confirm it with"
-            " --only CASE --counters N --repeat 20"
+            f" over {len(judged)} mechanisms some verdict may be chance: confirm it with"
+            " --only MECH --repeat 20, or pool runs with --from"
         )
     return text
 
@@ -267,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code is not None:
         return code
     args = parse(argv)
+    if args.sources:
+        return judge_saved(args)
     info = machine()
     say: Callable[[str], None] = (lambda _: None) if args.json else _print
     say(
@@ -291,8 +299,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{render(results)}\n\n{footer(results, info, elapsed, left)}")
     if left:
         return 2
-    verdicts = {r["verdict"] for r in results if r["counters"] is not None}  # not pooled
+    return exit_code(results)
+
+
+def exit_code(results: Sequence[dict[str, Any]]) -> int:
+    """0: every mechanism within the target; 1: one outside; 3: one undecided."""
+    verdicts = {r["verdict"] for r in judged_rows(results)}
     return 1 if OUTSIDE in verdicts else 3 if UNDECIDED in verdicts else 0
+
+
+def judge_saved(args: argparse.Namespace) -> int:
+    """``--from``: the pairs of earlier runs (of the selected cases), judged together."""
+    try:
+        saved = load_pairs(args.sources)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"compare_check.py: --from: {e}")
+    wanted = set(args.cases)
+    results = summarize({case: saved[case] for case in saved if case in wanted})
+    if not results:
+        sys.exit("compare_check.py: --from: no pairs of the selected cases")
+    if args.json:
+        doc = {"sources": args.sources, "target": [LOW, HIGH], "results": results}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"pairs of {', '.join(args.sources)}\n\n{render(results)}")
+    return exit_code(results)
 
 
 if __name__ == "__main__":
