@@ -4,19 +4,32 @@ For each case (``redis`` with op=getset, incr and watch, ``redis-queue``,
 ``redis-pubsub``), with ``--counters`` processes at ``interval=0``, this alternates a
 labd set and a hand-written loop doing the same commands on the same private
 redis-server (a unix socket in a temporary directory), and prints the increments per
-second of each and ``ratio = labd / bare`` (target: >= 0.95). Then, to show the price of
+second of each and their ratio ``labd / bare`` (target: >= 0.95). Then, to show the price of
 crossing the host boundary, the cost of one increment (us per increment per counter)
 of each Redis case beside labd's built-ins (shared lock=yes, manager, queue) measured
 in the same run, and the bare round trip of a PING.
 
     python bench/redis_bench.py [--seconds S] [--warmup S] [--repeat N] [--counters N]
-                          [--only CASE] [--json] [--together]
+                          [--only CASE] [--seed N] [--json] [--together]
+    python bench/redis_bench.py --from RUN.json [--from RUN2.json ...]
+
+Each of the ``--repeat`` pairs per case is one bare run and one labd run back to back
+(which goes first is balanced and shuffled; every case's r-th pair runs before any
+case's next, in a shuffled order). Per case it reports the median of the pairs' ratios
+``labd / bare``, the sign test's one-sided 95 % lower bound for that median
+(bench/pairstats.py: whatever the ratios' distribution), and a verdict against the
+target: "met" when the bound is at least 0.95, "BELOW" when even the upper bound is
+under it, "undecided (noise)" otherwise, with about how many pairs would decide it.
+Exit code: 0 every case met, 1 one below, 3 one undecided. Runs saved with ``--json``
+are pairs all the same: ``--from`` judges several runs' pairs pooled.
 
 ``--together`` runs both sides at once over the same windows instead of one after the
 other: on a shared host whose load comes and goes by the second, alternating runs of one
 side spread 2-5x, while a load hits two sides that run together alike (each then gets
-about half the machine, so its absolute rates are halved). ``pairs`` is the median of
-the ratios of runs made together (or one after the other).
+about half the machine, so its absolute rates are halved); a pair is then the two sides
+of one window. On this repository's 2-core VM it spreads the ratios far wider
+(0.46-2.25 for op=watch): two sets of flat-out counters and one server on two CPUs
+wake each other in a different order every run.
 
 Fair to both sides: the benchmark runs in a session of its own, and labd (so its
 workers) and the bare loops both run in it (the kernel's autogroup scheduling shares
@@ -24,9 +37,8 @@ the CPUs between sessions first); each side runs the same number of counters and
 printers (one: a BRPOP or SUBSCRIBE loop for redis-queue and redis-pubsub; for the
 ``redis`` ops, a GET of the key ten times a second, as labd's printer does) on
 connections made the same way
-(``redis.Redis`` on the unix socket); the runs alternate bare, labd, labd, bare...; each
-side's rate is read over the same window without polling during it (labd's from the
-times its sampler took its figures); the medians are compared.
+(``redis.Redis`` on the unix socket); each side's rate is read over its window without
+polling during it (labd's from the times its sampler took its figures).
 
 Beside the rates, each side's CPU per increment over the same window (``cpu ratio =
 bare / labd``): the bare loops' processes, and labd's set with labd itself (its
@@ -46,6 +58,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -57,6 +70,15 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import PrivateLabd, machine, own_session
+from pairstats import (
+    BELOW,
+    MET,
+    UNDECIDED,
+    at_least_verdict,
+    median_lower_bound,
+    pairs_needed,
+)
+from pairstats import schedule as pair_schedule
 
 TARGET = 0.95
 SESSION_FLAG = "IPCLAB_REDIS_BENCH_SESSION"
@@ -312,13 +334,23 @@ def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float
 
 
 def run_labd(
-    labd: PrivateLabd, url: str | None, case: Case, counters: int, warmup: float, seconds: float
+    labd: PrivateLabd,
+    url: str | None,
+    case: Case,
+    counters: int,
+    warmup: float,
+    seconds: float,
 ) -> Rate:
     return rates([LabdRun(labd, url, case, counters)], warmup, seconds)[0]
 
 
 def run_together(
-    server_sock: str, labd: PrivateLabd, case: Case, counters: int, warmup: float, seconds: float
+    server_sock: str,
+    labd: PrivateLabd,
+    case: Case,
+    counters: int,
+    warmup: float,
+    seconds: float,
 ) -> tuple[Rate, Rate]:
     """Both sides at once, over the same window: a load that comes and goes hits both."""
     runs: list[Run] = [BareRun(server_sock, case, counters)]
@@ -339,7 +371,15 @@ class RedisServer:
             sys.exit("redis_bench.py: redis-server is missing (make debian-tools)")
         self.dir = Path(tempfile.mkdtemp(prefix="ipl-bench-redis"))
         self.sock = str(self.dir / "redis.sock")
-        cmd = [binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700"]
+        cmd = [
+            binary,
+            "--port",
+            "0",
+            "--unixsocket",
+            self.sock,
+            "--unixsocketperm",
+            "700",
+        ]
         cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
         # A session of its own, as a server has: with the kernel's autogroup scheduling
         # (sched_autogroup_enabled), a client in the server's session wakes it far
@@ -380,53 +420,78 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def one_case(
-    args: argparse.Namespace, server: RedisServer, labd: PrivateLabd, case: Case
-) -> tuple[list[Rate], list[Rate]]:
-    """``--repeat`` rates of each side: side by side over the same windows
-    (``--together``), or alternately bare, labd, then labd, bare (drift hits both alike)."""
-    bare: list[Rate] = []
-    lab: list[Rate] = []
+def one_pair(
+    args: argparse.Namespace,
+    server: RedisServer,
+    labd: PrivateLabd,
+    case: Case,
+    first: str,
+) -> dict[str, Any]:
+    """One bare run and one labd run of ``case``, ``first`` first (or, ``--together``,
+    both at once over the same window)."""
     n, warmup, seconds = args.counters, args.warmup, args.seconds
-    for i in range(args.repeat):
-        if args.together:
-            b, m = run_together(server.sock, labd, case, n, warmup, seconds)
-            bare.append(b)
-            lab.append(m)
-            continue
-        for side in ("bare", "labd") if i % 2 == 0 else ("labd", "bare"):
+    if args.together:
+        b, m = run_together(server.sock, labd, case, n, warmup, seconds)
+    else:
+        got: dict[str, Rate] = {}
+        for side in (first, "labd" if first == "bare" else "bare"):
             if side == "bare":
-                bare.append(run_bare(server.sock, case, n, warmup, seconds))
+                got[side] = run_bare(server.sock, case, n, warmup, seconds)
             else:
-                lab.append(run_labd(labd, f"unix://{server.sock}", case, n, warmup, seconds))
-    return bare, lab
+                got[side] = run_labd(labd, f"unix://{server.sock}", case, n, warmup, seconds)
+        b, m = got["bare"], got["labd"]
+    return {
+        "bare": b.per_s,
+        "labd": m.per_s,
+        "bare_cpu_us": b.cpu_us,
+        "labd_cpu_us": m.cpu_us,
+        "first": "together" if args.together else first,
+    }
+
+
+def judge(label: str, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's figures over its pairs."""
+    ratios = [p["labd"] / p["bare"] if p["bare"] else 0.0 for p in pairs]
+    cpu = [p["bare_cpu_us"] / p["labd_cpu_us"] for p in pairs if p["labd_cpu_us"]]
+    low, cover = median_lower_bound(ratios)
+    verdict = at_least_verdict(ratios, TARGET)
+    return {
+        "case": label,
+        "n": len(pairs),
+        "pairs": pairs,
+        "bare": statistics.median(p["bare"] for p in pairs),
+        "labd": statistics.median(p["labd"] for p in pairs),
+        "ratio": statistics.median(ratios),  # the median of the pairs' ratios
+        "ratios": ratios,
+        "lower_bound": low,
+        "lower_bound_coverage": round(cover, 4),
+        "verdict": verdict,
+        "pairs_needed": pairs_needed(ratios, len(ratios), TARGET) if verdict == UNDECIDED else None,
+        "bare_cpu_us": statistics.median(p["bare_cpu_us"] for p in pairs),
+        "labd_cpu_us": statistics.median(p["labd_cpu_us"] for p in pairs),
+        "cpu_ratio": statistics.median(cpu) if cpu else 0.0,  # bare / labd, per pair
+    }
 
 
 def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) -> dict[str, Any]:
     cases = [c for c in CASES if not args.only or c.label in args.only or c.mechanism in args.only]
     out: dict[str, Any] = {"machine": machine(), "counters": args.counters, "cases": []}
     out["mode"] = "together" if args.together else "alternating"
-    for case in cases:
-        bare_rates, lab_rates = one_case(args, server, labd, case)
-        bare, lab = [r.per_s for r in bare_rates], [r.per_s for r in lab_rates]
-        b, m = statistics.median(bare), statistics.median(lab)
-        pairs = [x / y for x, y in zip(lab, bare, strict=True) if y]
-        bare_cpu = statistics.median(r.cpu_us for r in bare_rates)
-        lab_cpu = statistics.median(r.cpu_us for r in lab_rates)
-        out["cases"].append(
-            {
-                "case": case.label,
-                "bare": b,
-                "labd": m,
-                "ratio": m / b if b else 0.0,
-                "pair_ratio": statistics.median(pairs) if pairs else 0.0,
-                "bare_runs": bare,
-                "labd_runs": lab,
-                "bare_cpu_us": bare_cpu,
-                "labd_cpu_us": lab_cpu,
-                "cpu_ratio": bare_cpu / lab_cpu if lab_cpu else 0.0,
-            }
+    out["seed"] = args.seed
+    pairs: dict[Case, list[dict[str, Any]]] = {case: [] for case in cases}
+    plan = pair_schedule(cases, args.repeat, random.Random(args.seed), ("bare", "labd"))
+    for i, (case, first) in enumerate(plan, 1):
+        pair = one_pair(args, server, labd, case, first)
+        pair["load"] = round(os.getloadavg()[0], 2)
+        pairs[case].append(pair)
+        print(
+            f"  {i:>3}/{len(plan)} {case.label:<16} bare {pair['bare']:8.0f} labd "
+            f"{pair['labd']:8.0f} -> {pair['labd'] / pair['bare'] if pair['bare'] else 0:.3f}"
+            f" ({pair['first']} first, load {pair['load']:g})",
+            file=sys.stderr,
+            flush=True,
         )
+    out["cases"] = [judge(case.label, pairs[case]) for case in cases]
     out["builtins"] = [
         {
             "case": c.label,
@@ -442,24 +507,63 @@ def report(out: dict[str, Any]) -> None:
     m, n = out["machine"], out["counters"]
     print(
         f"# {m['nproc']} cpus, Python {m['python']}, load {m['loadavg']}, {n} counters, "
-        f"{out['mode']} runs"
+        f"{out['mode']} runs, "
+        + (
+            f"pooled from {len(out['sources'])} saved"
+            if "sources" in out
+            else f"seed {out['seed']}"
+        )
     )
     print(
-        f"{'case':18} {'bare/s':>10} {'labd/s':>10} {'ratio':>6} {'pairs':>6}"
-        f" {'bare CPU us':>11} {'labd CPU us':>11} {'cpu ratio':>9}"
+        f"{'case':16} {'bare/s':>8} {'labd/s':>8} {'ratio':>6} {'95%>=':>6} {'pairs':>5}"
+        f" {'cpu ratio':>9}  verdict (pairs it would take)"
     )
     for c in out["cases"]:
-        mark = "" if c["ratio"] >= TARGET else "  < target"
+        note = c["verdict"]
+        if note == UNDECIDED:
+            need = c["pairs_needed"]
+            note += f" (~{need})" if need is not None else " (median on the target)"
         print(
-            f"{c['case']:18} {c['bare']:10.0f} {c['labd']:10.0f} {c['ratio']:6.2f} "
-            f"{c['pair_ratio']:6.2f} {c['bare_cpu_us']:11.1f} {c['labd_cpu_us']:11.1f} "
-            f"{c['cpu_ratio']:9.2f}{mark}"
+            f"{c['case']:16} {c['bare']:8.0f} {c['labd']:8.0f} {c['ratio']:6.3f} "
+            f"{c['lower_bound']:6.3f} {c['n']:5d} {c['cpu_ratio']:9.2f}  {note}"
         )
+    print(
+        "ratio = median over the pairs of labd / bare; 95%>= = the sign test's one-sided\n"
+        "lower bound for it; cpu ratio = median over the pairs of bare / labd CPU per\n"
+        f"increment; target: ratio >= {TARGET}"
+    )
+    if "ping_us" not in out:
+        return
     print(f"\nbare PING round trip: {out['ping_us']:.1f} us")
     print(f"{'cost of one increment':24} {'us/increment/counter':>20}")
     for c in [*out["cases"], *out["builtins"]]:
         per = n / c["labd"] * 1e6 if c["labd"] else float("inf")
         print(f"{c['case']:24} {per:20.1f}")
+
+
+def exit_code(out: dict[str, Any]) -> int:
+    verdicts = {c["verdict"] for c in out["cases"]}
+    return 1 if BELOW in verdicts else 0 if verdicts == {MET} else 3
+
+
+def from_saved(files: list[str]) -> dict[str, Any]:
+    """``--from``: the pairs of earlier ``--json`` runs, judged pooled, by case."""
+    pairs: dict[str, list[dict[str, Any]]] = {}
+    first: dict[str, Any] = {}
+    for name in files:
+        with open(name) as f:
+            doc = json.load(f)
+        first = first or doc
+        for c in doc["cases"]:
+            pairs.setdefault(c["case"], []).extend(c["pairs"])
+    order = [c.label for c in CASES if c.label in pairs]
+    return {
+        "machine": first["machine"],
+        "counters": first["counters"],
+        "mode": first["mode"],
+        "sources": files,
+        "cases": [judge(label, pairs[label]) for label in order],
+    }
 
 
 def main() -> int:
@@ -469,16 +573,44 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.5)
     ap.add_argument("--warmup", type=float, default=0.7)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=10, help="bare/labd pairs per case (10)")
     ap.add_argument("--counters", type=int, default=2)
     ap.add_argument("--only", action="append", default=[])
+    ap.add_argument("--seed", type=int, help="seed of the shuffled order (recorded)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="measure nothing: judge the pairs of earlier --json runs, pooled (repeatable)",
+    )
     ap.add_argument(
         "--together",
         action="store_true",
         help="run both sides at once over the same windows (a shared, noisy host)",
     )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    if args.sources:
+        try:
+            out = from_saved(args.sources)
+        except (OSError, ValueError, KeyError) as e:
+            sys.exit(f"redis_bench.py: --from: {e}")
+    else:
+        if args.seed is None:
+            args.seed = random.randrange(1 << 32)
+        out = run(args)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        report(out)
+    return exit_code(out)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     server = RedisServer()
     labd = PrivateLabd("ipl-bench-redis-labd")
     try:
@@ -488,11 +620,7 @@ def main() -> int:
     finally:
         labd.close()
         server.close()
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        report(out)
-    return 0 if all(c["ratio"] >= TARGET for c in out["cases"]) else 1
+    return out
 
 
 if __name__ == "__main__":
