@@ -227,12 +227,13 @@ def bare_queue_printer(q: Any, received: Any) -> None:
 
 
 def bare_pipe_counter(stop: Any, out: Any, index: int, conn: Connection) -> None:
-    frame = bytearray(b"x" * PIPE_FRAME)
-    stamp = struct.Struct("!Q").pack_into
-    send, now = conn.send_bytes, time.monotonic_ns
+    """Messages of labd's size, as one unchanging ``bytes``: what a hand-written loop
+    sends. (labd's counter stamps one message in 16 with its send time; this loop used
+    to stamp every one, ~0.12 us of its ~1 us a message, which labd does not do.)"""
+    frame = b"x" * PIPE_FRAME
+    send = conn.send_bytes
     for n in _batches(stop, out, index):
         for _ in range(n):
-            stamp(frame, 12, now())
             send(frame)
     conn.close()
 
