@@ -137,12 +137,15 @@ def warnings(figures: list[dict[str, Any]], machine: dict[str, Any]) -> list[str
             f"runs spread over {SPREAD_WARN_PCT:.0f}% (min-max over median) in {len(noisy)} of "
             f"{len(figures)} cases, up to {worst['spread_pct']:.0f}% ({label(worst)}): {advice}"
         )
+    # Before the runs only: the load after them is mostly the experiment's own (a
+    # flat-out run of N counters keeps N + 1 processes runnable; 4 counters on 2 cores
+    # left a quiet host at 3.0), which says nothing of other work.
     cores = machine.get("cpus_usable") or machine.get("cores") or 1
-    loads = [x[0] for x in (machine.get("load_before"), machine.get("load_after")) if x]
-    if loads and max(loads) > cores:
+    before = machine.get("load_before")
+    if before and before[0] > cores:
         out.append(
-            f"load average {max(loads):.1f} exceeds the {cores} usable cores: other work "
-            "competed with the runs"
+            f"load average {before[0]:.1f} before the runs exceeds the {cores} usable "
+            "cores: other work competed with them"
         )
     return out
 
