@@ -45,6 +45,7 @@ from pairstats import (
     LEVEL,
     OUTSIDE,
     UNDECIDED,
+    add_options,
     median_ci,
     pairs_needed,
     schedule,
@@ -198,18 +199,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=1.0, help="measured window (1.0)")
     ap.add_argument("--warmup", type=float, default=0.5, help="discarded start (0.5)")
     ap.add_argument("--repeat", type=int, default=6, help="bare/compare pairs per case (6)")
-    ap.add_argument("--seed", type=int, help="seed of the shuffled order (recorded)")
     ap.add_argument("--only", action="append", default=[], metavar="MECH")
     ap.add_argument("--counters", default="1,4", help="comma-separated (1,4)")
     ap.add_argument("--json", action="store_true", help="one JSON document")
-    ap.add_argument(
-        "--from",
-        dest="sources",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="measure nothing: judge the pairs of earlier --json runs, pooled (repeatable)",
-    )
+    add_options(ap)
     args = ap.parse_args(argv)
     if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 2:
         ap.error("--seconds must be >= 0.2, --warmup >= 0, --repeat >= 2")

@@ -15,6 +15,7 @@ forkserver child.
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import statistics
@@ -26,6 +27,19 @@ C = TypeVar("C", bound=Hashable)
 LEVEL = 0.95  # an interval's least coverage, where the pairs allow it
 WITHIN, OUTSIDE, MET, BELOW = "within", "OUTSIDE", "met", "BELOW"
 UNDECIDED = "undecided (noise)"
+
+
+def add_options(ap: argparse.ArgumentParser) -> None:
+    """``--seed`` (of the pairs' order) and ``--from`` (judge saved runs' pairs pooled)."""
+    ap.add_argument("--seed", type=int, help="seed of the shuffled order (recorded)")
+    ap.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="measure nothing: judge the pairs of earlier --json runs, pooled (repeatable)",
+    )
 
 
 def schedule(

@@ -74,6 +74,7 @@ from pairstats import (
     BELOW,
     MET,
     UNDECIDED,
+    add_options,
     at_least_verdict,
     median_lower_bound,
     pairs_needed,
@@ -576,16 +577,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10, help="bare/labd pairs per case (10)")
     ap.add_argument("--counters", type=int, default=2)
     ap.add_argument("--only", action="append", default=[])
-    ap.add_argument("--seed", type=int, help="seed of the shuffled order (recorded)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument(
-        "--from",
-        dest="sources",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="measure nothing: judge the pairs of earlier --json runs, pooled (repeatable)",
-    )
+    add_options(ap)
     ap.add_argument(
         "--together",
         action="store_true",
