@@ -83,7 +83,11 @@ def _ratios(pairs: Sequence[dict[str, Any]], key: str) -> list[float]:
 
 
 def result(
-    label: str, counters: int | None, pairs: list[dict[str, Any]], kind: str = "case"
+    label: str,
+    mechanism: str | None,
+    counters: int | None,
+    pairs: list[dict[str, Any]],
+    kind: str = "case",
 ) -> dict[str, Any]:
     """The figures of some pairs: one case's (``kind`` "case"), one mechanism's pooled
     over its cases ("mechanism": the issue's target is per mechanism), or all ("all")."""
@@ -96,6 +100,7 @@ def result(
     return {
         "kind": kind,
         "case": label,
+        "mechanism": mechanism,
         "counters": counters,
         "n": len(pairs),
         "pairs": pairs if kind == "case" else [],  # pooled: see each case's
@@ -117,27 +122,27 @@ def summarize(pairs: dict[Case, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Each case's row, then each mechanism's pooled over its cases (where it has more
     than one), then all pairs pooled (where there is more than one mechanism)."""
     cases = [case for case in pairs if pairs[case]]
-    out = [result(case.label, case.counters, pairs[case]) for case in cases]
+    out = [result(case.label, case.mechanism, case.counters, pairs[case]) for case in cases]
     mechanisms = dict.fromkeys(case.mechanism for case in cases)
     for mech in mechanisms:
         mine = [case for case in cases if case.mechanism == mech]
         if len(mine) > 1:
             pooled = [p for case in mine for p in pairs[case]]
-            out.append(result(f"{mech} (its {len(mine)} cases)", None, pooled, "mechanism"))
+            label = f"{mech} (its {len(mine)} cases)"
+            out.append(result(label, mech, None, pooled, "mechanism"))
     if len(mechanisms) > 1:
-        out.append(result("all pairs", None, [p for c in cases for p in pairs[c]], "all"))
+        out.append(result("all pairs", None, None, [p for c in cases for p in pairs[c]], "all"))
     return out
 
 
 def judged_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows the exit code and the verdict speak for: one per mechanism (its pooled
     row, or its one case's)."""
-    pooled = {r["case"].split(" (")[0] for r in results if r["kind"] == "mechanism"}
+    pooled = {r["mechanism"] for r in results if r["kind"] == "mechanism"}
     return [
         r
         for r in results
-        if r["kind"] == "mechanism"
-        or (r["kind"] == "case" and r["case"].split(" ")[0] not in pooled)
+        if r["kind"] == "mechanism" or (r["kind"] == "case" and r["mechanism"] not in pooled)
     ]
 
 
@@ -206,8 +211,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 2:
         ap.error("--seconds must be >= 0.2, --warmup >= 0, --repeat >= 2")
-    if args.seed is None:
-        args.seed = random.randrange(1 << 32)
     args.cases = select_cases(args.only, [int(x) for x in args.counters.split(",") if x])
     if not args.cases and not args.sources:
         ap.error("nothing selected")

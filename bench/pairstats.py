@@ -31,7 +31,12 @@ UNDECIDED = "undecided (noise)"
 
 def add_options(ap: argparse.ArgumentParser) -> None:
     """``--seed`` (of the pairs' order) and ``--from`` (judge saved runs' pairs pooled)."""
-    ap.add_argument("--seed", type=int, help="seed of the shuffled order (recorded)")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=random.randrange(1 << 32),
+        help="seed of the shuffled order (random unless given; recorded)",
+    )
     ap.add_argument(
         "--from",
         dest="sources",

@@ -114,38 +114,6 @@ BUILTINS = (
 )
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU the processes have used so far (0 for one that is gone)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def descendants(root: int) -> list[int]:
-    """The processes below ``root`` (children, theirs, ...), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            out.append(pid)
-            todo.append(pid)
-    return out
-
-
 # --- the bare side: what someone would write by hand ---------------------------------
 def bare_counter(sock: str, op: str, slot: Any, index: int, stop: Any) -> None:
     import redis
@@ -238,6 +206,8 @@ class BareRun:
 
     def cpu(self) -> float:
         """The CPU its counters and printer have used."""
+        from labd.experiments.measure import cpu_seconds  # psutil: the parent only
+
         return cpu_seconds([p.pid for p in self.procs])
 
     def close(self) -> None:
@@ -290,8 +260,13 @@ class LabdRun:
         launcher; labd's sampler and figures are part of what a set costs). The
         processes are found in /proc, not by ``inspect``: that would make labd's
         sampler measure them each tick."""
+        import psutil
+
+        from labd.experiments.measure import cpu_seconds
+
         if not self.pids:  # every process is there once the set counts
-            self.pids = [self.daemon_pid, *descendants(self.daemon_pid)]
+            below = psutil.Process(self.daemon_pid).children(recursive=True)
+            self.pids = [self.daemon_pid, *(p.pid for p in below)]
         return cpu_seconds(self.pids)
 
     def close(self) -> None:
@@ -335,23 +310,13 @@ def run_bare(sock: str, case: Case, counters: int, warmup: float, seconds: float
 
 
 def run_labd(
-    labd: PrivateLabd,
-    url: str | None,
-    case: Case,
-    counters: int,
-    warmup: float,
-    seconds: float,
+    labd: PrivateLabd, url: str | None, case: Case, counters: int, warmup: float, seconds: float
 ) -> Rate:
     return rates([LabdRun(labd, url, case, counters)], warmup, seconds)[0]
 
 
 def run_together(
-    server_sock: str,
-    labd: PrivateLabd,
-    case: Case,
-    counters: int,
-    warmup: float,
-    seconds: float,
+    server_sock: str, labd: PrivateLabd, case: Case, counters: int, warmup: float, seconds: float
 ) -> tuple[Rate, Rate]:
     """Both sides at once, over the same window: a load that comes and goes hits both."""
     runs: list[Run] = [BareRun(server_sock, case, counters)]
@@ -372,15 +337,7 @@ class RedisServer:
             sys.exit("redis_bench.py: redis-server is missing (make debian-tools)")
         self.dir = Path(tempfile.mkdtemp(prefix="ipl-bench-redis"))
         self.sock = str(self.dir / "redis.sock")
-        cmd = [
-            binary,
-            "--port",
-            "0",
-            "--unixsocket",
-            self.sock,
-            "--unixsocketperm",
-            "700",
-        ]
+        cmd = [binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700"]
         cmd += ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
         # A session of its own, as a server has: with the kernel's autogroup scheduling
         # (sched_autogroup_enabled), a client in the server's session wakes it far
@@ -422,11 +379,7 @@ class RedisServer:
 
 
 def one_pair(
-    args: argparse.Namespace,
-    server: RedisServer,
-    labd: PrivateLabd,
-    case: Case,
-    first: str,
+    args: argparse.Namespace, server: RedisServer, labd: PrivateLabd, case: Case, first: str
 ) -> dict[str, Any]:
     """One bare run and one labd run of ``case``, ``first`` first (or, ``--together``,
     both at once over the same window)."""
@@ -506,14 +459,12 @@ def measure(args: argparse.Namespace, server: RedisServer, labd: PrivateLabd) ->
 
 def report(out: dict[str, Any]) -> None:
     m, n = out["machine"], out["counters"]
+    source = (
+        f"pooled from {len(out['sources'])} saved" if "sources" in out else f"seed {out['seed']}"
+    )
     print(
         f"# {m['nproc']} cpus, Python {m['python']}, load {m['loadavg']}, {n} counters, "
-        f"{out['mode']} runs, "
-        + (
-            f"pooled from {len(out['sources'])} saved"
-            if "sources" in out
-            else f"seed {out['seed']}"
-        )
+        f"{out['mode']} runs, {source}"
     )
     print(
         f"{'case':16} {'bare/s':>8} {'labd/s':>8} {'ratio':>6} {'95%>=':>6} {'pairs':>5}"
@@ -593,8 +544,6 @@ def main() -> int:
         except (OSError, ValueError, KeyError) as e:
             sys.exit(f"redis_bench.py: --from: {e}")
     else:
-        if args.seed is None:
-            args.seed = random.randrange(1 << 32)
         out = run(args)
     if args.json:
         print(json.dumps(out, indent=2))
