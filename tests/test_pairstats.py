@@ -131,6 +131,22 @@ def test_compare_check_pools_saved_runs_and_judges_each_mechanism(tmp_path: Path
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+def test_compare_check_fails_a_case_outside_under_a_pooled_row(tmp_path: Path) -> None:
+    rng = random.Random(12)
+    cases = [("queue", 1, 1.02), ("queue", 4, 0.8)]  # pooled: half at 1.02, half at 0.8
+    results = [
+        {"kind": "case", "case": label, "counters": n, "pairs": _compare_pairs(r, 10, rng)}
+        for label, n, r in cases
+    ]
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"results": results}))
+    judged = _bench("compare_check.py", "--from", str(run), "--json")
+    rows = {(r["case"], r["counters"]): r for r in json.loads(judged.stdout)["results"]}
+    assert rows["queue (its 2 cases)", None]["verdict"] == UNDECIDED
+    assert rows["queue", 4]["verdict"] == OUTSIDE
+    assert judged.returncode == 1, judged.stderr
+
+
 def test_redis_bench_judges_saved_runs_against_its_floor(tmp_path: Path) -> None:
     rng = random.Random(13)
 
