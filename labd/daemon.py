@@ -52,6 +52,7 @@ def serve(config: DaemonConfig) -> int:
     from labd.leftovers import become_subreaper
     from labd.notify import Notifier
     from labd.owners import Admins
+    from labd.remains import private_mp_temp_dir
     from labd.server.listener import listen, load_tls
 
     tls = load_tls(*config.tls, config.listen)  # every TLS or address error, before starting
@@ -77,6 +78,7 @@ def serve(config: DaemonConfig) -> int:
             item.close()
         raise
     lab.address = ", ".join(str(item.address) for item in listeners)
+    private_mp_temp_dir(config.socket.parent)  # before the forkserver starts (lab.start)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # handlers only hand off
     become_subreaper()  # orphans of the sets' processes come back to labd, not to init

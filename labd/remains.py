@@ -1,9 +1,10 @@
 """What a killed labd leaves behind besides its sets' processes, cleared at the next start.
 
 - ``manager-PID`` directories (the Manager server's private socket directory, see
-  :mod:`labd.manager_host`): removed when labd PID is really gone, that is no process
-  has that pid, or the one that has it started after the directory was last written
-  (the pid was reused);
+  :mod:`labd.manager_host`) and ``mp-PID`` directories (multiprocessing's temporary
+  directory, with the forkserver's socket, see :func:`private_mp_temp_dir`): removed
+  when labd PID is really gone, that is no process has that pid, or the one that has
+  it started after the directory was last written (the pid was reused);
 - ``/dev/shm/sem.mp-*`` semaphores of multiprocessing (a set's locks and queues) whose
   creator died before its resource tracker could unlink them. Only a labd's *own*: each
   labd records the semaphores it holds in its state directory (:func:`record_semaphores`,
@@ -26,18 +27,51 @@ PREFIX = "sem.mp-"  # multiprocessing's semaphores (SemLock names "/mp-...")
 RECORD = "semaphores"  # in the state directory: one name a line
 
 
+PRIVATE = ("manager-", "mp-")  # a labd's own directories, named after its pid
+#: the longest unix socket path (sun_path, NUL included: 108 bytes on Linux)
+SUN_PATH_MAX = 107
+
+
 def clear_remains(parent: Path) -> int:
-    """Remove the Manager directories dead labds left in ``parent``; how many."""
+    """Remove the directories dead labds left in ``parent``; how many."""
     stale = stale_manager_dirs(parent)
     for d in stale:
         shutil.rmtree(d, ignore_errors=True)
     if stale:
-        log.warning("removed what %d killed labd(s) left: their Manager directories", len(stale))
+        log.warning(
+            "removed what %d killed labd(s) left: their Manager and multiprocessing directories",
+            len({d.name.rpartition("-")[2] for d in stale}),
+        )
     return len(stale)
 
 
+def private_mp_temp_dir(parent: Path) -> Path | None:
+    """Give multiprocessing a temporary directory of this labd's own, ``parent/mp-PID``.
+
+    multiprocessing keeps the forkserver's listening socket in its temporary directory,
+    by default a fresh ``/tmp/pymp-*`` removed only when labd exits normally: a killed
+    labd left one behind each time, socket and all. In ``parent`` (labd's runtime or
+    state directory) the next labd removes it (:func:`clear_remains`), and a normal
+    exit still does. Must run before anything in labd asks multiprocessing for its
+    temporary directory. Where the socket's path would be too long for a unix socket,
+    multiprocessing keeps its default (None is returned).
+    """
+    from multiprocessing import process, util
+
+    config = process.current_process()._config  # type: ignore[attr-defined]
+    if "tempdir" in config:
+        return None  # already chosen, and maybe in use
+    d = parent / f"mp-{os.getpid()}"
+    if len(os.fsencode(d / "listener-xxxxxxxx")) > SUN_PATH_MAX:
+        return None
+    d.mkdir(mode=0o700, exist_ok=True)
+    config["tempdir"] = str(d)
+    util.Finalize(None, shutil.rmtree, args=(str(d), True), exitpriority=-100)
+    return d
+
+
 def stale_manager_dirs(parent: Path) -> list[Path]:
-    """``manager-PID`` directories in ``parent`` whose labd is gone."""
+    """``manager-PID`` and ``mp-PID`` directories in ``parent`` whose labd is gone."""
     import psutil
 
     found = []
@@ -46,8 +80,9 @@ def stale_manager_dirs(parent: Path) -> list[Path]:
     except OSError:
         return []
     for entry in entries:
-        pid_text = entry.name.removeprefix("manager-")
-        if entry.name == pid_text or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        prefix = next((p for p in PRIVATE if entry.name.startswith(p)), "")
+        pid_text = entry.name.removeprefix(prefix)
+        if not prefix or not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         try:
             written = entry.stat().st_mtime

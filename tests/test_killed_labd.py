@@ -1,7 +1,8 @@
 """A labd killed with SIGKILL, with everything in its process group (its forkserver,
 Manager server and resource tracker, as when a service's whole cgroup is killed): the
 next labd shows the interrupted sets with the figures of their last stored sample, and
-clears what the dead one left (its Manager directory, its semaphores in /dev/shm).
+clears what the dead one left (its Manager directory, multiprocessing's directory with
+the forkserver's socket, its semaphores in /dev/shm).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def test_a_killed_labd_leaves_figures_and_no_remains(labd_factory) -> None:
     left = {n for n in sems if os.path.exists(f"/dev/shm/{n}")}
     assert left, "a kill of the whole group leaves semaphores behind"
     assert [p.name for p in first.root.glob("manager-*")] == [f"manager-{first.pid}"]
+    # multiprocessing's temporary directory, with the forkserver's socket: labd's own,
+    # beside its socket, not a /tmp/pymp-* that nobody removes after a kill
+    assert [p.name for p in first.root.glob("mp-*")] == [f"mp-{first.pid}"]
+    assert [p.name for p in (first.root / f"mp-{first.pid}").glob("listener-*")]
     last = {i: last_samples(db, i)[0] for i in ids}
 
     second = labd_factory(root=first.root, state_dir=first.state_dir)
@@ -68,6 +73,7 @@ def test_a_killed_labd_leaves_figures_and_no_remains(labd_factory) -> None:
     finally:
         conn.close()
     assert [p.name for p in first.root.glob("manager-*")] == [f"manager-{second.pid}"]
+    assert [p.name for p in first.root.glob("mp-*")] == [f"mp-{second.pid}"]
     still = {n for n in left if os.path.exists(f"/dev/shm/{n}")}
     assert not still, f"semaphores of the killed labd remain: {still}"
     assert "removed what 1 killed labd(s) left" in second.log_text()
