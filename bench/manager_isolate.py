@@ -9,7 +9,7 @@ which part (or which combination) costs it. Variants, combined with ``+``:
     bare      overhead.py's loop: forkserver children doing ``v.value += 1`` on one
               Manager Value (the baseline every other variant is divided by)
     labd      a real set of a private labd, as overhead.py runs one (the gap itself)
-    host      the Manager server started as labd starts it (labd.manager_host)
+    host      the Manager server started as labd starts it (labd.manager_host, spawned)
     worker    the counters run labd's worker code (labd.worker.process.run: its board,
               stop pipe, watch thread, process group, subreaper)
     launch    the counters are forked by one launcher with os.fork, as labd's are
@@ -108,7 +108,8 @@ class Bench:
                 logging.getLogger("labd.manager").setLevel(logging.ERROR)  # its end at close
                 self.dirs.append(tempfile.mkdtemp(prefix="ipclab-isolate-"))
                 where = Path(self.dirs[-1]) / "manager"
-                self.managers[hosted] = ManagerHost(where, self.ctx, lambda _: None).get()[0]
+                spawn = multiprocessing.get_context("spawn")  # as labd.lab starts it
+                self.managers[hosted] = ManagerHost(where, spawn, lambda _: None).get()[0]
             else:
                 self.managers[hosted] = self.ctx.Manager()
         return self.managers[hosted]
