@@ -70,7 +70,6 @@ def printer(stop: Any, v: Any) -> None:
     while not stop.value:
         time.sleep(TICK_S)
         v.value  # noqa: B018 - a read through the proxy, as labd's printer's
-    return
 
 
 def launcher(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
