@@ -47,16 +47,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from overhead import Case, Labd, _bare_increments, _batches
+from overhead import Case, Labd, _until_counting, bare_manager
 from pairstats import add_options, median_ci
 
 PARTS = ("bare", "labd", "host", "worker", "launch", "printer", "sampler")
 COUNTERS = 4
 TICK_S = 0.1  # labd's printer and sampler read the value 10 times a second
-
-
-def bare_counter(stop: Any, out: Any, index: int, v: Any) -> None:
-    _bare_increments(_batches(stop, out, index), v, None)
 
 
 def labd_counter(spec: Any, board: Any, wake: Any, out: Any, v: Any) -> None:
@@ -125,6 +121,7 @@ class Bench:
             from labd.worker.contexts import WorkerSpec
 
             out = ctx.RawArray("q", board.size(COUNTERS, 1))
+            done = board.view(out)[1 : 2 * COUNTERS : 2]  # each counter's done tally
             wake_r, wake_w = ctx.Pipe(duplex=False)
             lines_r, lines_w = ctx.Pipe(duplex=False)
             values = {"interval": 0.0}
@@ -133,11 +130,9 @@ class Bench:
                 for i in range(COUNTERS)
             ]
             targets = [(labd_counter, (spec, out, wake_r, lines_w, v)) for spec in specs]
-            slots = [board.counter_slot(i) + 1 for i in range(COUNTERS)]  # each one's done
         else:
-            out = ctx.RawArray("q", COUNTERS)
-            targets = [(bare_counter, (stop, out, i, v)) for i in range(COUNTERS)]
-            slots = list(range(COUNTERS))
+            out = done = ctx.RawArray("q", COUNTERS)
+            targets = [(bare_manager, (stop, out, i, v, None)) for i in range(COUNTERS)]
         if "launch" in parts:
             procs = [ctx.Process(target=launcher, args=(targets,))]
         else:
@@ -150,15 +145,11 @@ class Bench:
         if sampler is not None:
             sampler.start()
         try:
-            deadline = time.monotonic() + 30.0
-            while not all(out[i] for i in slots):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{variant}: the counters did not start counting")
-                time.sleep(0.005)
+            _until_counting(done, time.monotonic() + 30.0)
             time.sleep(warmup)
-            a, t0 = sum(out[i] for i in slots), time.perf_counter()
+            a, t0 = sum(done), time.perf_counter()
             time.sleep(seconds)
-            b, t1 = sum(out[i] for i in slots), time.perf_counter()
+            b, t1 = sum(done), time.perf_counter()
         finally:
             stop.value = 1
             if "worker" in parts:
@@ -211,12 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     ctx = multiprocessing.get_context("forkserver")
     if args.preload:
-        from labd.lab import FREEZE, PRELOAD
+        from labd.lab import forkserver_preload
         from labd.registry import Registry
 
         registry = Registry()
         registry.load_all()
-        ctx.set_forkserver_preload([*PRELOAD, *registry.modules(), FREEZE])
+        ctx.set_forkserver_preload(forkserver_preload(registry))
     bench = Bench(ctx)
     rng = random.Random(args.seed)
     rates: dict[str, list[float]] = {v: [] for v in args.variants}

@@ -83,6 +83,12 @@ PRELOAD = [
 ]
 
 
+def forkserver_preload(registry: Registry) -> list[str]:
+    """What the forkserver preloads: labd.worker, the mechanisms that loaded (after
+    ``registry.load_all()``), and last the freeze of it all."""
+    return [*PRELOAD, *registry.modules(), FREEZE]
+
+
 @dataclass(frozen=True)
 class Limits:
     per_set: int = MAX_PER_SET
@@ -159,7 +165,7 @@ class Lab:
         # that raises at import cannot take the forkserver down.
         self.registry.load_all()
         forkserver = self._context("forkserver")
-        forkserver.set_forkserver_preload([*PRELOAD, *self.registry.modules(), FREEZE])
+        forkserver.set_forkserver_preload(forkserver_preload(self.registry))
         multiprocessing.forkserver.ensure_running()  # warm; restarted by the next spawn if it dies
         self._reaper.start()
         self._collector.start()
