@@ -34,7 +34,7 @@ SUN_PATH_MAX = 107
 
 def clear_remains(parent: Path) -> int:
     """Remove the directories dead labds left in ``parent``; how many."""
-    stale = stale_manager_dirs(parent)
+    stale = stale_private_dirs(parent)
     for d in stale:
         shutil.rmtree(d, ignore_errors=True)
     if stale:
@@ -70,7 +70,7 @@ def private_mp_temp_dir(parent: Path) -> Path | None:
     return d
 
 
-def stale_manager_dirs(parent: Path) -> list[Path]:
+def stale_private_dirs(parent: Path) -> list[Path]:
     """``manager-PID`` and ``mp-PID`` directories in ``parent`` whose labd is gone."""
     import psutil
 
