@@ -11,7 +11,9 @@ proxies and never shuts it down.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from labd.mechanisms.base import Mechanism, SetupEnv
@@ -76,11 +78,24 @@ class ManagerValue(Observed, Mechanism):
     @classmethod
     def counter(cls, ctx: CounterContext, *args: Any) -> None:
         v, lock, traced = args
-        ctx.increment(v, lock, window=window_of(ctx), trace=writer(ctx, traced))
+        with _server_lost("counter", ctx.index):
+            ctx.increment(v, lock, window=window_of(ctx), trace=writer(ctx, traced))
 
     @classmethod
     def printer(cls, ctx: PrinterContext, *args: Any) -> None:
         (v,) = args
         show = ctx.show
-        for _ in ctx.ticks(phase=0.5):
-            show(v.value)
+        with _server_lost("printer", ctx.index):
+            for _ in ctx.ticks(phase=0.5):
+                show(v.value)
+
+
+@contextlib.contextmanager
+def _server_lost(role: str, index: int) -> Iterator[None]:
+    """In a worker: the Manager server going away (killed; labd fails the set) ends it
+    with one line on stderr (labd's log) and exit code 1, not a traceback."""
+    try:
+        yield
+    except (EOFError, ConnectionError) as exc:
+        sys.stderr.write(f"{role} {index}: lost the Manager server: {type(exc).__name__}\n")
+        sys.exit(1)
