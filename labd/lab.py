@@ -129,10 +129,10 @@ class Lab:
         self._contexts: dict[str, multiprocessing.context.BaseContext] = {}
         clear_remains(runtime_dir or state_dir)
         private = (runtime_dir or state_dir) / f"manager-{os.getpid()}"
-        # the Manager runs in a process of labd's own (spawn), not under the forkserver,
-        # so that the forkserver dying (killed, or a fork failing at the process limit)
-        # costs no running set
-        self.manager = ManagerHost(private, self._context("spawn"), self._manager_died)
+        # the Manager server is forked by the forkserver, and watched through a pidfd
+        # of its own, so that the forkserver dying (killed, or a fork failing at the
+        # process limit) costs no running set: labd.manager_host
+        self.manager = ManagerHost(private, self._context("forkserver"), self._manager_died)
         self._tracker = Tracker()
         self._reaper = Reaper(self._worker_exited)
         self._collector = Collector()

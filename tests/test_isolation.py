@@ -135,14 +135,47 @@ def test_a_killed_forkserver_fails_no_set_and_comes_back(
     hostile: Daemon, conn: rpyc.Connection
 ) -> None:
     ids = [spawn(conn, "fake"), spawn(conn, "manager", '{"interval": 0.01, "lock": true}')]
-    server = child_of(hostile, lambda p: "forkserver" in " ".join(p.cmdline()))
+    manager = child_of(hostile, _serves_the_manager)
+    server = child_of(hostile, _the_forkserver(hostile))
+    assert manager.ppid() == server.pid  # the Manager server is the forkserver's child too
     server.kill()
     wait_for(lambda: not running([server]), 5, "the forkserver to die")
     keeps_running(conn, ids, 200)
+    assert running([manager]), "the Manager server died with the forkserver"
     ids.append(spawn(conn, "queue"))  # the next spawn starts a new forkserver
     keeps_running(conn, ids, 50)
     for s in json.loads(conn.root.stop("all")):
         assert s["state"] == "stopped" and s["lost"] == 0, s
+
+
+def test_with_the_forkserver_gone_a_dead_manager_is_still_seen_and_reaped(
+    hostile: Daemon, conn: rpyc.Connection
+) -> None:
+    managed = spawn(conn, "manager")
+    manager = child_of(hostile, _serves_the_manager)
+    server = child_of(hostile, _the_forkserver(hostile))
+    server.kill()
+    wait_for(lambda: manager.ppid() == hostile.pid, 5, "the orphaned Manager to come to labd")
+    keeps_running(conn, [managed], 50)
+    manager.kill()
+    wait_for(lambda: status(conn, managed)["state"] == "failed", 10, "the Manager's set to fail")
+    assert "the Manager server died" in status(conn, managed)["error"]
+    wait_for(lambda: _reaped(manager), 5, "labd to reap the dead Manager server")
+    again = spawn(conn, "manager")  # a new forkserver forks a new Manager server
+    keeps_running(conn, [again], 50)
+    assert [s["state"] for s in json.loads(conn.root.stop((again,)))] == ["stopped"]
+
+
+def _the_forkserver(d: Daemon) -> Any:
+    return lambda p: p.ppid() == d.pid and "forkserver" in " ".join(p.cmdline())
+
+
+def _reaped(p: psutil.Process) -> bool:
+    try:
+        p.status()  # a zombie still has one
+    except psutil.NoSuchProcess:
+        return True
+    return False
 
 
 def test_a_stopped_manager_server_freezes_only_the_sets_using_it(
