@@ -9,7 +9,9 @@ which part (or which combination) costs it. Variants, combined with ``+``:
     bare      overhead.py's loop: forkserver children doing ``v.value += 1`` on one
               Manager Value (the baseline every other variant is divided by)
     labd      a real set of a private labd, as overhead.py runs one (the gap itself)
-    host      the Manager server started as labd starts it (labd.manager_host, spawned)
+    host      the Manager server started as labd starts it (labd.manager_host, forked
+              by the forkserver)
+    spawned   with host: the Manager server spawned, as labd started it up to 0.4.2
     worker    the counters run labd's worker code (labd.worker.process.run: its board,
               stop pipe, watch thread, process group, subreaper)
     launch    the counters are forked by one launcher with os.fork, as labd's are
@@ -50,7 +52,7 @@ from typing import Any
 from overhead import Case, Labd, _until_counting, bare_manager
 from pairstats import add_options, median_ci
 
-PARTS = ("bare", "labd", "host", "worker", "launch", "printer", "sampler")
+PARTS = ("bare", "labd", "host", "spawned", "worker", "launch", "printer", "sampler")
 COUNTERS = 4
 TICK_S = 0.1  # labd's printer and sampler read the value 10 times a second
 
@@ -91,30 +93,35 @@ class Bench:
 
     def __init__(self, ctx: multiprocessing.context.BaseContext) -> None:
         self.ctx = ctx
-        self.managers: dict[bool, Any] = {}
+        self.managers: dict[str, Any] = {}
+        self.hosts: list[Any] = []  # labd.manager_host.ManagerHost: ended by their own shutdown
         self.labd: Labd | None = None
         self.dirs: list[str] = []
 
-    def manager(self, hosted: bool) -> Any:
-        if hosted not in self.managers:
-            if hosted:
+    def manager(self, how: str) -> Any:
+        """The plain Manager (``bare``), or labd's (``host``: forked by the forkserver, as
+        labd.lab starts it; ``spawned``: as labd started it up to 0.4.2)."""
+        if how not in self.managers:
+            if how == "bare":
+                self.managers[how] = self.ctx.Manager()
+            else:
                 from labd.manager_host import ManagerHost
 
                 logging.getLogger("labd.manager").setLevel(logging.ERROR)  # its end at close
                 self.dirs.append(tempfile.mkdtemp(prefix="ipclab-isolate-"))
                 where = Path(self.dirs[-1]) / "manager"
-                spawn = multiprocessing.get_context("spawn")  # as labd.lab starts it
-                self.managers[hosted] = ManagerHost(where, spawn, lambda _: None).get()[0]
-            else:
-                self.managers[hosted] = self.ctx.Manager()
-        return self.managers[hosted]
+                ctx = multiprocessing.get_context("spawn") if how == "spawned" else self.ctx
+                self.hosts.append(ManagerHost(where, ctx, lambda _: None))
+                self.managers[how] = self.hosts[-1].get()[0]
+        return self.managers[how]
 
     def run(self, variant: str, seconds: float, warmup: float) -> float:
         parts = set(variant.split("+"))
         if "labd" in parts:
             return self.run_labd(seconds, warmup)
         ctx: Any = self.ctx
-        v = self.manager("host" in parts).Value("q", 0)
+        how = "bare" if "host" not in parts else "spawned" if "spawned" in parts else "host"
+        v = self.manager(how).Value("q", 0)
         stop = ctx.RawValue("i", 0)
         if "worker" in parts:
             from labd.worker import board
@@ -174,41 +181,62 @@ class Bench:
 
     def close(self) -> list[str]:
         left = self.labd.close() if self.labd is not None else []
-        for manager in self.managers.values():
-            manager.shutdown()
+        if "bare" in self.managers:
+            self.managers["bare"].shutdown()
+        for host in self.hosts:
+            host.shutdown()
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
         return left
 
 
-def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="bare,labd,host+worker+launch+printer+sampler")
+def parser(doc: str, variants: str) -> argparse.ArgumentParser:
+    """The options every isolate script takes (this one's and pipe_isolate.py's)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--variants", default=variants)
     ap.add_argument("--rounds", type=int, default=16, help="runs of each variant (16)")
     ap.add_argument("--seconds", type=float, default=3.0, help="measured window (3)")
     ap.add_argument("--warmup", type=float, default=0.5, help="discarded start (0.5)")
     ap.add_argument("--preload", action="store_true", help="labd's forkserver preload")
     ap.add_argument("--json", action="store_true", help="one JSON document")
     add_options(ap)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def split_variants(
+    ap: argparse.ArgumentParser, args: argparse.Namespace, parts: Sequence[str]
+) -> None:
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = {p for v in args.variants for p in v.split("+")} - set(PARTS)
+    unknown = {p for v in args.variants for p in v.split("+")} - set(parts)
     if unknown or "bare" not in args.variants:
-        ap.error(f"--variants: bare and some of {', '.join(PARTS)} joined with +")
+        ap.error(f"--variants: bare and some of {', '.join(parts)} joined with +")
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = parser(__doc__, "bare,labd,host+worker+launch+printer+sampler")
+    args = ap.parse_args(argv)
+    split_variants(ap, args, PARTS)
+    if any("spawned" in v.split("+") and "host" not in v.split("+") for v in args.variants):
+        ap.error("--variants: spawned goes with host (host+spawned)")
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv)
+def forkserver(preload: bool) -> multiprocessing.context.BaseContext:
+    """The forkserver context, preloading what labd's does if asked."""
     ctx = multiprocessing.get_context("forkserver")
-    if args.preload:
+    if preload:
         from labd.lab import forkserver_preload
         from labd.registry import Registry
 
         registry = Registry()
         registry.load_all()
         ctx.set_forkserver_preload(forkserver_preload(registry))
-    bench = Bench(ctx)
+    return ctx
+
+
+def run_rounds(bench: Any, args: argparse.Namespace) -> int:
+    """Every variant once a round, shuffled; then the report. ``bench`` has run(variant,
+    seconds, warmup) -> rate and close() -> what was left running."""
     rng = random.Random(args.seed)
     rates: dict[str, list[float]] = {v: [] for v in args.variants}
     try:
@@ -247,6 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(f"seed {args.seed}; leftover processes: {'; '.join(left) or 'none'}")
     return 2 if left else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    return run_rounds(Bench(forkserver(args.preload)), args)
 
 
 if __name__ == "__main__":
