@@ -30,6 +30,7 @@ library (and overhead.py's stdlib-only top) at the top, labd imported where need
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import sys
@@ -60,6 +61,12 @@ def drain(conn: Connection) -> None:
             pass
     except (EOFError, OSError):
         pass
+
+
+def _wake(end: Connection) -> None:
+    """Ask labd's workers of one role to stop (a bare one reads no stop pipe)."""
+    with contextlib.suppress(BrokenPipeError):
+        end.send_bytes(b"stop")
 
 
 class Bench:
@@ -126,10 +133,10 @@ class Bench:
             b, t1 = sum(done), time.perf_counter()
         finally:
             stop.value = 1
-            wakes[0][1].send_bytes(b"stop")  # counters first, then the printer
+            _wake(wakes[0][1])  # counters first, then the printer
             for p in procs[:-1]:
                 p.join(10)
-            wakes[1][1].send_bytes(b"stop")
+            _wake(wakes[1][1])
             for p in procs:
                 p.join(10)
                 if p.exitcode is None:
