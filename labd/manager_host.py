@@ -90,7 +90,7 @@ class ManagerHost:
         self, process: multiprocessing.process.BaseProcess, pidfd: int | None, generation: int
     ) -> None:
         if pidfd is not None:  # None: it ended before it could be watched
-            select.select([pidfd], [], [])
+            _exited(pidfd, None)
             os.close(pidfd)
         with self._lock:
             current = self.generation == generation and self._manager is not None
@@ -146,14 +146,22 @@ def _end(pidfd: int, process: multiprocessing.process.BaseProcess) -> None:
     """Wait for the server to exit, within SHUTDOWN_S, else kill it; reap it if it
     came back to labd."""
     try:
-        if not select.select([pidfd], [], [], SHUTDOWN_S)[0]:
+        if not _exited(pidfd, SHUTDOWN_S):
             log.warning("the Manager server (pid %s) did not end: killing it", process.pid)
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            select.select([pidfd], [], [], SHUTDOWN_S)
+            _exited(pidfd, SHUTDOWN_S)
     finally:
         os.close(pidfd)
     _exit_code(process)
+
+
+def _exited(pidfd: int, timeout: float | None) -> bool:
+    """Wait until the process has exited (None: however long). poll, not select: labd
+    holds a pidfd per worker, and its fds go past select's 1024."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 def _exit_code(process: multiprocessing.process.BaseProcess) -> int | None:
