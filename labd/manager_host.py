@@ -115,16 +115,18 @@ class ManagerHost:
         if manager is not None:
             process = _process(manager)
             pidfd = _pidfd(process)
+            patience = SHUTDOWN_S
             try:  # a stopped (SIGSTOP) or hung server never answers: bounded, then killed
                 call_within(manager.shutdown, SHUTDOWN_S, "the Manager's shutdown")
             except HookTimeout as exc:
                 log.warning("%s", exc)
+                patience = 0.0
             except Exception as exc:  # already gone
                 log.debug("manager shutdown: %s", exc)
             if pidfd is not None:
                 # multiprocessing asks only a server it believes alive, and it asks the
                 # forkserver: with the forkserver gone it asks none. Make sure.
-                _end(pidfd, process)
+                _end(pidfd, process, patience)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -142,11 +144,11 @@ def _pidfd(process: multiprocessing.process.BaseProcess) -> int | None:
         return None
 
 
-def _end(pidfd: int, process: multiprocessing.process.BaseProcess) -> None:
-    """Wait for the server to exit, within SHUTDOWN_S, else kill it; reap it if it
-    came back to labd."""
+def _end(pidfd: int, process: multiprocessing.process.BaseProcess, patience: float) -> None:
+    """Wait for the server to exit, within ``patience`` seconds, else kill it; reap it
+    if it came back to labd."""
     try:
-        if not _exited(pidfd, SHUTDOWN_S):
+        if not _exited(pidfd, patience):
             log.warning("the Manager server (pid %s) did not end: killing it", process.pid)
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)

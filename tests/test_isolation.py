@@ -196,6 +196,21 @@ def test_a_stopped_manager_server_freezes_only_the_sets_using_it(
     conn.root.stop("all")
 
 
+@pytest.mark.timeout(60)
+def test_labd_stops_in_bounds_with_its_manager_server_stopped_and_ends_it(
+    labd_factory: DaemonFactory,
+) -> None:
+    d = labd_factory()
+    server = child_of(d, _serves_the_manager)
+    server.suspend()  # it will never answer the shutdown message
+    d.send(signal.SIGTERM)
+    start = time.monotonic()
+    assert d.wait(timeout=30) == 0
+    assert time.monotonic() - start <= 5.0, d.log_text()
+    assert "the Manager's shutdown did not return within 3 s" in d.log_text()
+    wait_for(lambda: not running([server]), 5, "the stopped Manager server to be killed")
+
+
 def _serves_the_manager(p: psutil.Process) -> bool:
     return any("manager-" in (c.laddr or "") for c in p.net_connections(kind="unix"))
 
