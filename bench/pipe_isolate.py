@@ -8,7 +8,8 @@ does for the Manager).
     bare      overhead.py's loop: forkserver children sending labd's frame on a pipe of
               their own, one printer reading them all in 64 KiB chunks (the baseline
               every other variant is divided by)
-    labd      a real set of a private labd, as overhead.py runs one (the gap itself)
+    labd      a real set of a private labd, as overhead.py runs one
+    compare   the same labd's ``labctl compare pipe`` run, as compare_check.py runs it
     worker    the counters run labd's worker code and PipeMessages.counter
               (labd.worker.process.run: its board, stop pipe, watch thread, group)
     printer   the printer runs labd's worker code and PipeMessages.printer (its bulk
@@ -43,7 +44,7 @@ from typing import Any
 from manager_isolate import forkserver, launcher, parser, run_rounds, split_variants
 from overhead import Case, Labd, _until_counting, bare_pipe_counter, bare_pipe_printer
 
-PARTS = ("bare", "labd", "worker", "printer", "launch")
+PARTS = ("bare", "labd", "compare", "worker", "printer", "launch")
 
 
 def labd_worker(spec: Any, slots: Any, wake: Any, out: Any, *args: Any) -> None:
@@ -79,8 +80,8 @@ class Bench:
 
     def run(self, variant: str, seconds: float, warmup: float) -> float:
         parts = set(variant.split("+"))
-        if "labd" in parts:
-            return self.run_labd(seconds, warmup)
+        if "labd" in parts or "compare" in parts:
+            return self.run_labd(seconds, warmup, "compare" in parts)
         from labd.worker import board
         from labd.worker.contexts import WorkerSpec
 
@@ -147,11 +148,16 @@ class Bench:
                 end.close()
         return (b - a) / (t1 - t0)
 
-    def run_labd(self, seconds: float, warmup: float) -> float:
+    def run_labd(self, seconds: float, warmup: float, compare: bool) -> float:
         if self.labd is None:
             self.labd = Labd()
             self.labd.start(new_session=False)
-        return float(self.labd.run(Case("pipe", self.counters), warmup, seconds).rate)
+        case = Case("pipe", self.counters)
+        if compare:
+            from compare_check import compare_run
+
+            return compare_run(self.labd, case, warmup, seconds)[0]
+        return float(self.labd.run(case, warmup, seconds).rate)
 
     def close(self) -> list[str]:
         return self.labd.close() if self.labd is not None else []
