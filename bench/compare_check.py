@@ -167,7 +167,12 @@ def measure(
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Every pair of the schedule; per case its result, and the 1-minute load average
     before each pair. labd runs in this process's session, as the bare loops do."""
-    bare = BareRunner(multiprocessing.get_context("forkserver"))
+    ctx = multiprocessing.get_context("forkserver")
+    if args.preload:  # the bare loop's forkserver preloads what labd's does
+        from manager_isolate import forkserver
+
+        ctx = forkserver(preload=True)
+    bare = BareRunner(ctx)
     labd = Labd()
     pairs: dict[Case, list[dict[str, Any]]] = {case: [] for case in args.cases}
     loads: list[float] = []
@@ -207,6 +212,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", action="append", default=[], metavar="MECH")
     ap.add_argument("--counters", default="1,4", help="comma-separated (1,4)")
     ap.add_argument("--json", action="store_true", help="one JSON document")
+    ap.add_argument(
+        "--preload", action="store_true", help="the bare loop's forkserver preloads labd's modules"
+    )
     add_options(ap)
     args = ap.parse_args(argv)
     if args.seconds < 0.2 or args.warmup < 0 or args.repeat < 2:
@@ -289,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["load_during"] = [min(loads), max(loads)] if loads else []
     elapsed = round(time.monotonic() - started, 1)
     if args.json:
-        settings = {k: getattr(args, k) for k in ("seconds", "warmup", "repeat", "seed")}
+        settings = {k: getattr(args, k) for k in ("seconds", "warmup", "repeat", "seed", "preload")}
         doc = {"machine": info, "settings": settings, "target": [LOW, HIGH], "results": results}
         print(json.dumps({**doc, "elapsed_s": elapsed, "leftovers": left}, indent=2))
     else:
