@@ -10,6 +10,8 @@ does for the Manager).
               every other variant is divided by)
     labd      a real set of a private labd, as overhead.py runs one
     compare   the same labd's ``labctl compare pipe`` run, as compare_check.py runs it
+    asrun     a plain set of the same labd with the parameters an experiment's run has
+              (interval 0.0, a duration, a name)
     worker    the counters run labd's worker code and PipeMessages.counter
               (labd.worker.process.run: its board, stop pipe, watch thread, group)
     printer   the printer runs labd's worker code and PipeMessages.printer (its bulk
@@ -44,7 +46,7 @@ from typing import Any
 from manager_isolate import forkserver, launcher, parser, run_rounds, split_variants
 from overhead import Case, Labd, _until_counting, bare_pipe_counter, bare_pipe_printer
 
-PARTS = ("bare", "labd", "compare", "worker", "printer", "launch")
+PARTS = ("bare", "labd", "compare", "asrun", "worker", "printer", "launch")
 
 
 def labd_worker(spec: Any, slots: Any, wake: Any, out: Any, *args: Any) -> None:
@@ -64,6 +66,13 @@ def drain(conn: Connection) -> None:
         pass
 
 
+class AsRun(Case):
+    """A case whose labd set has the parameters labd.experiments.measure gives a run."""
+
+    def labd_params(self) -> dict[str, Any]:
+        return {"interval": "0.0", "duration": "123.5", "name": "exp 1: pipe n=1 rep 1/1"}
+
+
 def _wake(end: Connection) -> None:
     """Ask labd's workers of one role to stop (a bare one reads no stop pipe)."""
     with contextlib.suppress(BrokenPipeError):
@@ -80,8 +89,8 @@ class Bench:
 
     def run(self, variant: str, seconds: float, warmup: float) -> float:
         parts = set(variant.split("+"))
-        if "labd" in parts or "compare" in parts:
-            return self.run_labd(seconds, warmup, "compare" in parts)
+        if parts & {"labd", "compare", "asrun"}:
+            return self.run_labd(seconds, warmup, parts)
         from labd.worker import board
         from labd.worker.contexts import WorkerSpec
 
@@ -148,12 +157,12 @@ class Bench:
                 end.close()
         return (b - a) / (t1 - t0)
 
-    def run_labd(self, seconds: float, warmup: float, compare: bool) -> float:
+    def run_labd(self, seconds: float, warmup: float, parts: set[str]) -> float:
         if self.labd is None:
             self.labd = Labd()
             self.labd.start(new_session=False)
-        case = Case("pipe", self.counters)
-        if compare:
+        case = AsRun("pipe", self.counters) if "asrun" in parts else Case("pipe", self.counters)
+        if "compare" in parts:
             from compare_check import compare_run
 
             return compare_run(self.labd, case, warmup, seconds)[0]
