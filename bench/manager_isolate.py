@@ -1,10 +1,12 @@
-"""Where does labd's Manager set at 4 counters lose its ~15 %? One ingredient of a labd
+"""Where did labd's Manager set at 4 counters lose its ~15 %? One ingredient of a labd
 set at a time, built by hand beside the bare loop of bench/overhead.py.
 
-``compare_check.py`` and ``overhead.py`` measure the racy Manager at 4 counters at
-0.82-0.86 of the bare loop (CPU per increment 1.17-1.20), where every other case is
-within a few %. This script rebuilds a labd set from its parts, outside labd, to find
-which part (or which combination) costs it. Variants, combined with ``+``:
+Up to round 0.4.2, ``compare_check.py`` and ``overhead.py`` measured the racy Manager
+at 4 counters at 0.82-0.86 of the bare loop (CPU per increment 1.17-1.20), where every
+other case was within a few %. This script rebuilds a labd set from its parts, outside
+labd, to find which part (or which combination) costs it: it found the spawned Manager
+server (``host+spawned``), and labd now forks it (bench/README.md, round 0.4.3).
+Variants, combined with ``+``:
 
     bare      overhead.py's loop: forkserver children doing ``v.value += 1`` on one
               Manager Value (the baseline every other variant is divided by)
