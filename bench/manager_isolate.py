@@ -90,6 +90,25 @@ def launcher(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None
         os.waitpid(pid, 0)
 
 
+def counters(
+    ctx: Any, targets: list[tuple[Callable[..., None], tuple[Any, ...]]], launch: bool
+) -> list[Any]:
+    """The counters' processes: one each, or (``launch``) one launcher forking them all."""
+    if launch:
+        return [ctx.Process(target=launcher, args=(targets,))]
+    return [ctx.Process(target=t, args=a) for t, a in targets]
+
+
+def window(done: Any, warmup: float, seconds: float) -> float:
+    """The rate of ``sum(done)`` over ``seconds``, from ``warmup`` after every slot counts."""
+    _until_counting(done, time.monotonic() + 30.0)
+    time.sleep(warmup)
+    a, t0 = sum(done), time.perf_counter()
+    time.sleep(seconds)
+    b, t1 = sum(done), time.perf_counter()
+    return (b - a) / (t1 - t0)
+
+
 class Bench:
     """The Managers (plain and labd's way), the private labd, and one run of a variant."""
 
@@ -142,10 +161,7 @@ class Bench:
         else:
             out = done = ctx.RawArray("q", COUNTERS)
             targets = [(bare_manager, (stop, out, i, v, None)) for i in range(COUNTERS)]
-        if "launch" in parts:
-            procs = [ctx.Process(target=launcher, args=(targets,))]
-        else:
-            procs = [ctx.Process(target=t, args=a) for t, a in targets]
+        procs = counters(ctx, targets, "launch" in parts)
         if "printer" in parts:
             procs.append(ctx.Process(target=printer, args=(stop, v)))
         sampler = threading.Thread(target=printer, args=(stop, v)) if "sampler" in parts else None
@@ -154,11 +170,7 @@ class Bench:
         if sampler is not None:
             sampler.start()
         try:
-            _until_counting(done, time.monotonic() + 30.0)
-            time.sleep(warmup)
-            a, t0 = sum(done), time.perf_counter()
-            time.sleep(seconds)
-            b, t1 = sum(done), time.perf_counter()
+            rate = window(done, warmup, seconds)
         finally:
             stop.value = 1
             if "worker" in parts:
@@ -173,7 +185,7 @@ class Bench:
             if "worker" in parts:
                 for end in (wake_r, wake_w, lines_r, lines_w):
                     end.close()
-        return (b - a) / (t1 - t0)
+        return rate
 
     def run_labd(self, seconds: float, warmup: float) -> float:
         if self.labd is None:

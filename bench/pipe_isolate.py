@@ -38,13 +38,12 @@ import multiprocessing
 import multiprocessing.context
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from manager_isolate import forkserver, launcher, parser, run_rounds, split_variants
-from overhead import Case, Labd, _until_counting, bare_pipe_counter, bare_pipe_printer
+from manager_isolate import counters, forkserver, parser, run_rounds, split_variants, window
+from overhead import Case, Labd, bare_pipe_counter, bare_pipe_printer
 
 PARTS = ("bare", "labd", "compare", "asrun", "worker", "printer", "launch")
 
@@ -124,11 +123,7 @@ class Bench:
             )
         else:
             reader = ctx.Process(target=bare_pipe_printer, args=(readers, received))
-        if "launch" in parts:
-            procs = [ctx.Process(target=launcher, args=(targets,))]
-        else:
-            procs = [ctx.Process(target=t, args=a) for t, a in targets]
-        procs.append(reader)
+        procs = [*counters(ctx, targets, "launch" in parts), reader]
         for p in procs:
             p.start()
         for end in (*(e for pair in pipes for e in pair), lines_w, wakes[0][0], wakes[1][0]):
@@ -136,11 +131,7 @@ class Bench:
         drainer = threading.Thread(target=drain, args=(lines_r,), daemon=True)
         drainer.start()
         try:
-            _until_counting(done, time.monotonic() + 30.0)
-            time.sleep(warmup)
-            a, t0 = sum(done), time.perf_counter()
-            time.sleep(seconds)
-            b, t1 = sum(done), time.perf_counter()
+            rate = window(done, warmup, seconds)
         finally:
             stop.value = 1
             _wake(wakes[0][1])  # counters first, then the printer
@@ -155,7 +146,7 @@ class Bench:
             drainer.join(5)
             for end in (lines_r, wakes[0][1], wakes[1][1]):
                 end.close()
-        return (b - a) / (t1 - t0)
+        return rate
 
     def run_labd(self, seconds: float, warmup: float, parts: set[str]) -> float:
         if self.labd is None:
