@@ -203,12 +203,28 @@ def test_labd_stops_in_bounds_with_its_manager_server_stopped_and_ends_it(
     d = labd_factory()
     server = child_of(d, _serves_the_manager)
     server.suspend()  # it will never answer the shutdown message
-    d.send(signal.SIGTERM)
     start = time.monotonic()
+    d.send(signal.SIGTERM)
     assert d.wait(timeout=30) == 0
     assert time.monotonic() - start <= 5.0, d.log_text()
     assert "the Manager's shutdown did not return within 3 s" in d.log_text()
     wait_for(lambda: not running([server]), 5, "the stopped Manager server to be killed")
+
+
+@pytest.mark.timeout(60)
+def test_labd_stops_promptly_after_its_forkserver_died_and_ends_its_manager(
+    labd_factory: DaemonFactory,
+) -> None:
+    d = labd_factory()
+    manager = child_of(d, _serves_the_manager)
+    child_of(d, _the_forkserver(d)).kill()
+    wait_for(lambda: manager.ppid() == d.pid, 5, "the orphaned Manager to come to labd")
+    start = time.monotonic()
+    d.send(signal.SIGTERM)  # multiprocessing, believing the server dead, asks it nothing
+    assert d.wait(timeout=30) == 0
+    assert time.monotonic() - start <= 2.5, d.log_text()
+    assert "did not end: killing it" not in d.log_text()
+    assert not running([manager])
 
 
 def _serves_the_manager(p: psutil.Process) -> bool:
