@@ -8,6 +8,7 @@ import io
 import json
 import signal
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,13 +241,26 @@ def _alive(pids: set[int]) -> list[int]:
     return out
 
 
+#: run a command with Ctrl-C's default action, as at a terminal: a test run started in
+#: the background of a non-interactive shell ignores SIGINT, and so would labctl
+AT_A_TERMINAL = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+)
+
+
 def test_ctrl_c_cancels_in_labd_and_leaves_no_process(
     labd_factory: DaemonFactory, tmp_path: Path
 ) -> None:
     d = labd_factory()
     labctl = Labctl(d, tmp_path)
     proc = subprocess.Popen(
-        labctl.command("compare", "shared", "queue", "--seconds", "5", "--repeat", "3"),
+        [
+            *AT_A_TERMINAL,
+            *labctl.command("compare", "shared", "queue", "--seconds", "5", "--repeat", "3"),
+        ],
         env=labctl.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
