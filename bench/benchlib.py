@@ -8,6 +8,8 @@ forkserver child (Python 3.11 does not preload ``__main__``), and so is this one
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import multiprocessing.context
 import os
 import platform
 import shutil
@@ -18,6 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+
+def forkserver(preload: bool) -> multiprocessing.context.BaseContext:
+    """The forkserver context, preloading what labd's does if asked."""
+    ctx = multiprocessing.get_context("forkserver")
+    if preload:
+        from labd.lab import forkserver_preload
+        from labd.registry import Registry
+
+        registry = Registry()
+        registry.load_all()
+        ctx.set_forkserver_preload(forkserver_preload(registry))
+    return ctx
 
 
 def machine() -> dict[str, Any]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import random
 import statistics
@@ -39,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchlib import machine, own_session, script
+from benchlib import forkserver, machine, own_session, script
 from overhead import ALL_CASES, BareRunner, Case, Labd, fmt_rate, own_leftovers, select_cases
 from pairstats import (
     LEVEL,
@@ -167,12 +166,7 @@ def measure(
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Every pair of the schedule; per case its result, and the 1-minute load average
     before each pair. labd runs in this process's session, as the bare loops do."""
-    ctx = multiprocessing.get_context("forkserver")
-    if args.preload:  # the bare loop's forkserver preloads what labd's does
-        from manager_isolate import forkserver
-
-        ctx = forkserver(preload=True)
-    bare = BareRunner(ctx)
+    bare = BareRunner(forkserver(args.preload))  # preloading what labd's does, if asked
     labd = Labd()
     pairs: dict[Case, list[dict[str, Any]]] = {case: [] for case in args.cases}
     loads: list[float] = []

@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchlib import forkserver
 from overhead import Case, Labd, _until_counting, bare_manager
 from pairstats import add_options, median_ci
 
@@ -233,19 +234,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if any("spawned" in v.split("+") and "host" not in v.split("+") for v in args.variants):
         ap.error("--variants: spawned goes with host (host+spawned)")
     return args
-
-
-def forkserver(preload: bool) -> multiprocessing.context.BaseContext:
-    """The forkserver context, preloading what labd's does if asked."""
-    ctx = multiprocessing.get_context("forkserver")
-    if preload:
-        from labd.lab import forkserver_preload
-        from labd.registry import Registry
-
-        registry = Registry()
-        registry.load_all()
-        ctx.set_forkserver_preload(forkserver_preload(registry))
-    return ctx
 
 
 def run_rounds(bench: Any, args: argparse.Namespace) -> int:

@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from manager_isolate import counters, forkserver, parser, run_rounds, split_variants, window
+from benchlib import forkserver
+from manager_isolate import counters, parser, run_rounds, split_variants, window
 from overhead import Case, Labd, bare_pipe_counter, bare_pipe_printer
 
 PARTS = ("bare", "labd", "compare", "asrun", "worker", "printer", "launch")
