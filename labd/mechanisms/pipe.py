@@ -205,12 +205,15 @@ class _Stream:
         self.corrupt: Callable[[], None] = ctx.corrupt
         self.ctx = ctx
         # One writer per pipe: messages arrive whole and in order, each 4 + size bytes
-        # from the last. Check a read's whole messages at once (their length + magic
-        # occur exactly once each, one C-level count) instead of parsing each in Python.
+        # from the last. Check a read's whole messages at once (each starts with the
+        # length + magic: a strided slice per byte of them, in C) instead of parsing
+        # each in Python.
         self.one_writer = trusted
         self.trusted = trusted and size <= _BULK_MAX
         self.wire = _LEN.size + size
-        self.head = _LEN.pack(size) + MAGIC  # starts every message, once
+        self.head = _LEN.pack(size) + MAGIC  # starts every message
+        most = _CHUNK // self.wire + 1  # messages in one read, at most
+        self.columns = [bytes([b]) * most for b in self.head]  # byte j of k heads: [:k]
         self.every = ctx.lat_every  # a one-writer pipe times message 0, k, 2k, ...
         self.seen = 0  # messages of this pipe so far
         self.notes = _NOTES
@@ -224,6 +227,11 @@ class _Stream:
         if not data:
             self.eof()
             return False
+        if self.trusted and not self.buf:  # nothing pending: check the read in place
+            done = self.bulk(data)
+            if done == len(data):
+                return True
+            data = data[done:]  # a partial message (or not in step: parse() says)
         self.buf += data
         done = self.parse()
         if done:
@@ -249,15 +257,19 @@ class _Stream:
             self.trusted = False  # out of step (a bug, or a foreign writer): each from now
         return self.parse_each()
 
-    def bulk(self) -> int:
-        """Whole messages from the buffer's start, checked at once; 0 if not in step."""
-        buf, w = self.buf, self.wire
+    def bulk(self, buf: bytes | bytearray | None = None) -> int:
+        """Whole messages from the start of ``buf`` (the buffer's by default), checked at
+        once; 0 if not in step."""
+        if buf is None:
+            buf = self.buf
+        w = self.wire
         k = len(buf) // w
         if not k:
             return 0
         end = k * w
-        if buf.count(self.head, 0, end) != k or buf[end - w : end - w + 8] != self.head:
-            return 0  # not in step (cannot happen with one writer): parse each
+        for j, column in enumerate(self.columns):  # a strided slice: ~4x a count's speed
+            if buf[j:end:w] != column[:k]:
+                return 0  # not in step (cannot happen with one writer): parse each
         at, unpack, every = _LEN.size + _SENT_AT, _SENT.unpack_from, self.every
         timed = range((-self.seen) % every, k, every)  # the ones the counter timed
         self.seen += k
