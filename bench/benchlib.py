@@ -12,14 +12,18 @@ import multiprocessing
 import multiprocessing.context
 import os
 import platform
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def forkserver(preload: bool) -> multiprocessing.context.BaseContext:
@@ -152,3 +156,24 @@ class PrivateLabd:
             self.proc.terminate()
             self.proc.wait(30)
         self.remove()
+
+
+def shuffled_rounds(
+    run: Callable[[str], T],
+    variants: Sequence[str],
+    rounds: int,
+    seed: int,
+    rate: Callable[[T], float],
+) -> dict[str, list[T]]:
+    """Every variant once a round, in an order shuffled by ``seed`` (so a drift of the
+    host hits them alike); each round's rates on stderr as it ends."""
+    rng = random.Random(seed)
+    out: dict[str, list[T]] = {v: [] for v in variants}
+    for i in range(rounds):
+        order = list(out)
+        rng.shuffle(order)
+        for variant in order:
+            out[variant].append(run(variant))
+        done = ", ".join(f"{v} {rate(out[v][-1]):.0f}" for v in variants)
+        print(f"round {i + 1}/{rounds}: {done}", file=sys.stderr, flush=True)
+    return out

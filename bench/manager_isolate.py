@@ -40,7 +40,6 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -51,7 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchlib import forkserver
+from benchlib import forkserver, shuffled_rounds
 from overhead import Case, Labd, _until_counting, bare_manager
 from pairstats import add_options, median_ci
 
@@ -239,16 +238,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def run_rounds(bench: Any, args: argparse.Namespace) -> int:
     """Every variant once a round, shuffled; then the report. ``bench`` has run(variant,
     seconds, warmup) -> rate and close() -> what was left running."""
-    rng = random.Random(args.seed)
-    rates: dict[str, list[float]] = {v: [] for v in args.variants}
     try:
-        for i in range(args.rounds):
-            order = list(rates)
-            rng.shuffle(order)
-            for variant in order:
-                rates[variant].append(bench.run(variant, args.seconds, args.warmup))
-            done = ", ".join(f"{v} {rates[v][-1]:.0f}" for v in args.variants)
-            print(f"round {i + 1}/{args.rounds}: {done}", file=sys.stderr, flush=True)
+        rates = shuffled_rounds(
+            lambda v: float(bench.run(v, args.seconds, args.warmup)),
+            args.variants,
+            args.rounds,
+            args.seed,
+            float,
+        )
     finally:
         left = bench.close()
     rows = []

@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchlib import forkserver, machine
+from benchlib import forkserver, machine, shuffled_rounds
 from overhead import Labd, _until_counting, bare_pipe_counter, bare_pipe_printer
 from pairstats import median_ci
 
@@ -125,7 +125,7 @@ class Bench:
         self.counters = counters
         self.labd: Labd | None = None
 
-    def run(self, variant: str, warmup: float, seconds: float) -> dict[str, float]:
+    def run(self, variant: str, seconds: float, warmup: float) -> dict[str, float]:
         if variant == "bare":
             return self.bare_run(warmup, seconds)
         return self.labd_run(MECHANISM[variant], warmup, seconds)
@@ -236,17 +236,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     bench = Bench(forkserver(args.preload), args.counters)
-    rng = random.Random(args.seed)
-    runs: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     started = time.monotonic()
     try:
-        for i in range(args.rounds):
-            order = list(runs)
-            rng.shuffle(order)
-            for variant in order:
-                runs[variant].append(bench.run(variant, args.warmup, args.seconds))
-            done = ", ".join(f"{v} {runs[v][-1]['rate']:.0f}/s" for v in runs)
-            print(f"round {i + 1}/{args.rounds}: {done}", file=sys.stderr, flush=True)
+        runs = shuffled_rounds(
+            lambda v: bench.run(v, args.seconds, args.warmup),
+            args.variants,
+            args.rounds,
+            args.seed,
+            lambda figures: figures["rate"],
+        )
     finally:
         left = bench.close()
     summary = report(runs)
