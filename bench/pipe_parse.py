@@ -54,12 +54,14 @@ def load_at(rev: str, into: str) -> ModuleType:
     return module
 
 
-def messages(pipe: ModuleType, n: int) -> bytes:
+def messages(n: int) -> bytes:
+    """n one-writer messages as multiprocessing writes them, one in 16 stamped."""
+    from labd.mechanisms import pipe
+
     size = pipe._HEAD.size + PAYLOAD
     out = []
     for i in range(n):
-        frame = bytearray(pipe.MAGIC + bytes(pipe._HEAD.size - len(pipe.MAGIC)) + b"x" * PAYLOAD)
-        pipe._PLEN.pack_into(frame, len(pipe.MAGIC) + 16, PAYLOAD)
+        frame = pipe.blank_frame(b"x" * PAYLOAD)
         if i % 16 == 0:
             pipe._SENT.pack_into(frame, pipe._SENT_AT, time.monotonic_ns())
         out.append(size.to_bytes(4, "big") + bytes(frame))
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         other = load_at(args.against, tmp)
-    data = messages(here, args.messages)
+    data = messages(args.messages)
     parsers = {"this tree": Parser(here), args.against: Parser(other)}
     per: dict[str, list[float]] = {k: [] for k in parsers}
     ratios = []

@@ -13,7 +13,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from labd.mechanisms.pipe import _HEAD, _PLEN, _SENT, _SENT_AT, MAGIC, _Stream
+from labd.mechanisms.pipe import _HEAD, _SENT, _SENT_AT, MAGIC, _Stream, blank_frame
 from labd.worker import board
 from labd.worker.contexts import LAT_EVERY, PrinterContext, WorkerSpec
 
@@ -24,8 +24,7 @@ LENGTH = SIZE.to_bytes(4, "big")  # and how it writes it, before each frame
 
 def frame(stamp: int = 0) -> bytes:
     """A message as a one-writer counter sends it (seq and crc 0, sent_ns or 0)."""
-    out = bytearray(MAGIC + bytes(_HEAD.size - len(MAGIC)) + b"x" * PAYLOAD)
-    _PLEN.pack_into(out, len(MAGIC) + 16, PAYLOAD)
+    out = blank_frame(b"x" * PAYLOAD)
     _SENT.pack_into(out, _SENT_AT, stamp)
     return bytes(out)
 

@@ -116,8 +116,7 @@ class PipeMessages(Mechanism):
         data = b"x" * int(ctx.values.get("payload", 16))
         size = len(data)
         data_crc = zlib.crc32(data)
-        frame = bytearray(MAGIC + bytes(_HEAD.size - len(MAGIC)) + data)
-        _PLEN.pack_into(frame, len(MAGIC) + 16, size)
+        frame = blank_frame(data)
         if not ctx.values.get("shared_end", False):
             cls._one_writer(ctx, conn, frame)
             return
@@ -252,17 +251,15 @@ class _Stream:
         if self.trusted:
             if len(self.buf) < self.wire:
                 return 0  # not one whole message yet
-            done = self.bulk()
+            done = self.bulk(self.buf)
             if done:
                 return done  # whole messages only: the buffer starts at the next one
             self.trusted = False  # out of step (a bug, or a foreign writer): each from now
         return self.parse_each()
 
-    def bulk(self, buf: bytes | bytearray | None = None) -> int:
-        """Whole messages from the start of ``buf`` (the buffer's by default), checked at
+    def bulk(self, buf: bytes | bytearray) -> int:
+        """Whole messages from the start of ``buf`` (a read, or the buffer), checked at
         once; 0 if not in step."""
-        if buf is None:
-            buf = self.buf
         w = self.wire
         k = len(buf) // w
         if not k:
@@ -309,6 +306,13 @@ class _Stream:
                     done = scan = i + size
         self.scan = scan
         return done
+
+
+def blank_frame(payload: bytes) -> bytearray:
+    """A message's frame around ``payload``, with seq, sent_ns and crc32 still 0."""
+    frame = bytearray(MAGIC + bytes(_HEAD.size - len(MAGIC)) + payload)
+    _PLEN.pack_into(frame, len(MAGIC) + 16, len(payload))
+    return frame
 
 
 def _anatomy(buf: bytearray, at: int, size: int) -> str:
