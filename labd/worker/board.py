@@ -13,6 +13,7 @@ truth. Aligned 8-byte loads and stores are atomic on every platform labd runs on
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -36,12 +37,35 @@ def printer_slot(counters: int, index: int) -> int:
     return 2 * counters + index * _PER_PRINTER
 
 
-def bucket(latency_ns: int) -> int:
-    """Histogram bucket of a latency: 8 buckets per doubling of microseconds (~9 %)."""
+def bucket_by_formula(latency_ns: int) -> int:
+    """Histogram bucket of a latency: 8 buckets per doubling of microseconds (~9 %).
+
+    The definition. :func:`bucket` gives the same index faster."""
     if latency_ns <= 0:
         return 0
     i = int(math.log2(latency_ns / 1000.0 + 1.0) * _STEPS_PER_OCTAVE)
     return i if i < BUCKETS else BUCKETS - 1
+
+
+def _first_ns(index: int) -> int:
+    """The smallest latency (ns) the formula puts in bucket ``index`` or above."""
+    ns = math.ceil(1000.0 * (math.pow(2.0, index / _STEPS_PER_OCTAVE) - 1.0))
+    while bucket_by_formula(ns) < index:
+        ns += 1
+    while ns > 0 and bucket_by_formula(ns - 1) >= index:
+        ns -= 1
+    return ns
+
+
+#: First latency (ns) of buckets 1 .. BUCKETS-1: ``bisect_right(FLOORS_NS, ns)`` is
+#: the bucket of ``ns``. One C call instead of a log per sample, on every message
+#: mechanism's hot path; the index is the formula's exactly (stored results keep it).
+FLOORS_NS = [_first_ns(i) for i in range(1, BUCKETS)]
+
+
+def bucket(latency_ns: int) -> int:
+    """Histogram bucket of a latency (as :func:`bucket_by_formula`)."""
+    return bisect.bisect_right(FLOORS_NS, latency_ns)
 
 
 def bucket_upper_us(index: int) -> float:

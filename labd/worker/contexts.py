@@ -19,6 +19,7 @@ import contextlib
 import os
 import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -294,7 +295,7 @@ class PrinterContext(_Context):
         v = self._v
         v[self._received_slot] = self._count
         if sent_ns is not None and not self._count & self._lat_mask:
-            v[self._hist + board.bucket(time.monotonic_ns() - sent_ns)] += 1
+            v[self._hist + bisect_right(board.FLOORS_NS, time.monotonic_ns() - sent_ns)] += 1
 
     def received_many(self, n: int, sent_ns: Sequence[int] = ()) -> None:
         """Record ``n`` valid messages at once, with the send times of an unbiased
@@ -304,9 +305,9 @@ class PrinterContext(_Context):
         v = self._v
         v[self._received_slot] = self._count
         if sent_ns:
-            now, hist, bucket = time.monotonic_ns(), self._hist, board.bucket
+            now, hist, floors = time.monotonic_ns(), self._hist, board.FLOORS_NS
             for t in sent_ns:
-                v[hist + bucket(now - t)] += 1
+                v[hist + bisect_right(floors, now - t)] += 1
 
     def corrupt(self, n: int = 1) -> None:
         """Record ``n`` messages that arrived garbled."""
