@@ -10,6 +10,9 @@ For the window of every run it reads, per process (all threads):
     cpu/msg       user + system time of the role's processes per message, in us
     vol, inv      voluntary (it blocked) and involuntary (it was preempted) context
                   switches per second
+    migrations    moves between CPUs per second (/proc/PID/task/TID/sched, where the
+                  kernel has it; 0 where not)
+    minflt        minor page faults per second
 
 Variants (``--variants``, bare and any of the others):
 
@@ -73,20 +76,33 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
-def _switches(pid: int) -> tuple[int, int]:
-    """Voluntary and involuntary context switches of all the process's threads."""
-    vol = inv = 0
+def _threads(pid: int) -> dict[str, int]:
+    """Summed over the process's threads: context switches (/proc/PID/task/TID/status)
+    and, where the kernel keeps /proc/PID/task/TID/sched, migrations between CPUs;
+    minor page faults (the process's /proc/PID/stat)."""
+    out = dict.fromkeys(("vol", "inv", "migrations"), 0)
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 for line in f:
                     if line.startswith("voluntary_ctxt_switches:"):
-                        vol += int(line.split()[1])
+                        out["vol"] += int(line.split()[1])
                     elif line.startswith("nonvoluntary_ctxt_switches:"):
-                        inv += int(line.split()[1])
+                        out["inv"] += int(line.split()[1])
+            with open(f"/proc/{pid}/task/{tid}/sched") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.strip() in _SCHED:
+                        out[_SCHED[key.strip()]] += int(float(value))
         except OSError:
-            continue  # a thread that just ended
-    return vol, inv
+            continue  # a thread that just ended (or no sched file)
+    with open(f"/proc/{pid}/stat") as f:
+        out["minflt"] = int(f.read().rsplit(")", 1)[1].split()[7])
+    return out
+
+
+_SCHED = {"se.nr_migrations": "migrations"}
+_COUNTS = ("vol", "inv", "migrations", "minflt")
 
 
 def _snapshot(roles: dict[str, list[int]]) -> tuple[float, int, dict[str, list[float]]]:
@@ -94,9 +110,9 @@ def _snapshot(roles: dict[str, list[int]]) -> tuple[float, int, dict[str, list[f
     sent = sum(_write_calls(p) for p in roles["counter"])
     per: dict[str, list[float]] = {}
     for role, pids in roles.items():
-        cpu = sum(_cpu_seconds(p) for p in pids)
-        switches = [_switches(p) for p in pids]
-        per[role] = [cpu, sum(v for v, _ in switches), sum(i for _, i in switches)]
+        threads = [_threads(p) for p in pids]
+        per[role] = [sum(_cpu_seconds(p) for p in pids)]
+        per[role] += [sum(t[k] for t in threads) for k in _COUNTS]
     return t, sent, per
 
 
@@ -110,10 +126,10 @@ def measure(roles: dict[str, list[int]], seconds: float) -> dict[str, float]:
         raise RuntimeError("the counters wrote nothing in the window")
     out = {"rate": msgs / span}
     for role in roles:
-        cpu, vol, inv = (y - x for x, y in zip(a[role], b[role], strict=True))
+        cpu, *counts = (y - x for x, y in zip(a[role], b[role], strict=True))
         out[f"{role}_cpu_us_per_msg"] = cpu / msgs * 1e6
-        out[f"{role}_vol_per_s"] = vol / span
-        out[f"{role}_inv_per_s"] = inv / span
+        for key, n in zip(_COUNTS, counts, strict=True):
+            out[f"{role}_{key}_per_s"] = n / span
     return out
 
 
