@@ -7,7 +7,8 @@ For the window of every run it reads, per process (all threads):
                   writes each message with one ``write`` (multiprocessing's framing and
                   a 44-byte frame, far under PIPE_BUF) and nothing else while it counts,
                   so the rate needs nothing from labd (its sampler, its API)
-    cpu/msg       user + system time of the role's processes per message, in us
+    cpu/msg       user + system time of the role's processes per message, in us; and
+                  each apart (user/msg, sys/msg: sampled at the clock's ticks)
     vol, inv      voluntary (it blocked) and involuntary (it was preempted) context
                   switches per second
     migrations    moves between CPUs per second (/proc/PID/task/TID/sched, where the
@@ -70,10 +71,11 @@ def _write_calls(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/io has no syscw")
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return int(fields[11]) / TICK, int(fields[12]) / TICK  # utime, stime
 
 
 def _threads(pid: int) -> dict[str, int]:
@@ -111,7 +113,8 @@ def _snapshot(roles: dict[str, list[int]]) -> tuple[float, int, dict[str, list[f
     per: dict[str, list[float]] = {}
     for role, pids in roles.items():
         threads = [_threads(p) for p in pids]
-        per[role] = [sum(_cpu_seconds(p) for p in pids)]
+        cpu = [_cpu_seconds(p) for p in pids]
+        per[role] = [sum(u for u, _ in cpu), sum(k for _, k in cpu)]
         per[role] += [sum(t[k] for t in threads) for k in _COUNTS]
     return t, sent, per
 
@@ -126,8 +129,10 @@ def measure(roles: dict[str, list[int]], seconds: float) -> dict[str, float]:
         raise RuntimeError("the counters wrote nothing in the window")
     out = {"rate": msgs / span}
     for role in roles:
-        cpu, *counts = (y - x for x, y in zip(a[role], b[role], strict=True))
-        out[f"{role}_cpu_us_per_msg"] = cpu / msgs * 1e6
+        user, system, *counts = (y - x for x, y in zip(a[role], b[role], strict=True))
+        out[f"{role}_cpu_us_per_msg"] = (user + system) / msgs * 1e6
+        out[f"{role}_user_us_per_msg"] = user / msgs * 1e6
+        out[f"{role}_sys_us_per_msg"] = system / msgs * 1e6
         for key, n in zip(_COUNTS, counts, strict=True):
             out[f"{role}_{key}_per_s"] = n / span
     return out
