@@ -8,9 +8,16 @@ a printer does. CPU time (``time.process_time``) per message, ``--repeat`` fills
 round, the two parsers alternated each round; median and minimum per parser, and the
 median of the rounds' ratios (this tree / the other) with the sign test's interval.
 
-    python bench/pipe_parse.py [--against REV] [--rounds N] [--messages N]
+    python bench/pipe_parse.py [--against REV|bare] [--rounds N] [--messages N]
+                               [--per-read N]
 
 REV is any commit git knows (default HEAD~1); the comparison needs a git checkout.
+``--against bare`` compares with the bare loop's reader instead (bench/barepipe.py's
+printer: read, count whole messages, record the count; no check, no latency).
+``--per-read N`` writes the fill N messages at a time, each followed by the reads
+that drain it: a flat-out set's printer reads what is there, ~40 messages a read at
+4 counters (perf counts ~24 reads per 1,000 messages), not 64 KiB. The CPU time then
+includes the writes, the same for both sides.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pairstats import median_ci
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "labd/mechanisms/pipe.py"
 PAYLOAD = 16
+FRAME = 28 + PAYLOAD  # labd's frame (pipe._HEAD, then the payload)
 
 
 def load_at(rev: str, into: str) -> ModuleType:
@@ -68,10 +76,27 @@ def messages(n: int) -> bytes:
     return b"".join(out)
 
 
+class BareStream:
+    """The bare loop's reader (bench/barepipe.py's printer), as a ``_Stream`` is used."""
+
+    def __init__(self, fd: int, size: int, ctx: Any, trusted: bool = True) -> None:
+        self.fd, self.wire, self.ctx, self.left = fd, 4 + size, ctx, 0
+
+    def read(self) -> bool:
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        whole, self.left = divmod(self.left + len(data), self.wire)
+        if whole:
+            self.ctx.received_many(whole)
+        return bool(data)
+
+
 class Parser:
     """One parser (``_Stream`` of a pipe module) on a pipe of its own."""
 
-    def __init__(self, pipe: ModuleType) -> None:
+    def __init__(self, pipe: ModuleType | None) -> None:
         from labd.worker import board
         from labd.worker.contexts import PrinterContext, WorkerSpec
 
@@ -83,14 +108,18 @@ class Parser:
         self.r, self.w = os.pipe()
         fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, 1 << 20)
         os.set_blocking(self.r, False)
-        self.stream: Any = pipe._Stream(self.r, pipe._HEAD.size + PAYLOAD, ctx, trusted=True)
+        make = pipe._Stream if pipe is not None else BareStream
+        self.stream: Any = make(self.r, FRAME, ctx, trusted=True)
 
-    def cost(self, data: bytes) -> float:
-        """CPU us per message to parse ``data`` written at once."""
-        os.write(self.w, data)
+    def cost(self, data: bytes, per_write: int = 0) -> float:
+        """CPU seconds to parse ``data``, written at once or ``per_write`` bytes at a
+        time, each write drained before the next."""
+        step = per_write or len(data)
         t0 = time.process_time()
-        while select.select([self.r], [], [], 0)[0] and self.stream.read():
-            pass
+        for at in range(0, len(data), step):
+            os.write(self.w, data[at : at + step])
+            while select.select([self.r], [], [], 0)[0] and self.stream.read():
+                pass
         return time.process_time() - t0
 
     def close(self) -> None:
@@ -101,18 +130,26 @@ class Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--against", default="HEAD~1", help="the commit to compare with")
+    ap.add_argument("--against", default="HEAD~1", help="a commit, or bare (HEAD~1)")
     ap.add_argument("--rounds", type=int, default=20, help="rounds (20)")
     ap.add_argument("--repeat", type=int, default=10, help="fills per parser per round (10)")
     ap.add_argument("--messages", type=int, default=20000, help="per fill, < 1 MiB (20000)")
+    ap.add_argument("--per-read", type=int, default=0, help="messages a write (0: the fill)")
     args = ap.parse_args(argv)
     if not 0 < args.messages <= 20000 or args.rounds < 1 or args.repeat < 1:
         ap.error("--messages 1-20000 (a fill must fit the pipe), --rounds, --repeat >= 1")
+    if args.per_read < 0:
+        ap.error("--per-read: 0 (the whole fill at once) or more messages a write")
     import labd.mechanisms.pipe as here
 
-    with tempfile.TemporaryDirectory() as tmp:
-        other = load_at(args.against, tmp)
+    if here._HEAD.size + PAYLOAD != FRAME:
+        raise SystemExit("pipe_parse.py: labd's frame changed; update FRAME")
+    other: ModuleType | None = None
+    if args.against != "bare":
+        with tempfile.TemporaryDirectory() as tmp:
+            other = load_at(args.against, tmp)
     data = messages(args.messages)
+    per_write = args.per_read * (4 + FRAME)
     parsers = {"this tree": Parser(here), args.against: Parser(other)}
     per: dict[str, list[float]] = {k: [] for k in parsers}
     ratios = []
@@ -120,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.rounds):
             costs = {}
             for name, parser in parsers.items():
-                costs[name] = sum(parser.cost(data) for _ in range(args.repeat))
+                costs[name] = sum(parser.cost(data, per_write) for _ in range(args.repeat))
                 per[name].append(costs[name] / (args.repeat * args.messages) * 1e6)
             ratios.append(costs["this tree"] / costs[args.against])
     finally:
