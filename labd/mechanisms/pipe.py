@@ -24,8 +24,9 @@ On a pipe with one writer (``shared_end=no``) nothing can be garbled, so the cou
 writes only ``sent_ns`` (seq and crc32 stay 0), and when flat out only in message 0,
 ``LAT_EVERY``, 2 ``LAT_EVERY``, ... of its pipe (the others carry 0); the printer checks
 each read's whole messages at once (that each starts with length + magic: one strided
-slice per byte of them, in C, on the read itself when nothing is pending) instead of
-parsing each in Python, and times the stamped ones. Parsing and checking each 44-byte
+slice of the read seen as 8-byte words when a message is whole words long, as with the
+default payload, else one per byte of the head; in C, on the read itself when nothing
+is pending) instead of parsing each in Python, and times the stamped ones. Parsing and checking each 44-byte
 message cost ~1.2 us, enough to make the printer the limit of its set.
 """
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -55,6 +56,7 @@ _BULK_MAX = 4096  # larger messages: few per read, the per-message parser is fin
 _PLEN = struct.Struct("!I")
 _SENT = struct.Struct("!Q")
 _SENT_AT = len(MAGIC) + 8  # where sent_ns sits in a frame
+_STAMP_AT = _LEN.size + _SENT_AT  # and in a message (after multiprocessing's length)
 _WHO_SHIFT = 40  # a shared end's seq: counter index << 40 | its message number
 _NOTES = 3  # corrupt messages each printer describes in its output (labctl explain)
 NOTE = "corrupt: "  # how those lines start
@@ -214,6 +216,14 @@ class _Stream:
         self.head = _LEN.pack(size) + MAGIC  # starts every message
         most = _CHUNK // self.wire + 1  # messages in one read, at most
         self.columns = [bytes([b]) * most for b in self.head]  # byte j of k heads: [:k]
+        # A message a whole number of 8-byte words long (48 bytes with the default
+        # payload): each head is one word, and so is each stamp, so one strided slice
+        # of the read seen as words gathers every head (or every stamp) at once.
+        # Cheaper than a slice per byte of the head when a read brings ~40 messages,
+        # as a flat-out printer's do.
+        aligned = self.wire % 8 == 0 and len(self.head) == 8 and _STAMP_AT % 8 == 0
+        self.words = self.wire // 8 if aligned else 0  # words a message, 0: by bytes
+        self.heads = self.head * most  # k heads: [: 8 * k]
         self.every = ctx.lat_every  # a one-writer pipe times message 0, k, 2k, ...
         self.seen = 0  # messages of this pipe so far
         self.notes = _NOTES
@@ -265,13 +275,23 @@ class _Stream:
         if not k:
             return 0
         end = k * w
-        for j, column in enumerate(self.columns):  # a strided slice: ~4x a count's speed
-            if buf[j:end:w] != column[:k]:
+        first, every = (-self.seen) % self.every, self.every  # the ones the counter timed
+        sent: Sequence[int]
+        if self.words:
+            with memoryview(buf) as whole, whole[:end] as read, read.cast("Q") as words:
+                heads = words[:: self.words].tobytes()
+                stamps = words[(first * w + _STAMP_AT) // 8 :: self.words * every].tobytes()
+            if heads != self.heads[: 8 * k]:
                 return 0  # not in step (cannot happen with one writer): parse each
-        at, unpack, every = _LEN.size + _SENT_AT, _SENT.unpack_from, self.every
-        timed = range((-self.seen) % every, k, every)  # the ones the counter timed
+            sent = struct.unpack(f">{len(stamps) // 8}Q", stamps)
+        else:
+            for j, column in enumerate(self.columns):  # a strided slice: ~4x a count's
+                if buf[j:end:w] != column[:k]:
+                    return 0
+            unpack = _SENT.unpack_from
+            sent = [unpack(buf, i * w + _STAMP_AT)[0] for i in range(first, k, every)]
         self.seen += k
-        self.ctx.received_many(k, [unpack(buf, i * w + at)[0] for i in timed])
+        self.ctx.received_many(k, sent)
         return end
 
     def parse_each(self) -> int:
