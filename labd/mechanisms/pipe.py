@@ -26,8 +26,9 @@ writes only ``sent_ns`` (seq and crc32 stay 0), and when flat out only in messag
 each read's whole messages at once (that each starts with length + magic: one strided
 slice of the read seen as 8-byte words when a message is whole words long, as with the
 default payload, else one per byte of the head; in C, on the read itself when nothing
-is pending) instead of parsing each in Python, and times the stamped ones. Parsing and checking each 44-byte
-message cost ~1.2 us, enough to make the printer the limit of its set.
+is pending) instead of parsing each in Python, and times the stamped ones. Parsing and
+checking each 44-byte message cost ~1.2 us, enough to make the printer the limit of
+its set.
 """
 
 from __future__ import annotations
