@@ -96,27 +96,31 @@ def corrupt_applies(sets: Any) -> bool:
 
 
 LEGEND = """\
-What each figure means (per set; --json gives them exact, with the same names):
+What each figure means (per set; --json gives them exact, same names):
 
-  SET        what the set is, as you would spawn it: mechanism, counters, then every
-             parameter not at its default (shared 10 lock=yes window=0.05), then its
-             name in quotes if it has one
-  ATTEMPTED  increments the counters performed; each counter tallies its own in a
-             slot only it writes, so this is the truth
-  VALUE      what the mechanism shows: the shared counter (shared, manager), or the
-             messages the printers received intact (queue, pipe)
-  LOST       updates that vanished in a race: two counters read the same value and
-             both wrote value + 1 (red above 0, green at 0)
+  SET        what the set is, as you would spawn it: mechanism, counters,
+             then every parameter not at its default (shared 10 lock=yes
+             window=0.05), then its name in quotes if it has one
+  ATTEMPTED  increments the counters performed; each counter tallies its
+             own in a slot only it writes, so this is the truth
+  VALUE      what the mechanism shows: the shared counter (shared,
+             manager), or the messages the printers received intact
+             (queue, pipe)
+  LOST       updates that vanished in a race: two counters read the same
+             value and both wrote value + 1 (red above 0, green at 0)
              LOST = ATTEMPTED - VALUE - IN FLIGHT - CORRUPT
   LOST%      LOST as a share of ATTEMPTED
-  IN FLIGHT  while a set runs: increments under way, messages sent and not yet
-             received; 0 once the set is stopped, when the accounting is exact
-  CORRUPT    messages that arrived garbled (pipe shared_end=yes: another counter's
-             bytes cut into them); they arrived, so they are not LOST
-  RATE       increments a second over the last few ticks, from the tallies and the
-             times they were read (- once the set stopped)
+  IN FLIGHT  while a set runs: increments under way, messages sent and not
+             yet received; 0 once the set is stopped, when the accounting
+             is exact
+  CORRUPT    messages that arrived garbled (pipe shared_end=yes: another
+             counter's bytes cut into them); they arrived, so they are not
+             LOST
+  RATE       increments a second over the last few ticks, from the tallies
+             and the times they were read (- once the set stopped)
   P50, P99   send-to-receive latency of messages, median and 99th percentile
-  LAST 20 S  (watch) the rate over the last 20 seconds, one mark per 2 seconds
+  LAST 20 S  (watch) the rate over the last 20 seconds, one mark per 2 s
 
-Numbers: 999, then 1.23k, 4.18M on status, watch and the toolbar; exact with
-separators (1,234,567) after stop and in inspect. explain ID tells one set's story."""
+Numbers: 999, then 1.23k, 4.18M on status, watch and the toolbar; exact
+with separators (1,234,567) after stop and in inspect. explain ID tells
+one set's story."""

@@ -120,6 +120,8 @@ def test_help_figures_explains_each_figure() -> None:
     assert result.exit_code == 0
     for word in ("ATTEMPTED", "VALUE", "LOST", "IN FLIGHT", "CORRUPT", "RATE", "SET"):
         assert f"  {word}" in result.output, word
+    wide = [line for line in result.output.splitlines() if len(line) > 80]
+    assert not wide, f"wider than an 80-column terminal: {wide}"
 
 
 def test_json_is_one_document(capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,7 +76,8 @@ def test_spawn_then_status_run_through_the_same_grammar(
 def test_help_and_help_command(
     state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run_lines(state, "help\rhelp spawn\rhelp exit\rquit\r", tmp_path / "h") == 0
+    lines = "help\rhelp spawn\rhelp figures\rhelp exit\rquit\r"
+    assert run_lines(state, lines, tmp_path / "h") == 0
     out = capsys.readouterr().out
     # the REPL's usage: no "labctl [OPTIONS]", no option the REPL refuses, no "repl"
     assert "Usage: labctl [OPTIONS]" not in out.split("Usage: labctl spawn")[0]
@@ -86,6 +87,8 @@ def test_help_and_help_command(
     assert "help figures" in out
     assert "Usage: labctl spawn [OPTIONS] MECH N [KEY=VALUE]..." in out
     assert "exit: leave the REPL" in out
+    wide = [line for line in out.splitlines() if len(line) > 80]
+    assert not wide, f"wider than an 80-column terminal: {wide}"
 
 
 @pytest.mark.daemon

@@ -25,9 +25,9 @@ LEAVE = ("exit", "quit")
 HELP = "help"
 REPL_HELP = """
 help COMMAND shows a command's arguments; help figures, what each figure means.
-Tab completes commands, mechanisms, parameters and set ids; Up and Ctrl-R search the
-history; Ctrl-C cancels the line or a live view (watch, tail -f); exit, quit or Ctrl-D
-leaves."""
+Tab completes commands, mechanisms, parameters and set ids; Up and Ctrl-R
+search the history; Ctrl-C cancels the line or a live view (watch, tail -f);
+exit, quit or Ctrl-D leaves."""
 NOT_IN_REPL = frozenset({"repl", HELP})  # the REPL's own help lists these not as commands
 
 
