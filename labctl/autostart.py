@@ -98,7 +98,7 @@ def _launch(target: Target, launch: Launch) -> Client:
     # labd outlives this labctl; while we run, reap it if it ends (a REPL session may be
     # long), and hold the Popen so that it is not collected as a leaked child
     threading.Thread(target=proc.wait, name="reap-labd", daemon=True).start()
-    launch.say(f"started labd in the background (pid {proc.pid}, log: {log_path})")
+    launch.say(f"started labd in the background (pid {proc.pid})\nits log: {log_path}")
     return client
 
 

@@ -240,7 +240,7 @@ def test_autostart_starts_one_labd_and_a_second_repl_reuses_it(
     tmux.env.update(PROMPT_TOOLKIT_NO_CPR="1")
     socket = f"{autostarted['XDG_RUNTIME_DIR']}/ipclab/labd.sock"
     first = tmux.open(labctl_command())
-    pid = int(first.wait_for(r"started labd in the background \(pid (\d+),", "autostart")[1])
+    pid = int(first.wait_for(r"started labd in the background \(pid (\d+)\)$", "autostart")[1])
     first.wait_for(r"^lab>", "the first prompt")
     assert f"at unix:{socket}\n" in first.joined()  # the greeting names the socket
     assert [p.pid for p in daemons_for(autostarted["XDG_RUNTIME_DIR"])] == [pid]
@@ -321,7 +321,7 @@ def test_shutdown_in_the_repl_is_calm_and_labd_comes_back_only_saying_so(
     started a new labd."""
     tmux.env.update(PROMPT_TOOLKIT_NO_CPR="1")
     pane = tmux.open(labctl_command(), size=(80, 24))
-    first = int(pane.wait_for(r"started labd in the background \(pid (\d+),", "autostart")[1])
+    first = int(pane.wait_for(r"started labd in the background \(pid (\d+)\)$", "autostart")[1])
     pane.wait_for(r"^lab>", "the prompt")
     pane.type("shutdown")
     pane.keys("Enter")
