@@ -18,11 +18,8 @@ import os
 from multiprocessing.connection import wait
 from typing import Any
 
-from labd.mechanisms.pipe import _HEAD, PipeMessages
+from labd.mechanisms.pipe import _CHUNK, _DRAIN_S, _HEAD, PipeMessages
 from labd.worker.contexts import CounterContext, PrinterContext
-
-_CHUNK = 1 << 16
-_DRAIN_S = 0.5
 
 
 class BarePipe(PipeMessages):

@@ -42,7 +42,6 @@ from pairstats import median_ci
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "labd/mechanisms/pipe.py"
 PAYLOAD = 16
-FRAME = 28 + PAYLOAD  # labd's frame (pipe._HEAD, then the payload)
 
 
 def load_at(rev: str, into: str) -> ModuleType:
@@ -96,7 +95,9 @@ class BareStream:
 class Parser:
     """One parser (``_Stream`` of a pipe module) on a pipe of its own."""
 
-    def __init__(self, pipe: ModuleType | None) -> None:
+    def __init__(self, pipe: ModuleType | None, size: int) -> None:
+        """``pipe``: a pipe module whose ``_Stream`` parses, or None for the bare reader;
+        ``size``: multiprocessing's length of every frame."""
         from labd.worker import board
         from labd.worker.contexts import PrinterContext, WorkerSpec
 
@@ -109,7 +110,7 @@ class Parser:
         fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, 1 << 20)
         os.set_blocking(self.r, False)
         make = pipe._Stream if pipe is not None else BareStream
-        self.stream: Any = make(self.r, FRAME, ctx, trusted=True)
+        self.stream: Any = make(self.r, size, ctx, trusted=True)
 
     def cost(self, data: bytes, per_write: int = 0) -> float:
         """CPU seconds to parse ``data``, written at once or ``per_write`` bytes at a
@@ -142,15 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--per-read: 0 (the whole fill at once) or more messages a write")
     import labd.mechanisms.pipe as here
 
-    if here._HEAD.size + PAYLOAD != FRAME:
-        raise SystemExit("pipe_parse.py: labd's frame changed; update FRAME")
     other: ModuleType | None = None
     if args.against != "bare":
         with tempfile.TemporaryDirectory() as tmp:
             other = load_at(args.against, tmp)
     data = messages(args.messages)
-    per_write = args.per_read * (4 + FRAME)
-    parsers = {"this tree": Parser(here), args.against: Parser(other)}
+    size = here._HEAD.size + PAYLOAD
+    per_write = args.per_read * (here._LEN.size + size)
+    parsers = {"this tree": Parser(here, size), args.against: Parser(other, size)}
     per: dict[str, list[float]] = {k: [] for k in parsers}
     ratios = []
     try:

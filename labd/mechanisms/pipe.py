@@ -216,15 +216,15 @@ class _Stream:
         self.wire = _LEN.size + size
         self.head = _LEN.pack(size) + MAGIC  # starts every message
         most = _CHUNK // self.wire + 1  # messages in one read, at most
-        self.columns = [bytes([b]) * most for b in self.head]  # byte j of k heads: [:k]
         # A message a whole number of 8-byte words long (48 bytes with the default
-        # payload): each head is one word, and so is each stamp, so one strided slice
-        # of the read seen as words gathers every head (or every stamp) at once.
-        # Cheaper than a slice per byte of the head when a read brings ~40 messages,
-        # as a flat-out printer's do.
-        aligned = self.wire % 8 == 0 and len(self.head) == 8 and _STAMP_AT % 8 == 0
-        self.words = self.wire // 8 if aligned else 0  # words a message, 0: by bytes
-        self.heads = self.head * most  # k heads: [: 8 * k]
+        # payload): its head (length + magic) is its first word and its stamp its third
+        # (_STAMP_AT), so one strided slice of the read seen as words gathers every head
+        # (or every stamp) at once. Cheaper than a slice per byte of the head when a
+        # read brings ~40 messages, as a flat-out printer's do.
+        self.words = self.wire // 8 if self.wire % 8 == 0 else 0  # 0: byte by byte
+        self.heads = self.head * most if self.words else b""  # k heads: [: 8 * k]
+        # else byte j of k heads: self.columns[j][:k]
+        self.columns = [] if self.words else [bytes([b]) * most for b in self.head]
         self.every = ctx.lat_every  # a one-writer pipe times message 0, k, 2k, ...
         self.seen = 0  # messages of this pipe so far
         self.notes = _NOTES
