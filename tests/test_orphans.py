@@ -120,3 +120,67 @@ def test_a_group_sweep_ends_only_processes_of_that_set() -> None:
     finally:
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
+
+
+def test_workers_end_their_set_when_labd_dies_and_the_launcher_cannot(labd_factory) -> None:
+    # the launcher leads the set's group and ends it when labd dies, and a printer that
+    # sees its stop pipe close does too; stopped, they cannot, and the counters' own
+    # watch (a thread with a descriptor table of its own) must: the counters sleep 30 s
+    # before counting, so nothing else of theirs would notice
+    d = labd_factory(fakes=True)
+    conn = d.connect()
+    status = json.loads(conn.root.spawn("fake", 2, '{"interval": 0.05, "start_delay": 30}'))
+    conn.close()
+    workers = [psutil.Process(p["pid"]) for p in status["processes"]]
+    launchers = list({w.parent() for w in workers})
+    printers = [psutil.Process(p["pid"]) for p in status["processes"] if p["role"] == "printer"]
+    stopped = launchers + printers
+    for p in stopped:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: all(p.status() == psutil.STATUS_STOPPED for p in stopped),
+            5.0,
+            "the set's launcher and printers to stop",
+        )
+        d.send(signal.SIGKILL)
+        d.wait()
+        wait_for(
+            lambda: not running(workers + launchers),
+            5.0,
+            "the workers to end their set: " + describe(running(workers + launchers)),
+        )
+    finally:
+        for p in running(workers + launchers):
+            p.kill()
+
+
+def _table(pid: int, tid: int) -> dict[int, str]:
+    """A thread's descriptor table: fd -> what it refers to."""
+    base = f"/proc/{pid}/task/{tid}/fd"
+    return {int(fd): os.readlink(f"{base}/{fd}") for fd in os.listdir(base)}
+
+
+def _only_a_pidfd(table: dict[int, str]) -> bool:
+    return [what for fd, what in table.items() if fd > 2] == ["anon_inode:[pidfd]"]
+
+
+def test_a_workers_watch_thread_holds_only_the_pidfd(labd_factory) -> None:
+    # two threads sharing a table make every system call on a descriptor take and drop
+    # a reference on its file: the watch thread keeps its own, holding only labd's pidfd
+    d = labd_factory()
+    conn = d.connect()
+    status = json.loads(conn.root.spawn("pipe", 2, '{"interval": "0"}'))
+    try:
+        for p in status["processes"]:
+            pid = p["pid"]
+            assert any("pipe:" in what for what in _table(pid, pid).values())
+
+            def watching(pid: int = pid) -> list[int]:
+                threads = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+                return [t for t in threads if _only_a_pidfd(_table(pid, t))]
+
+            wait_for(watching, 5.0, f"a thread of worker {pid} with a table of its own")
+    finally:
+        conn.root.stop((status["id"],))
+        conn.close()
