@@ -112,6 +112,34 @@ def test_a_message_split_between_reads_is_counted_once(printer: Printer) -> None
     assert printer.stream.trusted
 
 
+def test_the_read_that_completes_a_message_is_checked_whole(printer: Printer) -> None:
+    # the pending start is completed alone, and the rest of the read checked in place:
+    # a wrong head there is still seen
+    good = printer.length + printer.frame()
+    bad = bytes(4) + b"XXXX" + printer.frame()[len(MAGIC) :]
+    os.write(printer.writer.fileno(), good + good[:10])
+    printer.drain()
+    assert printer.board.received() == 1 and printer.stream.trusted
+    os.write(printer.writer.fileno(), good[10:] + good * 3 + bad + good * 3)
+    printer.drain()
+    assert not printer.stream.trusted, "not in step: each message parsed from then on"
+    assert printer.board.received() == 8
+    assert printer.board.corrupt() == 0
+
+
+def test_a_pending_message_completed_out_of_step_is_noticed(printer: Printer) -> None:
+    # split inside its head: the head is only whole once the next read completes it
+    good = printer.length + printer.frame()
+    os.write(printer.writer.fileno(), good + good[:3])
+    printer.drain()
+    assert printer.board.received() == 1
+    os.write(printer.writer.fileno(), bytes(5) + good[8:] + good * 5)
+    printer.drain()
+    assert not printer.stream.trusted, "not in step: each message parsed from then on"
+    assert printer.board.received() == 6
+    assert printer.board.corrupt() == 0
+
+
 def test_a_whole_message_with_a_wrong_head_inside_a_read_is_noticed(printer: Printer) -> None:
     # a message's size, so every later message stays in step: only a check of every
     # head sees it (not one of a read's first and last)

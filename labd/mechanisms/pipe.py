@@ -226,6 +226,7 @@ class _Stream:
         # else byte j of k heads: self.columns[j][:k]
         self.columns = [] if self.words else [bytes([b]) * most for b in self.head]
         self.every = ctx.lat_every  # a one-writer pipe times message 0, k, 2k, ...
+        self.unpack: dict[int, struct.Struct] = {}  # n big-endian stamps, by n
         self.seen = 0  # messages of this pipe so far
         self.notes = _NOTES
 
@@ -238,11 +239,13 @@ class _Stream:
         if not data:
             self.eof()
             return False
-        if self.trusted and not self.buf:  # nothing pending: check the read in place
-            done = self.bulk(data)
-            if done == len(data):
-                return True
-            data = data[done:]  # a partial message (or not in step: parse() says)
+        if self.trusted:
+            at = self.complete(data) if self.buf else 0
+            if not self.buf:  # nothing pending: check the rest of the read in place
+                at += self.bulk(data, at)
+                if at == len(data):
+                    return True
+            data = data[at:]  # a partial message (or not in step: parse() says)
         self.buf += data
         done = self.parse()
         if done:
@@ -268,32 +271,46 @@ class _Stream:
             self.trusted = False  # out of step (a bug, or a foreign writer): each from now
         return self.parse_each()
 
-    def bulk(self, buf: bytes | bytearray) -> int:
-        """Whole messages from the start of ``buf`` (a read, or the buffer), checked at
-        once; 0 if not in step."""
+    def complete(self, data: bytes) -> int:
+        """The pending start of a message (shorter than one) completed from the start of
+        ``data`` and checked alone; returns how many bytes of ``data`` it took. The
+        buffer is left empty when the message was whole and in step (the rest of the
+        read is then checked in place, not copied behind it)."""
+        take = self.wire - len(self.buf)
+        self.buf += data[:take]
+        if len(self.buf) == self.wire and self.bulk(self.buf):
+            self.buf.clear()
+        return take if take < len(data) else len(data)
+
+    def bulk(self, buf: bytes | bytearray, start: int = 0) -> int:
+        """Whole messages from ``start`` in ``buf`` (a read, or the buffer), checked at
+        once; returns their length in bytes, 0 if not in step."""
         w = self.wire
-        k = len(buf) // w
-        if not k:
+        k = (len(buf) - start) // w
+        if k <= 0:
             return 0
-        end = k * w
+        end = start + k * w
         first, every = (-self.seen) % self.every, self.every  # the ones the counter timed
         sent: Sequence[int]
         if self.words:
-            with memoryview(buf) as whole, whole[:end] as read, read.cast("Q") as words:
+            at = (first * w + _STAMP_AT) // 8  # the first timed message's stamp, in words
+            with memoryview(buf) as whole, whole[start:end] as read, read.cast("Q") as words:
                 heads = words[:: self.words].tobytes()
-                stamps = words[(first * w + _STAMP_AT) // 8 :: self.words * every].tobytes()
+                stamps = words[at :: self.words * every].tobytes()
             if heads != self.heads[: 8 * k]:
                 return 0  # not in step (cannot happen with one writer): parse each
-            sent = struct.unpack(f">{len(stamps) // 8}Q", stamps)
+            n = len(stamps) // 8
+            unpack = self.unpack.get(n) or self.unpack.setdefault(n, struct.Struct(f">{n}Q"))
+            sent = unpack.unpack(stamps)
         else:
             for j, column in enumerate(self.columns):  # a strided slice: ~4x a count's
-                if buf[j:end:w] != column[:k]:
+                if buf[start + j : end : w] != column[:k]:
                     return 0
-            unpack = _SENT.unpack_from
-            sent = [unpack(buf, i * w + _STAMP_AT)[0] for i in range(first, k, every)]
+            unpack_from, at = _SENT.unpack_from, start + _STAMP_AT
+            sent = [unpack_from(buf, at + i * w)[0] for i in range(first, k, every)]
         self.seen += k
         self.ctx.received_many(k, sent)
-        return end
+        return end - start
 
     def parse_each(self) -> int:
         buf, size = self.buf, self.size
