@@ -28,8 +28,11 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = ("labctl", "labd")
 
 
-def say(line: str) -> None:
-    print(f"install.py: {line}", file=sys.stderr, flush=True)
+def say(line: str, *paths: object) -> None:
+    """A line of ours on stderr; each of ``paths`` on a line of its own, indented, so a
+    long home directory does not wrap the sentence in an 80-column terminal."""
+    text = "".join(f"\n    {p}" for p in paths)
+    print(f"install.py: {line}{text}", file=sys.stderr, flush=True)
 
 
 def in_venv() -> bool:
@@ -54,7 +57,7 @@ def make_venv(where: Path) -> list[str]:
     python = where / "bin" / "python"
     if python.exists():
         return [str(python), "-m", "pip"] if _has_pip(python) else _system_pip(python)
-    say(f"making a virtual environment in {where}")
+    say("making a virtual environment in", where)
     try:
         venv.create(where, with_pip=True)
         return [str(python), "-m", "pip"]
@@ -92,7 +95,7 @@ def link(bin_dir: Path, into: Path) -> None:
             target.unlink(missing_ok=True)
             target.symlink_to(bin_dir / name)
         else:
-            say(f"{target} exists and is not ours: left as it is")
+            say("exists and is not ours, left as it is:", target)
 
 
 def install_app() -> Path:
@@ -100,15 +103,15 @@ def install_app() -> Path:
     if in_venv():
         pip_install([sys.executable, "-m", "pip"], ".")
         where = Path(sys.executable).parent
-        say(f"installed ipclab into this virtual environment ({sys.prefix})")
+        say("installed ipclab into this virtual environment:", sys.prefix)
         return where
     home = data_home() / "ipclab" / "venv"
     pip_install(make_venv(home), ".")
     link(home / "bin", bin_home())
-    say(
-        f"installed ipclab into {home}; labctl and labd are linked in {bin_home()}"
-        + ("" if _on_path(bin_home()) else f" (add it to PATH: export PATH={bin_home()}:$PATH)")
-    )
+    say("installed ipclab into", home)
+    say("labctl and labd are linked in", bin_home())
+    if not _on_path(bin_home()):
+        say("which is not on your PATH yet: add it with", f"export PATH={bin_home()}:$PATH")
     return bin_home()
 
 

@@ -70,6 +70,11 @@ def test_the_first_command_installs_with_the_distribution_s_python(tmp_path: Pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "linked in" in done.stderr and "export PATH=" in done.stderr
+    # a long home (pytest's): our sentences fit 80 columns, each path on a line of its own
+    ours = [line for line in done.stderr.splitlines() if line.startswith("install.py: ")]
+    assert len(str(home)) > 40 and ours, done.stderr
+    assert not [line for line in ours if len(line) > 80], ours
+    assert f"    {home}/.local/bin" in done.stderr.splitlines(), done.stderr
     labctl = home / ".local" / "bin" / "labctl"
     version = subprocess.run(
         ["labctl", "--version"], env={**env, "PATH": f"{labctl.parent}:/usr/bin:/bin"},
