@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import gc
 import os
 import select
 import signal
@@ -166,22 +167,31 @@ def own_fd_table(*keep: int) -> bool:
     the table's copy (``unshare(CLONE_FILES)``) and closes the rest of it: the worker's
     own table is again the main thread's alone, its files held only there (closing one
     closes the file). Measured in a flat-out pipe set: the counters' system time a
-    message fell from 1.14 to 1.03 of the bare loop's (bench/README.md, round 0.4.6).
+    message fell from 1.14 to 1.02-1.03 of the bare loop's (bench/README.md, round
+    0.4.6). A thread the worker starts later shares the main thread's table again.
+
+    The collector is off meanwhile: an object it finalizes from this thread (a
+    connection in a cycle, say) would close its descriptor in the copy, not where the
+    worker holds it.
     """
-    unshare = getattr(os, "unshare", None)  # Python 3.12+
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        if unshare is not None:
-            unshare(CLONE_FILES)
+        if hasattr(os, "unshare"):  # Python 3.12+
+            os.unshare(CLONE_FILES)
         elif ctypes.CDLL(None, use_errno=True).unshare(CLONE_FILES) != 0:
             return False
+        low = 3
+        for fd in sorted(k for k in keep if k >= low):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        return True
     except (OSError, AttributeError):
         return False
-    low = 3
-    for fd in sorted(k for k in keep if k >= low):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-    return True
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def daemon_gone(own_group: bool) -> NoReturn:
