@@ -44,7 +44,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchlib import forkserver, machine, shuffled_rounds
@@ -71,17 +71,17 @@ def _write_calls(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/io has no syscw")
 
 
-def _cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU time of a process (all its threads), in seconds."""
+def _stat(pid: int) -> tuple[float, float, int]:
+    """User and system CPU time of a process (all its threads), in seconds, and its
+    minor page faults, from one read of /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICK, int(fields[12]) / TICK  # utime, stime
+    return int(fields[11]) / TICK, int(fields[12]) / TICK, int(fields[7])  # utime, stime
 
 
 def _threads(pid: int) -> dict[str, int]:
     """Summed over the process's threads: context switches (/proc/PID/task/TID/status)
-    and, where the kernel keeps /proc/PID/task/TID/sched, migrations between CPUs;
-    minor page faults (the process's /proc/PID/stat)."""
+    and, where the kernel keeps /proc/PID/task/TID/sched, migrations between CPUs."""
     out = dict.fromkeys(("vol", "inv", "migrations"), 0)
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -98,8 +98,6 @@ def _threads(pid: int) -> dict[str, int]:
                         out[_SCHED[key.strip()]] += int(float(value))
         except OSError:
             continue  # a thread that just ended (or no sched file)
-    with open(f"/proc/{pid}/stat") as f:
-        out["minflt"] = int(f.read().rsplit(")", 1)[1].split()[7])
     return out
 
 
@@ -113,9 +111,11 @@ def _snapshot(roles: dict[str, list[int]]) -> tuple[float, int, dict[str, list[f
     per: dict[str, list[float]] = {}
     for role, pids in roles.items():
         threads = [_threads(p) for p in pids]
-        cpu = [_cpu_seconds(p) for p in pids]
-        per[role] = [sum(u for u, _ in cpu), sum(k for _, k in cpu)]
-        per[role] += [sum(t[k] for t in threads) for k in _COUNTS]
+        stats = [_stat(p) for p in pids]
+        for counts, (_, _, minflt) in zip(threads, stats, strict=True):
+            counts["minflt"] = minflt
+        per[role] = [sum(u for u, _, _ in stats), sum(k for _, k, _ in stats)]
+        per[role] += [sum(counts[k] for counts in threads) for k in _COUNTS]
     return t, sent, per
 
 
@@ -138,12 +138,17 @@ def measure(roles: dict[str, list[int]], seconds: float) -> dict[str, float]:
     return out
 
 
-class Bench:
-    """The forkserver for the bare loop, the private labd, and one run of each."""
+Measure = Callable[[dict[str, list[int]], float], dict[str, float]]
 
-    def __init__(self, ctx: Any, counters: int) -> None:
+
+class Bench:
+    """The forkserver for the bare loop, the private labd, and one run of each;
+    ``measure`` takes each window's figures (pipe_profile.py profiles it too)."""
+
+    def __init__(self, ctx: Any, counters: int, measure: Measure = measure) -> None:
         self.ctx = ctx
         self.counters = counters
+        self.measure = measure
         self.labd: Labd | None = None
 
     def run(self, variant: str, seconds: float, warmup: float) -> dict[str, float]:
@@ -169,7 +174,7 @@ class Bench:
         try:
             _until_counting(out, time.monotonic() + 30.0)
             time.sleep(warmup)
-            return measure(
+            return self.measure(
                 {"counter": [p.pid for p in counters], "printer": [printer.pid]}, seconds
             )
         finally:
@@ -193,7 +198,7 @@ class Bench:
         try:
             self.labd.until_counting(set_id)
             time.sleep(warmup)
-            return measure(roles, seconds)
+            return self.measure(roles, seconds)
         finally:
             final = json.loads(conn.root.stop((set_id,)))[0]
             if final["state"] != "stopped":

@@ -32,40 +32,43 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
 
 RECORD = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "2999", "-g")
 REPORT = ("perf", "report", "--no-children", "--sort", "dso,sym", "--stdio", "-g", "none", "-n")
 _LINE = re.compile(r"\s+[\d.]+%\s+(\d+)\s+\S+\s+\[.\]\s+(.*)")
 
 
-def profiled(measure: Any, out: str, now: dict[str, str]) -> Any:
-    """``pipe_procs.measure`` with each role's processes profiled for the window;
-    ``now["variant"]`` names the variant being run."""
-    numbers = itertools.count(1)
+class Profiled:
+    """``pipe_procs.measure`` with each role's processes profiled for the window: the
+    profiles go to ``out`` as TAG-ROLE.data; ``last`` is the last window's tag and how
+    long its profilers ran (they span the window and their own start)."""
 
-    def run(roles: dict[str, list[int]], seconds: float) -> dict[str, float]:
-        tag = f"{now['variant']}-{next(numbers)}"
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.variant = ""  # set by the caller before each run
+        self.numbers = itertools.count(1)
+        self.last: tuple[str, float] = ("", 0.0)
+
+    def __call__(self, roles: dict[str, list[int]], seconds: float) -> dict[str, float]:
+        import pipe_procs
+
+        tag = f"{self.variant}-{next(self.numbers)}"
         perfs = [
             subprocess.Popen(
-                [*RECORD, "-p", ",".join(map(str, pids)), "-o", f"{out}/{tag}-{role}.data"],
+                [*RECORD, "-p", ",".join(map(str, pids)), "-o", f"{self.out}/{tag}-{role}.data"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             for role, pids in roles.items()
         ]
         started = time.monotonic()
-        figures: dict[str, float] = measure(roles, seconds)
+        figures = pipe_procs.measure(roles, seconds)
         for p in perfs:
             p.send_signal(signal.SIGINT)
         for p in perfs:
             p.wait()
-        # the profiles span the window and the profilers' start: count messages so
-        figures["profiled_s"] = time.monotonic() - started
-        figures["tag"] = tag  # type: ignore[assignment]
+        self.last = (tag, time.monotonic() - started)
         return figures
-
-    return run
 
 
 def samples(path: str) -> collections.Counter[str]:
@@ -84,14 +87,17 @@ def samples(path: str) -> collections.Counter[str]:
     return out
 
 
-def table(runs: dict[str, list[dict[str, Any]]], out: str, role: str, top: int) -> str:
+Run = tuple[str, float, float]  # the profiles' tag, how long they ran, the set's rate
+
+
+def table(runs: dict[str, list[Run]], out: str, role: str, top: int) -> str:
     per: dict[str, dict[str, float]] = {}
     for variant, figures in runs.items():
         total: collections.Counter[str] = collections.Counter()
         messages = 0.0
-        for f in figures:
-            total.update(samples(f"{out}/{f['tag']}-{role}.data"))
-            messages += f["rate"] * f["profiled_s"]
+        for tag, profiled_s, rate in figures:
+            total.update(samples(f"{out}/{tag}-{role}.data"))
+            messages += rate * profiled_s
         total["(all)"] = sum(total.values())
         per[variant] = {k: n / messages * 1e6 for k, n in total.items()}
     names = sorted((set(per["bare"]) | set(per["labd"])) - {"(all)"})
@@ -124,16 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.keep or tempfile.mkdtemp(prefix="pipe_profile-")
     os.makedirs(out, exist_ok=True)
-    now = {"variant": ""}
-    pipe_procs.measure = profiled(pipe_procs.measure, out, now)
-    bench = pipe_procs.Bench(forkserver(True), args.counters)
-    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "labd": []}
+    profiled = Profiled(out)
+    bench = pipe_procs.Bench(forkserver(True), args.counters, profiled)
+    runs: dict[str, list[Run]] = {"bare": [], "labd": []}
     rng = random.Random(args.seed)
     try:
         for _ in range(args.rounds):
             for variant in rng.sample(list(runs), 2):
-                now["variant"] = variant
-                runs[variant].append(bench.run(variant, args.seconds, 1.0))
+                profiled.variant = variant
+                rate = bench.run(variant, args.seconds, 1.0)["rate"]
+                runs[variant].append((*profiled.last, rate))
     finally:
         left = bench.close()
     for role in args.role or ["counter", "printer"]:

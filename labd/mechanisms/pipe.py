@@ -280,7 +280,7 @@ class _Stream:
         self.buf += data[:take]
         if len(self.buf) == self.wire and self.bulk(self.buf):
             self.buf.clear()
-        return take if take < len(data) else len(data)
+        return min(take, len(data))
 
     def bulk(self, buf: bytes | bytearray, start: int = 0) -> int:
         """Whole messages from ``start`` in ``buf`` (a read, or the buffer), checked at
