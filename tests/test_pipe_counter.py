@@ -53,7 +53,6 @@ class Counter:
         for conn in (self.reader, self.writer, self.wake):
             conn.close()
         os.close(self.wake_w)
-        self.array = bytearray()
 
 
 @pytest.fixture
