@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 RECORD = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "2999", "-g")
 REPORT = ("perf", "report", "--no-children", "--sort", "dso,sym", "--stdio", "-g", "none", "-n")
@@ -39,19 +39,18 @@ _LINE = re.compile(r"\s+[\d.]+%\s+(\d+)\s+\S+\s+\[.\]\s+(.*)")
 
 
 class Profiled:
-    """``pipe_procs.measure`` with each role's processes profiled for the window: the
+    """A window's ``measure`` (pipe_procs') with each role's processes profiled: the
     profiles go to ``out`` as TAG-ROLE.data; ``last`` is the last window's tag and how
     long its profilers ran (they span the window and their own start)."""
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, measure: Callable[..., dict[str, float]]) -> None:
         self.out = out
+        self.measure = measure
         self.variant = ""  # set by the caller before each run
         self.numbers = itertools.count(1)
         self.last: tuple[str, float] = ("", 0.0)
 
     def __call__(self, roles: dict[str, list[int]], seconds: float) -> dict[str, float]:
-        import pipe_procs
-
         tag = f"{self.variant}-{next(self.numbers)}"
         perfs = [
             subprocess.Popen(
@@ -62,7 +61,7 @@ class Profiled:
             for role, pids in roles.items()
         ]
         started = time.monotonic()
-        figures = pipe_procs.measure(roles, seconds)
+        figures = self.measure(roles, seconds)
         for p in perfs:
             p.send_signal(signal.SIGINT)
         for p in perfs:
@@ -130,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.keep or tempfile.mkdtemp(prefix="pipe_profile-")
     os.makedirs(out, exist_ok=True)
-    profiled = Profiled(out)
+    profiled = Profiled(out, pipe_procs.measure)
     bench = pipe_procs.Bench(forkserver(True), args.counters, profiled)
     runs: dict[str, list[Run]] = {"bare": [], "labd": []}
     rng = random.Random(args.seed)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 
+from overhead import PIPE_FRAME
 from pairstats import median_ci
 from pipe_parse import load_at
 
@@ -58,7 +59,7 @@ def labd_loop(module: ModuleType, batches: Sequence[int]) -> Callable[[], None]:
 
 
 def bare_loop(batches: Sequence[int]) -> Callable[[], None]:
-    frame = b"x" * (4 + 44)
+    frame = b"x" * PIPE_FRAME  # overhead.py's bare counter sends this
 
     def run() -> None:
         send = Null.send_bytes
